@@ -1,0 +1,3 @@
+//! RequestAuthentication: token extraction, verification, outputs.
+
+pub mod spec;

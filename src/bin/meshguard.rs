@@ -1,0 +1,2 @@
+//! meshguard command-line tool. Placeholder.
+fn main() {}

@@ -1,0 +1,221 @@
+//! The plugin configuration contract (`shared/spec/CONFIG.md`): one JSON document with the
+//! workload, JWKS settings and Istio resources exactly as `kubectl get -o json` prints them.
+//!
+//! Parsing is phase one (serde structs, every error naming its JSON path); compiling into the
+//! immutable [`crate::engine::Engine`] is phase two.
+
+mod error;
+mod meta;
+
+pub use error::{closest, from_value, join, ConfigError};
+pub use meta::{ObjectMeta, Resource, Workload, WorkloadSelector};
+
+use crate::authn::spec::RequestAuthenticationSpec;
+use crate::authz::spec::AuthorizationPolicySpec;
+use crate::peer::PeerAuthenticationSpec;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The parsed plugin configuration.
+#[derive(Debug, Clone, Default)]
+pub struct PluginConfig {
+    pub workload: Workload,
+    pub jwks: JwksSettings,
+    pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
+    pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
+    pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
+}
+
+/// `jwks` in the plugin config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwksSettings {
+    /// `jwksUri` authority (host[:port]) -> Envoy cluster. Absent: the authority is the cluster.
+    pub clusters: BTreeMap<String, String>,
+    /// How often remote key sets are refreshed.
+    pub refresh_interval: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        Self {
+            clusters: BTreeMap::new(),
+            refresh_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+impl JwksSettings {
+    /// The Envoy cluster that reaches `authority`.
+    pub fn cluster_for(&self, authority: &str) -> String {
+        self.clusters
+            .get(authority)
+            .cloned()
+            .unwrap_or_else(|| authority.to_string())
+    }
+}
+
+/// A policy spec: something with an optional workload selector.
+pub trait PolicySpec: DeserializeOwned {
+    fn selector(&self) -> Option<&WorkloadSelector>;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    workload: Option<Workload>,
+    #[serde(default)]
+    jwks: Option<RawJwks>,
+    #[serde(default)]
+    policies: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawJwks {
+    #[serde(default)]
+    clusters: BTreeMap<String, String>,
+    refresh_interval: Option<String>,
+}
+
+/// An Istio resource as kubectl prints it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawResource<S> {
+    #[serde(rename = "apiVersion")]
+    _api_version: String,
+    #[serde(rename = "kind")]
+    _kind: String,
+    #[serde(default)]
+    metadata: ObjectMeta,
+    spec: S,
+    /// Written by Istio's status controller; ignored.
+    #[serde(default, rename = "status")]
+    _status: Option<Value>,
+}
+
+const API_VERSIONS: [&str; 2] = ["security.istio.io/v1", "security.istio.io/v1beta1"];
+
+/// Parses the plugin configuration. An empty string is the empty config (no policies).
+pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
+    let root: Value = if json.trim().is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_str(json)
+            .map_err(|e| ConfigError::new("", format!("configuration is not valid JSON: {e}")))?
+    };
+    if !root.is_object() {
+        return Err(ConfigError::new("", "configuration must be a JSON object"));
+    }
+    let raw: RawConfig = from_value(&root, "")?;
+    let workload = raw.workload.unwrap_or_default();
+    let mut jwks = JwksSettings {
+        clusters: Default::default(),
+        refresh_interval: JwksSettings::default().refresh_interval,
+    };
+    if let Some(j) = raw.jwks {
+        jwks.clusters = j.clusters;
+        if let Some(interval) = j.refresh_interval {
+            let d = crate::duration::parse(&interval)
+                .map_err(|m| ConfigError::new("jwks.refreshInterval", m))?;
+            if d < Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    "jwks.refreshInterval",
+                    "must be at least 1s",
+                ));
+            }
+            jwks.refresh_interval = d;
+        }
+    }
+    let mut config = PluginConfig {
+        workload,
+        jwks,
+        ..Default::default()
+    };
+    for (i, entry) in raw.policies.iter().enumerate() {
+        add_resource(&mut config, entry, &format!("policies[{i}]"))?;
+    }
+    Ok(config)
+}
+
+fn add_resource(config: &mut PluginConfig, entry: &Value, path: &str) -> Result<(), ConfigError> {
+    let obj = entry
+        .as_object()
+        .ok_or_else(|| ConfigError::new(path, "must be an object (an Istio resource)"))?;
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConfigError::new(join(path, "kind"), "required field is missing"))?;
+    if kind == "List" {
+        let items = obj
+            .get("items")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ConfigError::new(join(path, "items"), "a List needs an items array"))?;
+        for (key, _) in obj.iter() {
+            if !matches!(key.as_str(), "apiVersion" | "kind" | "items" | "metadata") {
+                return Err(ConfigError::new(join(path, key), "unknown field"));
+            }
+        }
+        for (j, item) in items.iter().enumerate() {
+            add_resource(config, item, &format!("{path}.items[{j}]"))?;
+        }
+        return Ok(());
+    }
+    let api_version = obj
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConfigError::new(join(path, "apiVersion"), "required field is missing"))?;
+    if !API_VERSIONS.contains(&api_version) {
+        return Err(ConfigError::new(
+            join(path, "apiVersion"),
+            format!("unsupported apiVersion {api_version:?}, expected security.istio.io/v1 or security.istio.io/v1beta1"),
+        ));
+    }
+    match kind {
+        "RequestAuthentication" => config
+            .request_authentications
+            .push(resource(entry, path, &config.workload)?),
+        "AuthorizationPolicy" => config
+            .authorization_policies
+            .push(resource(entry, path, &config.workload)?),
+        "PeerAuthentication" => config
+            .peer_authentications
+            .push(resource(entry, path, &config.workload)?),
+        other => {
+            let known = ["RequestAuthentication", "AuthorizationPolicy", "PeerAuthentication"]
+                .map(String::from);
+            let hint = closest(other, &known)
+                .map(|c| format!(", did you mean {c}?"))
+                .unwrap_or_default();
+            return Err(ConfigError::new(
+                join(path, "kind"),
+                format!("unsupported kind {other:?}{hint}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn resource<S: PolicySpec>(
+    entry: &Value,
+    path: &str,
+    workload: &Workload,
+) -> Result<Resource<S>, ConfigError> {
+    let raw: RawResource<S> = from_value(entry, path)?;
+    let namespace = raw
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| workload.namespace.clone());
+    let applies = workload.selects(&namespace, raw.spec.selector());
+    Ok(Resource {
+        meta: raw.metadata,
+        spec: raw.spec,
+        path: path.to_string(),
+        namespace,
+        applies,
+    })
+}
