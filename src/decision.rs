@@ -1,1 +1,65 @@
-//! The decision value. Placeholder.
+//! The decision value: what the adapter does with a request, and why. Logs, metrics and the
+//! local reply are all derived from it.
+
+use crate::authn::HeaderMutations;
+use crate::authz::DryRunResult;
+
+/// Which check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// PeerAuthentication (mTLS mode).
+    Peer,
+    /// RequestAuthentication (JWT).
+    Authn,
+    /// AuthorizationPolicy.
+    Authz,
+}
+
+/// A response sent by the filter instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+    /// Envoy's response code details (`%RESPONSE_CODE_DETAILS%`): no spaces.
+    pub details: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(LocalReply),
+}
+
+/// The full outcome for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The stage that decided (for an allow: the last stage that ran).
+    pub stage: Stage,
+    /// One line, for the log and the access log: which policy, which rule, which token check.
+    pub reason: String,
+    /// Request changes to apply when allowed (token removal, output headers).
+    pub mutations: HeaderMutations,
+    /// Istio request principal `iss/sub`, when a token verified.
+    pub request_principal: Option<String>,
+    /// The matching AUDIT policy: the request is marked for audit.
+    pub audit: Option<String>,
+    /// Results of dry-run policies.
+    pub dry_run: Vec<DryRunResult>,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+}
+
+/// Envoy-style response code details: spaces become underscores.
+pub fn details(prefix: &str, detail: &str) -> String {
+    let detail: String = detail
+        .chars()
+        .map(|c| if c.is_whitespace() { '_' } else { c })
+        .collect();
+    format!("{prefix}{{{detail}}}")
+}

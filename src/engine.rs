@@ -1,1 +1,146 @@
-//! Engine. Placeholder.
+//! The engine: an immutable, compiled configuration that decides requests. Peer check
+//! (PeerAuthentication), then authentication (RequestAuthentication), then authorization
+//! (AuthorizationPolicy) — the order of Istio's listener and filter chain.
+
+use crate::attrs::RequestAttributes;
+use crate::authn::{www_authenticate, Authenticator, AuthnOutcome, KeyStore, RemoteJwks};
+use crate::authz::Authorizer;
+use crate::config::{self, ConfigError, PluginConfig};
+use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
+use crate::peer::PeerPolicy;
+use std::time::Duration;
+
+/// Envoy RBAC's denial body.
+pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
+
+#[derive(Debug)]
+pub struct Engine {
+    peer: PeerPolicy,
+    authn: Authenticator,
+    authz: Authorizer,
+    refresh_interval: Duration,
+    summary: String,
+}
+
+/// The engine's answer for one request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Remote keys (indices into [`Engine::remote_jwks`]) are not fetched yet: pause the
+    /// request, fetch, and decide again.
+    NeedKeys(Vec<usize>),
+    Decided(Decision),
+}
+
+impl Engine {
+    /// Parses and compiles a plugin configuration (CONFIG.md).
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        Self::compile(&config::parse(json)?)
+    }
+
+    pub fn compile(cfg: &PluginConfig) -> Result<Self, ConfigError> {
+        let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
+        let authn = Authenticator::compile(&cfg.request_authentications, &cfg.jwks)?;
+        let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
+        let count = |applies: usize, total: usize| format!("{applies}/{total}");
+        let summary = format!(
+            "workload {}/{:?}: RequestAuthentication {}, AuthorizationPolicy {}, PeerAuthentication {} (applicable/total), {} remote JWKS",
+            cfg.workload.namespace,
+            cfg.workload.labels,
+            count(cfg.request_authentications.iter().filter(|r| r.applies).count(), cfg.request_authentications.len()),
+            count(cfg.authorization_policies.iter().filter(|r| r.applies).count(), cfg.authorization_policies.len()),
+            count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
+            authn.remote_jwks().len(),
+        );
+        Ok(Engine {
+            peer,
+            authn,
+            authz,
+            refresh_interval: cfg.jwks.refresh_interval,
+            summary,
+        })
+    }
+
+    /// Remote key sets to fetch.
+    pub fn remote_jwks(&self) -> &[RemoteJwks] {
+        self.authn.remote_jwks()
+    }
+
+    pub fn refresh_interval(&self) -> Duration {
+        self.refresh_interval
+    }
+
+    /// One line describing what was loaded, for the log.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// Decides one request. `now_secs`: Unix time, for token expiry.
+    pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
+        if let Some(reason) = self.peer.check(req) {
+            return Outcome::Decided(Decision {
+                verdict: Verdict::Deny(LocalReply {
+                    status: 403,
+                    body: "meshguard: mutual TLS is required (PeerAuthentication STRICT)".into(),
+                    headers: Vec::new(),
+                    details: "meshguard_mtls_required".into(),
+                }),
+                stage: Stage::Peer,
+                reason,
+                mutations: Default::default(),
+                request_principal: None,
+                audit: None,
+                dry_run: Vec::new(),
+            });
+        }
+        let (auth, mutations) = match self.authn.authenticate(req, keys, now_secs) {
+            AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
+            AuthnOutcome::Done {
+                result: Err(failure),
+                mutations,
+            } => {
+                let message = failure.status.message();
+                return Outcome::Decided(Decision {
+                    verdict: Verdict::Deny(LocalReply {
+                        status: failure.http_status(),
+                        body: message.to_string(),
+                        headers: vec![("www-authenticate".into(), www_authenticate(req))],
+                        details: details("jwt_authn_access_denied", message),
+                    }),
+                    stage: Stage::Authn,
+                    reason: format!("JWT from {}: {message}", failure.location),
+                    mutations,
+                    request_principal: None,
+                    audit: None,
+                    dry_run: Vec::new(),
+                });
+            }
+            AuthnOutcome::Done {
+                result: Ok(auth),
+                mutations,
+            } => (auth, mutations),
+        };
+        let authz = self.authz.evaluate(req, &auth);
+        let verdict = if authz.allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny(LocalReply {
+                status: 403,
+                body: RBAC_DENIED_BODY.into(),
+                headers: Vec::new(),
+                details: details(
+                    "rbac_access_denied_matched_policy",
+                    &format!("[{}]", authz.policy.as_deref().unwrap_or("none")),
+                ),
+            })
+        };
+        Outcome::Decided(Decision {
+            verdict,
+            stage: Stage::Authz,
+            reason: authz.reason,
+            mutations,
+            request_principal: auth.jwt.as_ref().map(|j| j.principal()),
+            audit: authz.audit,
+            dry_run: authz.dry_run,
+        })
+    }
+}

@@ -1,0 +1,99 @@
+//! What a successful authentication writes into the request: `outputPayloadToHeader`,
+//! `outputClaimToHeaders`, and token removal.
+
+use crate::jwt::Jwt;
+use serde_json::Value;
+
+/// Request changes the adapter applies: first `remove`, then `add`, then `path`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMutations {
+    /// Header names (lower-case) to remove.
+    pub remove: Vec<String>,
+    /// Headers to add.
+    pub add: Vec<(String, String)>,
+    /// A new `:path` (a query-parameter token removed).
+    pub path: Option<String>,
+}
+
+impl HeaderMutations {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty() && self.path.is_none()
+    }
+}
+
+/// Adds the payload header and claim headers of one verified token.
+pub(crate) fn apply(
+    payload_header: Option<&str>,
+    claim_headers: &[(String, String)],
+    jwt: &Jwt,
+    m: &mut HeaderMutations,
+) {
+    if let Some(h) = payload_header {
+        m.add.push((
+            h.to_string(),
+            jwt.payload_b64.trim_end_matches('=').to_string(),
+        ));
+    }
+    for (header, claim) in claim_headers {
+        if let Some(v) = claim_value(&jwt.payload, claim).and_then(claim_to_string) {
+            if !v.is_empty() {
+                m.add.push((header.clone(), v));
+            }
+        }
+    }
+}
+
+/// A claim by name; `a.b` walks nested objects (Envoy `StructUtils::GetValue`).
+fn claim_value<'a>(payload: &'a serde_json::Map<String, Value>, name: &str) -> Option<&'a Value> {
+    let mut parts = name.split('.');
+    let mut current = payload.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// Strings, numbers and booleans are copied; objects and lists are not (Envoy).
+fn claim_to_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => {
+            let d = n.as_f64()?;
+            // Envoy prints whole non-negative numbers as integers, others like C++
+            // `std::to_string(double)` (six decimals).
+            if d >= 0.0 && d < u64::MAX as f64 && d.fract() == 0.0 {
+                Some(format!("{}", d as u64))
+            } else {
+                Some(format!("{d:.6}"))
+            }
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn claim_strings() {
+        assert_eq!(claim_to_string(&json!("a")), Some("a".into()));
+        assert_eq!(claim_to_string(&json!(42)), Some("42".into()));
+        assert_eq!(claim_to_string(&json!(1.5)), Some("1.500000".into()));
+        assert_eq!(claim_to_string(&json!(-3)), Some("-3.000000".into()));
+        assert_eq!(claim_to_string(&json!(true)), Some("true".into()));
+        assert_eq!(claim_to_string(&json!(["a"])), None);
+        assert_eq!(claim_to_string(&json!({"a": 1})), None);
+    }
+
+    #[test]
+    fn nested_claims() {
+        let p = json!({"a": {"b": {"c": "deep"}}, "x": 1});
+        let p = p.as_object().unwrap();
+        assert_eq!(claim_value(p, "a.b.c"), Some(&json!("deep")));
+        assert_eq!(claim_value(p, "a.z"), None);
+        assert_eq!(claim_value(p, "x.y"), None);
+    }
+}

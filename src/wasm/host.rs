@@ -1,0 +1,162 @@
+//! Thin wrappers over hostcalls. Every error is absorbed here: a missing property is "absent",
+//! never a panic. Maps are read as bytes because the SDK's string variant panics on
+//! non-UTF-8 header values.
+
+use crate::attrs::{ConnectionInfo, RequestAttributes};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use std::net::SocketAddr;
+use std::time::UNIX_EPOCH;
+
+pub(crate) fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+pub(crate) fn plugin_configuration() -> String {
+    match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+        Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Unix time in milliseconds (0 if the host cannot tell, which makes every token expired:
+/// fail closed).
+pub(crate) fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+fn property_string(path: &[&str]) -> Option<String> {
+    property(path).map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn property_bool(path: &[&str]) -> bool {
+    property(path).is_some_and(|b| b.first() == Some(&1))
+}
+
+fn property_addr(path: &[&str]) -> Option<SocketAddr> {
+    property_string(path).and_then(|s| s.parse().ok())
+}
+
+pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map_bytes(map)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect()
+}
+
+/// Reads everything the engine may need about the current request.
+pub(crate) fn request_attributes() -> RequestAttributes {
+    let mut attrs = RequestAttributes::default();
+    for (name, value) in map(MapType::HttpRequestHeaders) {
+        match name.as_str() {
+            ":method" => attrs.method = value,
+            ":path" => attrs.path = value,
+            ":authority" => attrs.host = value,
+            ":scheme" => attrs.scheme = value,
+            n if n.starts_with(':') => {}
+            _ => attrs.headers.push((name, value)),
+        }
+    }
+    // `source.address` is the client address after XFF handling; Envoy exposes no separate
+    // attribute for the physical peer to wasm, so both views use it (see README).
+    attrs.remote = property_addr(&["source", "address"]);
+    attrs.direct_remote = attrs.remote;
+    attrs.destination = property_addr(&["destination", "address"]);
+    let mtls = property_bool(&["connection", "mtls"]);
+    let peer_uri_sans = if mtls {
+        property_string(&["connection", "uri_san_peer_certificate"])
+            .filter(|s| !s.is_empty())
+            .into_iter()
+            .collect()
+    } else {
+        Vec::new()
+    };
+    attrs.connection = ConnectionInfo {
+        mtls,
+        peer_uri_sans,
+        sni: property_string(&["connection", "requested_server_name"]).filter(|s| !s.is_empty()),
+    };
+    attrs
+}
+
+extern "C" {
+    // The SDK's `send_http_response` passes no response code details; this one does.
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> proxy_wasm::types::Status;
+}
+
+/// Serializes headers the way the proxy-wasm ABI expects: count, sizes, then NUL-terminated
+/// names and values.
+fn serialize_headers(headers: &[(String, String)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (k, v) in headers {
+        out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    }
+    for (k, v) in headers {
+        out.extend_from_slice(k.as_bytes());
+        out.push(0);
+        out.extend_from_slice(v.as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// Sends a local reply with Envoy response code details.
+pub(crate) fn send_local_reply(
+    status: u16,
+    body: &str,
+    headers: &[(String, String)],
+    details: &str,
+) -> bool {
+    let headers = serialize_headers(headers);
+    // SAFETY: all pointers reference live buffers of the given sizes for the whole call.
+    let status = unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    };
+    status == proxy_wasm::types::Status::Ok
+}
+
+pub(crate) fn remove_request_header(name: &str) {
+    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+}
+
+pub(crate) fn add_request_header(name: &str, value: &str) {
+    let _ = hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value.as_bytes());
+}
+
+pub(crate) fn set_request_header(name: &str, value: &str) {
+    let _ =
+        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+}
+
+/// Writes a filter state value readable in access logs as `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+pub(crate) fn set_filter_state(name: &str, value: &str) {
+    let _ = hostcalls::set_property(vec![name], Some(value.as_bytes()));
+}

@@ -1,0 +1,187 @@
+//! The HTTP filter: decide on request headers, or pause until remote keys arrive.
+
+use super::host;
+use super::metrics::Metrics;
+use super::Shared;
+use crate::attrs::RequestAttributes;
+use crate::decision::{Decision, Stage, Verdict};
+use crate::engine::{Engine, Outcome};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, LogLevel};
+use std::rc::Rc;
+
+/// A request waiting for keys: decided again, with the same engine, once they arrive.
+pub(crate) struct PausedRequest {
+    engine: Rc<Engine>,
+    attrs: RequestAttributes,
+}
+
+pub(crate) struct Filter {
+    context_id: u32,
+    state: Shared,
+}
+
+impl Filter {
+    pub(crate) fn new(context_id: u32, state: Shared) -> Self {
+        Filter { context_id, state }
+    }
+}
+
+impl Context for Filter {}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let Some(engine) = self.state.borrow().engine.clone() else {
+            // No valid configuration was ever loaded: Envoy does not create the filter then,
+            // so this is unreachable in practice; refuse rather than guess.
+            host::send_local_reply(
+                500,
+                "meshguard: not configured",
+                &[],
+                "meshguard_not_configured",
+            );
+            return Action::Pause;
+        };
+        let attrs = host::request_attributes();
+        let now = host::now_ms();
+        let outcome = {
+            let st = self.state.borrow();
+            engine.decide(&attrs, &st.jwks, now / 1000)
+        };
+        match outcome {
+            Outcome::Decided(decision) => {
+                let metrics = self.state.borrow().metrics;
+                act(&decision, &metrics, false)
+            }
+            Outcome::NeedKeys(needed) => {
+                let mut st = self.state.borrow_mut();
+                st.jwks.request_fetch(&needed);
+                Metrics::inc(st.metrics.paused);
+                st.paused
+                    .insert(self.context_id, PausedRequest { engine, attrs });
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_log(&mut self) {
+        // A paused request whose client went away must not be resumed later.
+        self.state.borrow_mut().paused.remove(&self.context_id);
+    }
+}
+
+/// Decides every paused request again (keys arrived or failed for good), then resumes or
+/// answers it. Runs in the root context, switching the effective context per request.
+pub(crate) fn resume_paused(state: &Shared, root_context_id: u32) {
+    let now = host::now_ms();
+    let ready: Vec<(u32, Decision)> = {
+        let st = state.borrow();
+        st.paused
+            .iter()
+            .filter_map(
+                |(id, p)| match p.engine.decide(&p.attrs, &st.jwks, now / 1000) {
+                    Outcome::Decided(d) => Some((*id, d)),
+                    Outcome::NeedKeys(_) => None,
+                },
+            )
+            .collect()
+    };
+    if ready.is_empty() {
+        return;
+    }
+    let metrics = {
+        let mut st = state.borrow_mut();
+        for (id, _) in &ready {
+            st.paused.remove(id);
+        }
+        st.metrics
+    };
+    for (id, decision) in ready {
+        if hostcalls::set_effective_context(id).is_ok() {
+            act(&decision, &metrics, true);
+        }
+    }
+    let _ = hostcalls::set_effective_context(root_context_id);
+}
+
+/// Carries out a decision on the current (effective) HTTP context. When `resume` is set the
+/// request was paused: an allowed request is resumed explicitly.
+fn act(decision: &Decision, metrics: &Metrics, resume: bool) -> Action {
+    record(decision, metrics);
+    match &decision.verdict {
+        Verdict::Allow => {
+            let m = &decision.mutations;
+            for name in &m.remove {
+                host::remove_request_header(name);
+            }
+            for (name, value) in &m.add {
+                host::add_request_header(name, value);
+            }
+            if let Some(path) = &m.path {
+                host::set_request_header(":path", path);
+            }
+            if resume {
+                let _ = hostcalls::resume_http_request();
+            }
+            Action::Continue
+        }
+        Verdict::Deny(reply) => {
+            host::log(
+                LogLevel::Info,
+                &format!(
+                    "meshguard: denied {} {}: {} ({})",
+                    reply.status,
+                    reply.details,
+                    decision.reason,
+                    principal(decision)
+                ),
+            );
+            host::set_filter_state("meshguard.reason", &decision.reason);
+            host::send_local_reply(reply.status, &reply.body, &reply.headers, &reply.details);
+            Action::Pause
+        }
+    }
+}
+
+fn principal(decision: &Decision) -> String {
+    match &decision.request_principal {
+        Some(p) => format!("request principal {p}"),
+        None => "no request principal".into(),
+    }
+}
+
+/// Counters, audit mark and dry-run report.
+fn record(decision: &Decision, metrics: &Metrics) {
+    match (decision.stage, decision.allowed()) {
+        (Stage::Peer, _) => Metrics::inc(metrics.peer_denied),
+        (Stage::Authn, _) => Metrics::inc(metrics.jwt_denied),
+        (Stage::Authz, allowed) => {
+            Metrics::inc(metrics.jwt_allowed);
+            Metrics::inc(if allowed {
+                metrics.rbac_allowed
+            } else {
+                metrics.rbac_denied
+            });
+        }
+    }
+    if let Some(policy) = &decision.audit {
+        Metrics::inc(metrics.audit);
+        host::set_filter_state("meshguard.audit", policy);
+    }
+    for dry in &decision.dry_run {
+        Metrics::inc(if dry.would_allow {
+            metrics.rbac_shadow_allowed
+        } else {
+            metrics.rbac_shadow_denied
+        });
+        host::log(
+            LogLevel::Info,
+            &format!(
+                "meshguard: dry-run policy {} would {} this request",
+                dry.policy,
+                if dry.would_allow { "allow" } else { "deny" }
+            ),
+        );
+    }
+}

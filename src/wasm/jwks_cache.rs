@@ -1,0 +1,397 @@
+//! Remote JWKS, fetched once per refresh for the whole Envoy process.
+//!
+//! Every worker thread runs its own VM, so coordination goes through proxy-wasm shared data
+//! (shared by all VMs with the same `vm_id`):
+//! - `meshguard.jwks.<uri>` holds the last fetch record (times, outcome, last good body);
+//!   each VM loads it when its CAS version changes.
+//! - `meshguard.jwks.lease.<uri>` holds a lease expiry; a VM fetches only after winning it
+//!   with a compare-and-swap, so one fetch serves every worker.
+
+use super::host;
+use super::metrics::Metrics;
+use crate::authn::{KeyState, KeyStore, RemoteJwks};
+use crate::jwt::Jwks;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest JWKS response accepted; bigger bodies are a failed fetch.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Wait between failed attempts (process-wide, since attempts are recorded in shared data).
+const RETRY_BACKOFF_MS: u64 = 2_000;
+/// How long stale keys keep serving while every refresh fails, past the refresh interval.
+const MAX_STALE_MS: u64 = 60 * 60 * 1000;
+
+#[derive(Debug)]
+struct Source {
+    remote: RemoteJwks,
+    keys: Option<Arc<Jwks>>,
+    /// The body the keys were parsed from, written back with failure records so other VMs
+    /// that start late still get the last good keys.
+    body: Option<Rc<str>>,
+    fetched_at_ms: u64,
+    last_attempt_ms: u64,
+    /// The last attempt failed and no keys are usable: requests fail closed.
+    failed: bool,
+    /// Shared-data version last loaded.
+    seen_cas: Option<u32>,
+}
+
+impl Source {
+    fn new(remote: RemoteJwks) -> Self {
+        Source {
+            remote,
+            keys: None,
+            body: None,
+            fetched_at_ms: 0,
+            last_attempt_ms: 0,
+            failed: false,
+            seen_cas: None,
+        }
+    }
+
+    fn data_key(&self) -> String {
+        format!("meshguard.jwks.{}", self.remote.uri)
+    }
+
+    fn lease_key(&self) -> String {
+        format!("meshguard.jwks.lease.{}", self.remote.uri)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct JwksCache {
+    sources: Vec<Source>,
+    refresh_ms: u64,
+    /// Callout token -> source index.
+    in_flight: BTreeMap<u32, usize>,
+}
+
+impl KeyStore for JwksCache {
+    fn keys(&self, uri: &str) -> KeyState {
+        match self.sources.iter().find(|s| s.remote.uri == uri) {
+            Some(Source { keys: Some(k), .. }) => KeyState::Ready(Arc::clone(k)),
+            Some(Source { failed: true, .. }) | None => KeyState::Failed,
+            Some(_) => KeyState::Pending,
+        }
+    }
+}
+
+/// A fetch record as stored in shared data: `mg1 <fetched_at> <attempt_at> <ok>\n<body>`.
+struct Record<'a> {
+    fetched_at_ms: u64,
+    attempt_at_ms: u64,
+    ok: bool,
+    body: &'a str,
+}
+
+impl<'a> Record<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (head, body) = text.split_once('\n')?;
+        let mut parts = head.split(' ');
+        if parts.next()? != "mg1" {
+            return None;
+        }
+        Some(Record {
+            fetched_at_ms: parts.next()?.parse().ok()?,
+            attempt_at_ms: parts.next()?.parse().ok()?,
+            ok: parts.next()? == "1",
+            body,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        format!(
+            "mg1 {} {} {}\n{}",
+            self.fetched_at_ms,
+            self.attempt_at_ms,
+            u8::from(self.ok),
+            self.body
+        )
+        .into_bytes()
+    }
+}
+
+impl JwksCache {
+    /// Takes the remote key sets of a new configuration, keeping what is known of URIs that
+    /// stay.
+    pub(crate) fn configure(&mut self, remotes: &[RemoteJwks], refresh: Duration) {
+        let mut old: Vec<Source> = std::mem::take(&mut self.sources);
+        self.sources = remotes
+            .iter()
+            .map(|r| match old.iter().position(|s| s.remote.uri == r.uri) {
+                Some(i) => {
+                    let mut s = old.swap_remove(i);
+                    s.remote = r.clone();
+                    s
+                }
+                None => Source::new(r.clone()),
+            })
+            .collect();
+        self.refresh_ms = refresh.as_millis() as u64;
+        self.in_flight.clear();
+    }
+
+    /// True while some key set has neither keys nor a final failure.
+    pub(crate) fn waiting_for_first_keys(&self) -> bool {
+        self.sources.iter().any(|s| s.keys.is_none() && !s.failed)
+    }
+
+    /// A request needs these key sets; the next tick fetches them.
+    pub(crate) fn request_fetch(&mut self, _needed: &[usize]) {}
+
+    /// Loads newer records from shared data, expires stale keys, starts due fetches.
+    /// Returns true when some key set became usable or failed (paused requests can go on).
+    pub(crate) fn tick(&mut self, now: u64, metrics: &Metrics) -> bool {
+        let mut changed = false;
+        for idx in 0..self.sources.len() {
+            changed |= self.sync(idx, now);
+            if self.fetch_due(idx, now) && self.try_lease(idx, now) {
+                changed |= self.dispatch(idx, now, metrics);
+            }
+        }
+        changed
+    }
+
+    fn sync(&mut self, idx: usize, now: u64) -> bool {
+        let Some(src) = self.sources.get_mut(idx) else {
+            return false;
+        };
+        let mut changed = false;
+        if let Ok((Some(bytes), cas)) = hostcalls::get_shared_data(&src.data_key()) {
+            if cas != src.seen_cas {
+                src.seen_cas = cas;
+                if let Some(rec) = Record::parse(&bytes) {
+                    src.last_attempt_ms = rec.attempt_at_ms;
+                    let newer = rec.fetched_at_ms > src.fetched_at_ms || src.keys.is_none();
+                    if !rec.body.is_empty() && newer {
+                        if let Ok(keys) = Jwks::parse(rec.body) {
+                            src.keys = Some(Arc::new(keys));
+                            src.body = Some(Rc::from(rec.body));
+                            src.fetched_at_ms = rec.fetched_at_ms;
+                            src.failed = false;
+                            changed = true;
+                        }
+                    }
+                    if !rec.ok && src.keys.is_none() && !src.failed {
+                        src.failed = true;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        // Bounded staleness: keys that could not be refreshed for too long stop serving.
+        if src.keys.is_some()
+            && now.saturating_sub(src.fetched_at_ms) > self.refresh_ms + MAX_STALE_MS
+        {
+            host::log(
+                LogLevel::Warn,
+                &format!(
+                    "meshguard: JWKS {} is stale beyond the limit; failing closed",
+                    src.remote.uri
+                ),
+            );
+            src.keys = None;
+            src.failed = true;
+            changed = true;
+        }
+        changed
+    }
+
+    fn fetch_due(&self, idx: usize, now: u64) -> bool {
+        let Some(src) = self.sources.get(idx) else {
+            return false;
+        };
+        if self.in_flight.values().any(|&i| i == idx) {
+            return false;
+        }
+        let backoff_over = now.saturating_sub(src.last_attempt_ms) >= RETRY_BACKOFF_MS;
+        match &src.keys {
+            None if !src.failed && src.last_attempt_ms == 0 => true,
+            None => backoff_over,
+            Some(_) => now.saturating_sub(src.fetched_at_ms) >= self.refresh_ms && backoff_over,
+        }
+    }
+
+    /// Compare-and-swap on the lease key; true when this VM may fetch.
+    fn try_lease(&self, idx: usize, now: u64) -> bool {
+        let Some(src) = self.sources.get(idx) else {
+            return false;
+        };
+        let key = src.lease_key();
+        let expires = now + src.remote.timeout.as_millis() as u64 + 1_000;
+        let (value, cas) = match hostcalls::get_shared_data(&key) {
+            Ok(v) => v,
+            Err(_) => return false,
+        };
+        let held_until = value
+            .and_then(|v| {
+                std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        if held_until > now {
+            return false;
+        }
+        if cas.is_none() {
+            // The key does not exist yet: create it, then race for it with a real CAS so two
+            // VMs starting together cannot both win.
+            if hostcalls::set_shared_data(&key, Some(b"0"), None).is_err() {
+                return false;
+            }
+            let cas = match hostcalls::get_shared_data(&key) {
+                Ok((_, Some(cas))) => cas,
+                _ => return false,
+            };
+            return hostcalls::set_shared_data(
+                &key,
+                Some(expires.to_string().as_bytes()),
+                Some(cas),
+            )
+            .is_ok();
+        }
+        hostcalls::set_shared_data(&key, Some(expires.to_string().as_bytes()), cas).is_ok()
+    }
+
+    fn release_lease(&self, idx: usize) {
+        if let Some(src) = self.sources.get(idx) {
+            let _ = hostcalls::set_shared_data(&src.lease_key(), Some(b"0"), None);
+        }
+    }
+
+    /// Starts the callout. Returns true when it failed at once (state changed).
+    fn dispatch(&mut self, idx: usize, now: u64, metrics: &Metrics) -> bool {
+        let Some(src) = self.sources.get(idx) else {
+            return false;
+        };
+        let r = &src.remote;
+        let headers = vec![
+            (":method", "GET"),
+            (":path", r.path.as_str()),
+            (":authority", r.authority.as_str()),
+            ("accept", "application/json"),
+        ];
+        match hostcalls::dispatch_http_call(&r.cluster, headers, None, vec![], r.timeout) {
+            Ok(token) => {
+                self.in_flight.insert(token, idx);
+                false
+            }
+            Err(status) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!(
+                        "meshguard: cannot fetch JWKS {} through cluster {:?}: {status:?} (is the cluster defined?)",
+                        r.uri, r.cluster
+                    ),
+                );
+                self.record_failure(idx, now, metrics);
+                self.release_lease(idx);
+                true
+            }
+        }
+    }
+
+    /// Handles a callout response. Returns true when paused requests can be decided.
+    pub(crate) fn on_response(
+        &mut self,
+        token: u32,
+        body_size: usize,
+        now: u64,
+        metrics: &Metrics,
+    ) -> bool {
+        let Some(idx) = self.in_flight.remove(&token) else {
+            return false;
+        };
+        let status = host::map(MapType::HttpCallResponseHeaders)
+            .into_iter()
+            .find(|(k, _)| k == ":status")
+            .map(|(_, v)| v);
+        let uri = self
+            .sources
+            .get(idx)
+            .map(|s| s.remote.uri.clone())
+            .unwrap_or_default();
+        let outcome = if status.as_deref() != Some("200") {
+            Err(format!(
+                "status {}",
+                status
+                    .as_deref()
+                    .unwrap_or("none (connection failure or timeout)")
+            ))
+        } else if body_size > MAX_BODY_BYTES {
+            Err(format!(
+                "body of {body_size} bytes exceeds the {MAX_BODY_BYTES}-byte limit"
+            ))
+        } else {
+            let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            match std::str::from_utf8(&body) {
+                Err(_) => Err("body is not UTF-8".to_string()),
+                Ok(text) => match Jwks::parse(text) {
+                    Ok(keys) => Ok((keys, Rc::<str>::from(text))),
+                    Err(s) => Err(s.message().to_string()),
+                },
+            }
+        };
+        match outcome {
+            Ok((keys, body)) => {
+                Metrics::inc(metrics.jwks_fetch_success);
+                if let Some(src) = self.sources.get_mut(idx) {
+                    src.keys = Some(Arc::new(keys));
+                    src.fetched_at_ms = now;
+                    src.last_attempt_ms = now;
+                    src.failed = false;
+                    let rec = Record {
+                        fetched_at_ms: now,
+                        attempt_at_ms: now,
+                        ok: true,
+                        body: &body,
+                    };
+                    let _ = hostcalls::set_shared_data(&src.data_key(), Some(&rec.encode()), None);
+                    src.seen_cas = hostcalls::get_shared_data(&src.data_key())
+                        .ok()
+                        .and_then(|(_, c)| c);
+                    src.body = Some(body);
+                }
+            }
+            Err(why) => {
+                host::log(
+                    LogLevel::Warn,
+                    &format!("meshguard: JWKS fetch from {uri} failed: {why}"),
+                );
+                self.record_failure(idx, now, metrics);
+            }
+        }
+        self.release_lease(idx);
+        true
+    }
+
+    fn record_failure(&mut self, idx: usize, now: u64, metrics: &Metrics) {
+        Metrics::inc(metrics.jwks_fetch_failed);
+        let Some(src) = self.sources.get_mut(idx) else {
+            return;
+        };
+        src.last_attempt_ms = now;
+        if src.keys.is_none() {
+            src.failed = true;
+        }
+        let body = src.body.clone();
+        let rec = Record {
+            fetched_at_ms: src.fetched_at_ms,
+            attempt_at_ms: now,
+            ok: false,
+            body: body.as_deref().unwrap_or(""),
+        };
+        let _ = hostcalls::set_shared_data(&src.data_key(), Some(&rec.encode()), None);
+        src.seen_cas = hostcalls::get_shared_data(&src.data_key())
+            .ok()
+            .and_then(|(_, c)| c);
+    }
+}

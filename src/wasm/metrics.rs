@@ -1,0 +1,48 @@
+//! Counters, named after Envoy's own jwt_authn and RBAC stats so dashboards carry over.
+//! Envoy shows them with the `wasmcustom.` prefix.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Metrics {
+    pub jwt_allowed: Option<u32>,
+    pub jwt_denied: Option<u32>,
+    pub rbac_allowed: Option<u32>,
+    pub rbac_denied: Option<u32>,
+    pub rbac_shadow_allowed: Option<u32>,
+    pub rbac_shadow_denied: Option<u32>,
+    pub audit: Option<u32>,
+    pub peer_denied: Option<u32>,
+    pub jwks_fetch_success: Option<u32>,
+    pub jwks_fetch_failed: Option<u32>,
+    pub paused: Option<u32>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+impl Metrics {
+    pub(crate) fn define() -> Self {
+        Metrics {
+            jwt_allowed: counter("meshguard.jwt_authn.allowed"),
+            jwt_denied: counter("meshguard.jwt_authn.denied"),
+            rbac_allowed: counter("meshguard.rbac.allowed"),
+            rbac_denied: counter("meshguard.rbac.denied"),
+            rbac_shadow_allowed: counter("meshguard.rbac.shadow_allowed"),
+            rbac_shadow_denied: counter("meshguard.rbac.shadow_denied"),
+            audit: counter("meshguard.rbac.audit"),
+            peer_denied: counter("meshguard.peer.denied"),
+            jwks_fetch_success: counter("meshguard.jwks.fetch_success"),
+            jwks_fetch_failed: counter("meshguard.jwks.fetch_failed"),
+            paused: counter("meshguard.jwks.requests_paused"),
+        }
+    }
+
+    pub(crate) fn inc(id: Option<u32>) {
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
