@@ -17,6 +17,9 @@ pub mod engine;
 pub mod jwt;
 pub mod peer;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod devtools;
+
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
