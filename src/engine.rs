@@ -28,7 +28,7 @@ pub enum Outcome {
     /// Remote keys (indices into [`Engine::remote_jwks`]) are not fetched yet: pause the
     /// request, fetch, and decide again.
     NeedKeys(Vec<usize>),
-    Decided(Decision),
+    Decided(Box<Decision>),
 }
 
 impl Engine {
@@ -77,7 +77,7 @@ impl Engine {
     /// Decides one request. `now_secs`: Unix time, for token expiry.
     pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
         if let Some(reason) = self.peer.check(req) {
-            return Outcome::Decided(Decision {
+            return Outcome::Decided(Box::new(Decision {
                 verdict: Verdict::Deny(LocalReply {
                     status: 403,
                     body: "meshguard: mutual TLS is required (PeerAuthentication STRICT)".into(),
@@ -90,7 +90,7 @@ impl Engine {
                 request_principal: None,
                 audit: None,
                 dry_run: Vec::new(),
-            });
+            }));
         }
         let (auth, mutations) = match self.authn.authenticate(req, keys, now_secs) {
             AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
@@ -99,7 +99,7 @@ impl Engine {
                 mutations,
             } => {
                 let message = failure.status.message();
-                return Outcome::Decided(Decision {
+                return Outcome::Decided(Box::new(Decision {
                     verdict: Verdict::Deny(LocalReply {
                         status: failure.http_status(),
                         body: message.to_string(),
@@ -112,7 +112,7 @@ impl Engine {
                     request_principal: None,
                     audit: None,
                     dry_run: Vec::new(),
-                });
+                }));
             }
             AuthnOutcome::Done {
                 result: Ok(auth),
@@ -133,7 +133,7 @@ impl Engine {
                 ),
             })
         };
-        Outcome::Decided(Decision {
+        Outcome::Decided(Box::new(Decision {
             verdict,
             stage: Stage::Authz,
             reason: authz.reason,
@@ -141,6 +141,6 @@ impl Engine {
             request_principal: auth.jwt.as_ref().map(|j| j.principal()),
             audit: authz.audit,
             dry_run: authz.dry_run,
-        })
+        }))
     }
 }

@@ -468,3 +468,6 @@ pub fn www_authenticate(req: &RequestAttributes) -> String {
         &path[..cut]
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -75,7 +75,7 @@ impl HttpContext for Filter {
 /// answers it. Runs in the root context, switching the effective context per request.
 pub(crate) fn resume_paused(state: &Shared, root_context_id: u32) {
     let now = host::now_ms();
-    let ready: Vec<(u32, Decision)> = {
+    let ready: Vec<(u32, Box<Decision>)> = {
         let st = state.borrow();
         st.paused
             .iter()

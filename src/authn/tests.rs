@@ -1,0 +1,365 @@
+//! RequestAuthentication behaviour, with tokens minted by `jsonwebtoken` (independent of the
+//! verifier under test) and HS256 keys so tests stay fast in debug builds.
+
+use super::*;
+use crate::config::parse;
+use base64::Engine as _;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::json;
+use std::collections::HashMap;
+
+const ISS: &str = "https://issuer.example";
+const SECRET: &[u8] = b"a-test-secret-of-reasonable-length-32b";
+const NOW: u64 = 1_900_000_000;
+
+fn jwks() -> String {
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1", "k": k}]}).to_string()
+}
+
+fn token(claims: serde_json::Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+fn good(sub: &str) -> String {
+    token(json!({"iss": ISS, "sub": sub, "exp": NOW + 3600, "scope": "read write"}))
+}
+
+fn authenticator(rule: serde_json::Value) -> Authenticator {
+    let cfg = json!({
+        "workload": {"namespace": "foo"},
+        "policies": [{
+            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "foo"},
+            "spec": {"jwtRules": [rule]}
+        }]
+    });
+    let cfg = parse(&cfg.to_string()).unwrap();
+    Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap()
+}
+
+fn inline_rule(extra: serde_json::Value) -> serde_json::Value {
+    let mut rule = json!({"issuer": ISS, "jwks": jwks()});
+    if let (Some(r), Some(e)) = (rule.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    rule
+}
+
+fn request(headers: &[(&str, &str)], path: &str) -> RequestAttributes {
+    RequestAttributes {
+        method: "GET".into(),
+        path: path.into(),
+        host: "example.com".into(),
+        scheme: "http".into(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+struct Keys(HashMap<String, KeyState>);
+
+impl KeyStore for Keys {
+    fn keys(&self, uri: &str) -> KeyState {
+        self.0.get(uri).cloned().unwrap_or(KeyState::Pending)
+    }
+}
+
+fn no_remote() -> Keys {
+    Keys(HashMap::new())
+}
+
+fn done(outcome: AuthnOutcome) -> (Result<AuthContext, AuthnFailure>, HeaderMutations) {
+    match outcome {
+        AuthnOutcome::Done { result, mutations } => (result, mutations),
+        AuthnOutcome::NeedKeys(k) => panic!("unexpected NeedKeys({k:?})"),
+    }
+}
+
+fn status_of(a: &Authenticator, req: &RequestAttributes) -> JwtStatus {
+    done(a.authenticate(req, &no_remote(), NOW))
+        .0
+        .unwrap_err()
+        .status
+}
+
+#[test]
+fn no_token_is_unauthenticated_not_an_error() {
+    let a = authenticator(inline_rule(json!({})));
+    let (result, _) = done(a.authenticate(&request(&[], "/"), &no_remote(), NOW));
+    assert_eq!(result.unwrap().jwt, None);
+}
+
+#[test]
+fn valid_token_gives_principal_and_is_removed() {
+    let a = authenticator(inline_rule(json!({})));
+    let auth = format!("Bearer {}", good("alice"));
+    let (result, m) = done(a.authenticate(
+        &request(&[("authorization", &auth)], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    let jwt = result.unwrap().jwt.unwrap();
+    assert_eq!(jwt.principal(), format!("{ISS}/alice"));
+    // scope is split into a list for authorization.
+    assert_eq!(jwt.claims["scope"], json!(["read", "write"]));
+    assert!(m.remove.contains(&"authorization".to_string()));
+}
+
+#[test]
+fn forward_original_token_keeps_the_header() {
+    let a = authenticator(inline_rule(json!({"forwardOriginalToken": true})));
+    let auth = format!("Bearer {}", good("alice"));
+    let (result, m) = done(a.authenticate(
+        &request(&[("authorization", &auth)], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    assert!(result.is_ok());
+    assert!(!m.remove.contains(&"authorization".to_string()));
+}
+
+#[test]
+fn expired_and_not_yet_valid_respect_60s_skew() {
+    let a = authenticator(inline_rule(json!({})));
+    let at = |claims| {
+        request(
+            &[("authorization", &format!("Bearer {}", token(claims)))],
+            "/",
+        )
+    };
+    let ok = at(json!({"iss": ISS, "sub": "a", "exp": NOW - 59}));
+    assert!(done(a.authenticate(&ok, &no_remote(), NOW)).0.is_ok());
+    assert_eq!(
+        status_of(&a, &at(json!({"iss": ISS, "sub": "a", "exp": NOW - 61}))),
+        JwtStatus::JwtExpired
+    );
+    assert_eq!(
+        status_of(&a, &at(json!({"iss": ISS, "sub": "a", "nbf": NOW + 61}))),
+        JwtStatus::JwtNotYetValid
+    );
+}
+
+#[test]
+fn unknown_issuer_and_bad_signature() {
+    let a = authenticator(inline_rule(json!({})));
+    let other = token(json!({"iss": "https://other", "sub": "a"}));
+    let req = request(&[("authorization", &format!("Bearer {other}"))], "/");
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtUnknownIssuer);
+    let forged = encode(
+        &Header {
+            kid: Some("k1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &json!({"iss": ISS, "sub": "a"}),
+        &EncodingKey::from_secret(b"another-secret-another-secret-000"),
+    )
+    .unwrap();
+    let req = request(&[("authorization", &format!("Bearer {forged}"))], "/");
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtVerificationFail);
+    let req = request(&[("authorization", "Bearer not-a-jwt")], "/");
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtBadFormat);
+}
+
+#[test]
+fn audiences_mismatch_is_403() {
+    let a = authenticator(inline_rule(json!({"audiences": ["https://api.example/"]})));
+    let t = token(json!({"iss": ISS, "sub": "a", "aud": "other"}));
+    let (result, _) = done(a.authenticate(
+        &request(&[("authorization", &format!("Bearer {t}"))], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    let failure = result.unwrap_err();
+    assert_eq!(failure.status, JwtStatus::JwtAudienceNotAllowed);
+    assert_eq!(failure.http_status(), 403);
+    // http(s):// and a trailing slash are ignored on both sides.
+    let t = token(json!({"iss": ISS, "sub": "a", "aud": ["x", "api.example"]}));
+    let (result, _) = done(a.authenticate(
+        &request(&[("authorization", &format!("Bearer {t}"))], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    assert!(result.is_ok());
+}
+
+#[test]
+fn custom_header_param_and_cookie_locations() {
+    let a = authenticator(inline_rule(json!({
+        "fromHeaders": [{"name": "x-jwt", "prefix": "Token "}],
+        "fromParams": ["tok"],
+        "fromCookies": ["session"]
+    })));
+    let t = good("bob");
+    let (r, m) = done(a.authenticate(
+        &request(&[("x-jwt", &format!("Token {t}"))], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    assert!(r.unwrap().jwt.is_some());
+    assert_eq!(m.remove.last().map(String::as_str), Some("x-jwt"));
+    let (r, m) = done(a.authenticate(&request(&[], &format!("/p?a=1&tok={t}")), &no_remote(), NOW));
+    assert!(r.unwrap().jwt.is_some());
+    assert_eq!(m.path.as_deref(), Some("/p?a=1"));
+    let (r, _) = done(a.authenticate(
+        &request(&[("cookie", &format!("x=1; session={t}"))], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    assert!(r.unwrap().jwt.is_some());
+    // The default locations are not used once custom ones are configured.
+    let (r, _) = done(a.authenticate(
+        &request(&[("authorization", "Bearer garbage")], "/"),
+        &no_remote(),
+        NOW,
+    ));
+    assert_eq!(r.unwrap().jwt, None);
+}
+
+#[test]
+fn default_locations_include_access_token_param() {
+    let a = authenticator(inline_rule(json!({})));
+    let (r, m) = done(a.authenticate(
+        &request(&[], &format!("/p?access_token={}", good("c"))),
+        &no_remote(),
+        NOW,
+    ));
+    assert!(r.unwrap().jwt.is_some());
+    assert_eq!(m.path.as_deref(), Some("/p"));
+}
+
+#[test]
+fn outputs_are_sanitized_then_written() {
+    let a = authenticator(inline_rule(json!({
+        "outputPayloadToHeader": "x-jwt-payload",
+        "outputClaimToHeaders": [{"header": "x-sub", "claim": "sub"}, {"header": "x-tier", "claim": "plan.tier"}]
+    })));
+    let t = token(json!({"iss": ISS, "sub": "dana", "plan": {"tier": "gold"}}));
+    let req = request(
+        &[
+            ("authorization", &format!("Bearer {t}")),
+            ("x-sub", "forged"),
+        ],
+        "/",
+    );
+    let (r, m) = done(a.authenticate(&req, &no_remote(), NOW));
+    assert!(r.is_ok());
+    for h in ["x-jwt-payload", "x-sub", "x-tier"] {
+        assert!(m.remove.contains(&h.to_string()), "{h} not sanitized");
+    }
+    assert!(m.add.contains(&("x-sub".into(), "dana".into())));
+    assert!(m.add.contains(&("x-tier".into(), "gold".into())));
+    let payload = m.add.iter().find(|(h, _)| h == "x-jwt-payload").unwrap();
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&payload.1)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+    assert_eq!(v["sub"], "dana");
+    // Even without a token, a forged output header is removed.
+    let (_, m) = done(a.authenticate(&request(&[("x-sub", "forged")], "/"), &no_remote(), NOW));
+    assert!(m.remove.contains(&"x-sub".to_string()));
+}
+
+#[test]
+fn cors_preflight_bypasses_jwt() {
+    let a = authenticator(inline_rule(json!({})));
+    let mut req = request(
+        &[
+            ("authorization", "Bearer garbage"),
+            ("origin", "https://a"),
+            ("access-control-request-method", "GET"),
+        ],
+        "/",
+    );
+    req.method = "OPTIONS".into();
+    let (r, _) = done(a.authenticate(&req, &no_remote(), NOW));
+    assert_eq!(r.unwrap().jwt, None);
+}
+
+#[test]
+fn every_token_must_verify() {
+    let a = authenticator(inline_rule(
+        json!({"fromHeaders": [{"name": "x-a"}, {"name": "x-b"}]}),
+    ));
+    let req = request(&[("x-a", &good("a")), ("x-b", "garbage")], "/");
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtBadFormat);
+    let req = request(&[("x-a", &good("a")), ("x-b", &good("b"))], "/");
+    let (r, _) = done(a.authenticate(&req, &no_remote(), NOW));
+    // The first extracted token defines the principal.
+    assert_eq!(r.unwrap().jwt.unwrap().subject, "a");
+}
+
+#[test]
+fn remote_keys_pending_then_failed_then_ready() {
+    let uri = "https://keys.example.com:8443/jwks";
+    let a = authenticator(json!({"issuer": ISS, "jwksUri": uri}));
+    assert_eq!(a.remote_jwks()[0].authority, "keys.example.com:8443");
+    assert_eq!(a.remote_jwks()[0].cluster, "keys.example.com:8443");
+    assert_eq!(a.remote_jwks()[0].path, "/jwks");
+    let req = request(&[("authorization", &format!("Bearer {}", good("a")))], "/");
+    assert!(
+        matches!(a.authenticate(&req, &no_remote(), NOW), AuthnOutcome::NeedKeys(v) if v == vec![0])
+    );
+    // No token: no need to wait for keys.
+    assert!(matches!(
+        a.authenticate(&request(&[], "/"), &no_remote(), NOW),
+        AuthnOutcome::Done { .. }
+    ));
+    let failed = Keys([(uri.to_string(), KeyState::Failed)].into());
+    let (r, _) = done(a.authenticate(&req, &failed, NOW));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwksFetchFail);
+    let ready = Keys(
+        [(
+            uri.to_string(),
+            KeyState::Ready(Arc::new(Jwks::parse(&jwks()).unwrap())),
+        )]
+        .into(),
+    );
+    let (r, _) = done(a.authenticate(&req, &ready, NOW));
+    assert!(r.unwrap().jwt.is_some());
+}
+
+#[test]
+fn config_errors_name_paths() {
+    let compile = |rule: serde_json::Value| {
+        let cfg = json!({"policies": [{
+            "apiVersion": "security.istio.io/v1beta1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt"}, "spec": {"jwtRules": [rule]}
+        }]});
+        let cfg = parse(&cfg.to_string())?;
+        Authenticator::compile(&cfg.request_authentications, &cfg.jwks)
+    };
+    let err = compile(json!({"issuer": ISS})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.jwtRules[0].jwksUri");
+    let err = compile(json!({"issuer": ISS, "jwksUri": "ftp://x"})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.jwtRules[0].jwksUri");
+    let err = compile(json!({"issuer": ISS, "jwksUri": "http://x/", "timeout": "5"})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.jwtRules[0].timeout");
+    let err =
+        compile(json!({"issuer": ISS, "jwksUri": "http://x/", "fromHeader": []})).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "policies[0].spec.jwtRules[0].fromHeader: unknown field, did you mean fromHeaders?"
+    );
+    let err = compile(json!({"jwksUri": "http://x/"})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.jwtRules[0].issuer");
+}
+
+#[test]
+fn www_authenticate_realm() {
+    let req = request(&[("x-forwarded-proto", "https")], "/a/b?c=d");
+    assert_eq!(
+        www_authenticate(&req),
+        "Bearer realm=\"https://example.com/a/b?c=d\", error=\"invalid_token\""
+    );
+    let long = format!("/{}", "x".repeat(300));
+    let realm = www_authenticate(&request(&[], &long));
+    assert!(realm.contains(&format!("http://example.com/{}\"", "x".repeat(255))));
+}
