@@ -1,92 +1,77 @@
 //! JWT and JWKS at Envoy `jwt_authn` level: parsing in Envoy's order of checks, key sets,
-//! signature verification. STUB: the interface other modules rely on; to be implemented.
+//! signature verification (Envoy's `source/common/jwt/`, formerly google/jwt_verify_lib).
+//!
+//! A request goes: [`Jwt::parse`] -> issuer lookup (caller) -> [`check_time`] ->
+//! [`audiences_allowed`] -> [`Jwks::verify`]. Each step returns the [`JwtStatus`] Envoy
+//! would, so the 401/403 bodies match.
+//!
+//! Deliberate differences from Envoy (each only rejects tokens no standard issuer makes):
+//! - A key only verifies tokens of its own family and, for EC, of its own curve
+//!   (ES256/P-256, ES384/P-384, ES512/P-521). Envoy picks the digest from the token's `alg`
+//!   and runs the key's algorithm regardless, so under an alg-less key it would accept,
+//!   say, an `RS256`-labelled token carrying an HMAC, or ES256 signed on P-384. Such a
+//!   candidate still counts as a candidate (`JwtVerificationFail`, not
+//!   `JwksKidAlgMismatch`), as in Envoy.
+//! - Consequently an alg-less Ed25519 key is not tried for non-`EdDSA` tokens, where Envoy
+//!   would stop with `JwtEd25519SignatureWrongLength` and never try the keys after it.
+//! - JSON: protobuf's legacy extensions other than trailing commas are rejected (see
+//!   `json.rs`).
+//! - `exp + skew` and `now + skew` saturate instead of wrapping around.
 
-use serde_json::{Map, Value};
+mod b64;
+mod crypto;
+mod der;
+mod json;
+mod jwks;
+mod status;
+mod token;
 
-/// Envoy's jwt_verify_lib status (`shared/vectors/jwt-status-strings.json`, enum order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwtStatus {
-    Ok,
-    JwtMissed,
-    JwtExpired,
-    JwtBadFormat,
-    JwtUnknownIssuer,
-    JwtAudienceNotAllowed,
-    JwtVerificationFail,
-    JwksFetchFail,
-    JwksKidAlgMismatch,
-}
+#[cfg(test)]
+mod tests;
 
-impl JwtStatus {
-    /// Envoy's message for this status (the 401/403 body).
-    pub fn message(self) -> &'static str {
-        "Jwt verification fails"
+pub use jwks::{Jwks, SkippedKey};
+pub use status::JwtStatus;
+pub use token::Jwt;
+
+/// Envoy's default clock skew (`kClockSkewInSecond`).
+pub const DEFAULT_CLOCK_SKEW_SECS: u64 = 60;
+
+/// Envoy's `Jwt::verifyTimeConstraint`: `now + skew < nbf` is not yet valid; with a
+/// non-zero `exp`, `now > exp + skew` is expired. Both bounds are inclusive of the skew.
+pub fn check_time(jwt: &Jwt, now_secs: u64, skew_secs: u64) -> Result<(), JwtStatus> {
+    if now_secs.saturating_add(skew_secs) < jwt.nbf {
+        return Err(JwtStatus::JwtNotYetValid);
     }
-}
-
-/// A parsed (not yet verified) token.
-#[derive(Debug, Clone)]
-pub struct Jwt {
-    pub alg: String,
-    pub kid: Option<String>,
-    /// `iss`, empty when absent.
-    pub iss: String,
-    /// `sub`, empty when absent.
-    pub sub: String,
-    /// `aud` as a list (a string `aud` is a one-element list).
-    pub audiences: Vec<String>,
-    /// 0 when absent.
-    pub exp: u64,
-    pub nbf: u64,
-    pub iat: u64,
-    pub payload: Map<String, Value>,
-    /// The payload segment exactly as it appeared in the token (base64url).
-    pub payload_b64: String,
-}
-
-impl Jwt {
-    pub fn parse(_token: &str) -> Result<Jwt, JwtStatus> {
-        Err(JwtStatus::JwtBadFormat)
+    if jwt.exp != 0 && now_secs > jwt.exp.saturating_add(skew_secs) {
+        return Err(JwtStatus::JwtExpired);
     }
-}
-
-/// Envoy's time check with `skew_secs` clock skew (nbf then exp).
-pub fn check_time(_jwt: &Jwt, _now_secs: u64, _skew_secs: u64) -> Result<(), JwtStatus> {
     Ok(())
 }
 
 /// Envoy's audience check: any one of the token's audiences is allowed; `http(s)://` and a
 /// trailing `/` are ignored on both sides. An empty `allowed` list allows everything.
-pub fn audiences_allowed(_jwt: &Jwt, _allowed: &[String]) -> bool {
-    true
+pub fn audiences_allowed(jwt: &Jwt, allowed: &[String]) -> bool {
+    allowed.is_empty()
+        || jwt.audiences.iter().any(|aud| {
+            let aud = sanitize_audience(aud);
+            allowed.iter().any(|a| sanitize_audience(a) == aud)
+        })
 }
 
-/// A JSON Web Key Set, parsed once into ready-to-verify keys.
-#[derive(Debug, Clone, Default)]
-pub struct Jwks {}
-
-impl Jwks {
-    /// Parses a JWKS document (or a single PEM public key, as Envoy accepts).
-    pub fn parse(_text: &str) -> Result<Jwks, JwtStatus> {
-        Ok(Jwks {})
-    }
-
-    /// Number of usable keys.
-    pub fn len(&self) -> usize {
+/// Envoy's `sanitizeAudience`: drops one `http://` or `https://` prefix and one trailing `/`.
+fn sanitize_audience(aud: &str) -> &str {
+    let begin = if aud.starts_with("http://") {
+        "http://".len()
+    } else if aud.starts_with("https://") {
+        "https://".len()
+    } else {
         0
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Whether some key has this `kid` (an unknown kid may trigger a refetch).
-    pub fn has_kid(&self, _kid: &str) -> bool {
-        false
-    }
-
-    /// Key selection by kid/alg and signature verification, as Envoy does.
-    pub fn verify(&self, _jwt: &Jwt) -> Result<(), JwtStatus> {
-        Err(JwtStatus::JwtVerificationFail)
-    }
+    };
+    let end = if aud.ends_with('/') {
+        aud.len() - 1
+    } else {
+        aud.len()
+    };
+    // "http://" alone: the prefix and the slash overlap; Envoy yields "".
+    aud.get(begin..end).unwrap_or("")
 }

@@ -1,0 +1,285 @@
+//! Ready-to-verify key material and the per-algorithm signature checks.
+//!
+//! Keys are decoded once, when a key set is loaded; verifying a token does no key parsing.
+//! Every check takes attacker-controlled signature bytes, so nothing here indexes
+//! unchecked or panics.
+
+use std::fmt;
+
+// One trait for every curve: ed25519-dalek and the NIST curves share `signature`.
+use ed25519_dalek::Verifier as _;
+use hmac::{Hmac, Mac};
+// sha2's hashes name their DigestInfo OID through this trait (rsa's `sha2` feature).
+use rsa::pkcs8::spki::der::oid::AssociatedOid;
+use rsa::traits::PublicKeyParts;
+use rsa::{BigUint, Pkcs1v15Sign, RsaPublicKey};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+/// The algorithms Envoy implements (`isImplemented` in jwt.cc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Alg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Es256,
+    Es384,
+    Es512,
+    Hs256,
+    Hs384,
+    Hs512,
+    EdDsa,
+}
+
+impl Alg {
+    pub(crate) fn from_name(name: &str) -> Option<Alg> {
+        Some(match name {
+            "RS256" => Alg::Rs256,
+            "RS384" => Alg::Rs384,
+            "RS512" => Alg::Rs512,
+            "PS256" => Alg::Ps256,
+            "PS384" => Alg::Ps384,
+            "PS512" => Alg::Ps512,
+            "ES256" => Alg::Es256,
+            "ES384" => Alg::Es384,
+            "ES512" => Alg::Es512,
+            "HS256" => Alg::Hs256,
+            "HS384" => Alg::Hs384,
+            "HS512" => Alg::Hs512,
+            "EdDSA" => Alg::EdDsa,
+            _ => return None,
+        })
+    }
+}
+
+/// One key, decoded into the form its algorithm family verifies with.
+#[derive(Clone)]
+pub(crate) enum KeyMaterial {
+    Rsa(Box<RsaPublicKey>),
+    P256(p256::ecdsa::VerifyingKey),
+    P384(p384::ecdsa::VerifyingKey),
+    P521(Box<p521::ecdsa::VerifyingKey>),
+    /// An EC key Envoy loads but that we cannot verify with (a P-224 PEM key): it stays
+    /// in the set, as in Envoy, and never verifies anything.
+    EcUnsupported,
+    /// HMAC states already keyed, one per hash, so a verification starts from the keyed
+    /// state instead of re-hashing the key.
+    Hmac(Box<HmacKeys>),
+    /// `None`: 32 bytes that are not a curve point. Envoy keeps such a key (it checks only
+    /// the length) and BoringSSL then fails every signature, so it stays, verifying nothing.
+    Ed25519(Option<ed25519_dalek::VerifyingKey>),
+}
+
+#[derive(Clone)]
+pub(crate) struct HmacKeys {
+    h256: Hmac<Sha256>,
+    h384: Hmac<Sha384>,
+    h512: Hmac<Sha512>,
+}
+
+impl HmacKeys {
+    pub(crate) fn new(secret: &[u8]) -> Option<HmacKeys> {
+        Some(HmacKeys {
+            h256: Hmac::new_from_slice(secret).ok()?,
+            h384: Hmac::new_from_slice(secret).ok()?,
+            h512: Hmac::new_from_slice(secret).ok()?,
+        })
+    }
+}
+
+impl fmt::Debug for KeyMaterial {
+    // Never print key bytes (HMAC secrets above all).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyMaterial::Rsa(_) => "RSA",
+            KeyMaterial::P256(_) => "EC P-256",
+            KeyMaterial::P384(_) => "EC P-384",
+            KeyMaterial::P521(_) => "EC P-521",
+            KeyMaterial::EcUnsupported => "EC (unsupported curve)",
+            KeyMaterial::Hmac(_) => "oct",
+            KeyMaterial::Ed25519(_) => "OKP Ed25519",
+        })
+    }
+}
+
+/// Result of checking one candidate key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Check {
+    Verified,
+    Failed,
+    /// Envoy stops at the first Ed25519 key when the signature is not 64 bytes.
+    Ed25519WrongLength,
+}
+
+impl KeyMaterial {
+    /// Verifies `sig` over `input` for a token of algorithm `alg`. A key of another family
+    /// than `alg` fails (it never verifies, whatever the signature).
+    pub(crate) fn check(&self, alg: Alg, input: &[u8], sig: &[u8]) -> Check {
+        let ok = match (self, alg) {
+            (KeyMaterial::Rsa(k), Alg::Rs256) => pkcs1::<Sha256>(k, input, sig),
+            (KeyMaterial::Rsa(k), Alg::Rs384) => pkcs1::<Sha384>(k, input, sig),
+            (KeyMaterial::Rsa(k), Alg::Rs512) => pkcs1::<Sha512>(k, input, sig),
+            (KeyMaterial::Rsa(k), Alg::Ps256) => pss::<Sha256>(k, input, sig),
+            (KeyMaterial::Rsa(k), Alg::Ps384) => pss::<Sha384>(k, input, sig),
+            (KeyMaterial::Rsa(k), Alg::Ps512) => pss::<Sha512>(k, input, sig),
+            (KeyMaterial::P256(k), Alg::Es256) => ec_signature(sig, 32)
+                .and_then(|s| p256::ecdsa::Signature::from_slice(&s).ok())
+                .is_some_and(|s| k.verify(input, &s).is_ok()),
+            (KeyMaterial::P384(k), Alg::Es384) => ec_signature(sig, 48)
+                .and_then(|s| p384::ecdsa::Signature::from_slice(&s).ok())
+                .is_some_and(|s| k.verify(input, &s).is_ok()),
+            (KeyMaterial::P521(k), Alg::Es512) => ec_signature(sig, 66)
+                .and_then(|s| p521::ecdsa::Signature::from_slice(&s).ok())
+                .is_some_and(|s| k.verify(input, &s).is_ok()),
+            (KeyMaterial::Hmac(k), Alg::Hs256) => hmac_ok(&k.h256, input, sig),
+            (KeyMaterial::Hmac(k), Alg::Hs384) => hmac_ok(&k.h384, input, sig),
+            (KeyMaterial::Hmac(k), Alg::Hs512) => hmac_ok(&k.h512, input, sig),
+            (KeyMaterial::Ed25519(k), Alg::EdDsa) => {
+                let Ok(bytes) = <&[u8; 64]>::try_from(sig) else {
+                    return Check::Ed25519WrongLength;
+                };
+                let sig = ed25519_dalek::Signature::from_bytes(bytes);
+                k.as_ref().is_some_and(|k| k.verify(input, &sig).is_ok())
+            }
+            _ => false,
+        };
+        if ok {
+            Check::Verified
+        } else {
+            Check::Failed
+        }
+    }
+}
+
+fn hmac_ok<M: Mac + Clone>(keyed: &M, input: &[u8], sig: &[u8]) -> bool {
+    let mut mac = keyed.clone();
+    mac.update(input);
+    // Constant-time, and a tag of another length fails, as Envoy's length check.
+    mac.verify_slice(sig).is_ok()
+}
+
+fn pkcs1<D: Digest + AssociatedOid>(key: &RsaPublicKey, input: &[u8], sig: &[u8]) -> bool {
+    key.verify(Pkcs1v15Sign::new::<D>(), &D::digest(input), sig)
+        .is_ok()
+}
+
+/// RSASSA-PSS with MGF1 of the same hash and the salt length recovered from the
+/// signature, as BoringSSL's default (`RSA_PSS_SALTLEN_AUTO`) verification in Envoy:
+/// issuers using a salt other than the hash length still verify.
+fn pss<D: Digest>(key: &RsaPublicKey, input: &[u8], sig: &[u8]) -> bool {
+    let k = key.size();
+    if sig.len() != k {
+        return false;
+    }
+    let s = BigUint::from_bytes_be(sig);
+    if &s >= key.n() {
+        return false;
+    }
+    let m = s.modpow(key.e(), key.n()).to_bytes_be();
+    let Some(pad) = k.checked_sub(m.len()) else {
+        return false;
+    };
+    let mut em = vec![0u8; pad];
+    em.extend_from_slice(&m);
+    emsa_pss_verify::<D>(&D::digest(input), &mut em, key.n().bits()).unwrap_or(false)
+}
+
+/// EMSA-PSS-VERIFY (RFC 8017 9.1.2) with salt-length recovery, following BoringSSL's
+/// `RSA_verify_PKCS1_PSS_mgf1` step by step.
+fn emsa_pss_verify<D: Digest>(m_hash: &[u8], em: &mut [u8], mod_bits: usize) -> Option<bool> {
+    let h_len = <D as Digest>::output_size();
+    let ms_bits = mod_bits.checked_sub(1)? & 7;
+    let first = *em.first()?;
+    if u32::from(first) & (0xffu32 << ms_bits) != 0 {
+        return Some(false);
+    }
+    let em = if ms_bits == 0 { em.get_mut(1..)? } else { em };
+    let em_len = em.len();
+    if em_len < h_len + 2 || em.last() != Some(&0xbc) {
+        return Some(false);
+    }
+    let (db, rest) = em.split_at_mut_checked(em_len - h_len - 1)?;
+    let h = rest.get(..h_len)?;
+    mgf1_xor::<D>(db, h);
+    if ms_bits != 0 {
+        *db.first_mut()? &= 0xff >> (8 - ms_bits);
+    }
+    // DB = PS (zeros) || 0x01 || salt.
+    let one = db.iter().position(|&b| b != 0)?;
+    if db.get(one) != Some(&1) {
+        return Some(false);
+    }
+    let salt = db.get(one + 1..)?;
+    let expected = D::new()
+        .chain_update([0u8; 8])
+        .chain_update(m_hash)
+        .chain_update(salt)
+        .finalize();
+    Some(expected.iter().eq(h.iter()))
+}
+
+fn mgf1_xor<D: Digest>(out: &mut [u8], seed: &[u8]) {
+    for (counter, chunk) in (0u32..).zip(out.chunks_mut(<D as Digest>::output_size())) {
+        let mask = D::new()
+            .chain_update(seed)
+            .chain_update(counter.to_be_bytes())
+            .finalize();
+        for (o, m) in chunk.iter_mut().zip(mask.iter()) {
+            *o ^= m;
+        }
+    }
+}
+
+/// JWS carries ECDSA signatures as r || s. Like Envoy (`BN_bin2bn` on each half), any
+/// even split is read as two big-endian integers, so a signer that drops leading zero
+/// bytes still verifies; each is re-padded to the field size here.
+fn ec_signature(sig: &[u8], field: usize) -> Option<Vec<u8>> {
+    let half = sig.len() / 2;
+    let (r, rest) = sig.split_at_checked(half)?;
+    let s = rest.get(..half)?;
+    let mut out = vec![0u8; 2 * field];
+    for (i, part) in [r, s].into_iter().enumerate() {
+        let start = part.iter().position(|&b| b != 0).unwrap_or(part.len());
+        let part = part.get(start..)?;
+        if part.len() > field {
+            return None;
+        }
+        let end = field * (i + 1);
+        out.get_mut(end - part.len()..end)?.copy_from_slice(part);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alg_names() {
+        for name in [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+            "HS256", "HS384", "HS512", "EdDSA",
+        ] {
+            assert!(Alg::from_name(name).is_some(), "{name}");
+        }
+        for name in [
+            "none", "HS1", "hs256", "EDDSA", "ES256K", "RS1", "", "PS256 ",
+        ] {
+            assert!(Alg::from_name(name).is_none(), "{name}");
+        }
+    }
+
+    #[test]
+    fn ec_signature_halves_are_padded_like_bn_bin2bn() {
+        let sig: Vec<u8> = (1..=64).collect();
+        assert_eq!(ec_signature(&sig, 32).unwrap(), sig);
+        // Short halves are left-padded; leading zeros are dropped; an odd last byte is ignored.
+        let out = ec_signature(&[0, 0, 7, 0, 9, 5], 4).unwrap();
+        assert_eq!(out, vec![0, 0, 0, 7, 0, 0, 0, 9]);
+        // A half longer than the field (after leading zeros) cannot be a scalar.
+        assert!(ec_signature(&[1, 2, 3, 4, 5, 6], 2).is_none());
+        assert_eq!(ec_signature(&[], 2).unwrap(), vec![0; 4]);
+    }
+}
