@@ -1,50 +1,223 @@
-//! AuthorizationPolicy: compile Istio policies, evaluate requests. STUB interface.
+//! AuthorizationPolicy: Istio policies validated and compiled at config time into immutable
+//! matchers, then evaluated per request with Istio's (Envoy RBAC's) semantics.
+//!
+//! - [`spec`]: the serde model of the Istio API.
+//! - `validate`: what Istio's admission webhook rejects, as config errors with JSON paths.
+//! - `compile`: Istio's translation of a rule into RBAC matchers (incl. conversion-error
+//!   handling), into the `model`.
+//! - `matcher`: the precomputed value matchers.
+//!
+//! Decision (Istio): a matching DENY policy denies; with no ALLOW policy the request is
+//! allowed; a matching ALLOW policy allows; otherwise deny. AUDIT only marks the request.
+//! Dry-run policies (`istio.io/dry-run: "true"`) go to Envoy's shadow engines instead: one
+//! shadow engine per action, whose result is reported, never enforced.
 
+mod compile;
+mod matcher;
+mod model;
 pub mod spec;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 use crate::attrs::{AuthContext, RequestAttributes};
 use crate::config::{ConfigError, Resource, Workload};
+use model::{Ctx, Policy};
+pub use spec::Action;
 use spec::AuthorizationPolicySpec;
+
+/// The annotation that turns a policy into a dry run.
+pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 
 /// Compiled authorization policies of one workload (immutable after config load).
 #[derive(Debug, Default)]
-pub struct Authorizer {}
+pub struct Authorizer {
+    deny: Vec<Policy>,
+    allow: Vec<Policy>,
+    audit: Vec<Policy>,
+    /// Dry-run policies per action, each evaluated like an Envoy shadow engine.
+    shadow: Vec<ShadowEngine>,
+    /// `no ALLOW policy matched (N ALLOW policies apply)`, precomputed.
+    no_allow_match: String,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+struct ShadowEngine {
+    action: Action,
+    policies: Vec<Policy>,
+    /// `ns/a, ns/b`: named in the result when no policy matched.
+    names: String,
+}
 
 /// The outcome of authorization for one request.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuthzDecision {
     pub allowed: bool,
-    /// Why, for logs and the denial reason (`denied by DENY policy foo/deny-all`,
-    /// `no ALLOW policy matched`, `allowed by foo/allow-get`).
+    /// Why, for logs and the denial reason (`denied by DENY policy foo/deny-all rule[0]`,
+    /// `no ALLOW policy matched (2 ALLOW policies apply)`, `allowed by ALLOW policy
+    /// foo/allow-get rule[1]`, `allowed: no ALLOW policy applies`).
     pub reason: String,
-    /// The deciding policy (`namespace/name`), if any.
+    /// The deciding policy (`namespace/name`), if any: the matching DENY or ALLOW policy.
+    /// None when no policy matched (Envoy's `rbac_access_denied_matched_policy[none]`).
     pub policy: Option<String>,
-    /// The first matching AUDIT policy, if any: the request is marked for audit.
+    /// The first matching AUDIT policy, if any: the request is marked for audit
+    /// (Envoy RBAC `envoy.common` / `access_log_hint = true`).
     pub audit: Option<String>,
-    /// Results of `istio.io/dry-run` policies (evaluated, never enforced).
+    /// Results of `istio.io/dry-run` policies (evaluated, never enforced): one entry per
+    /// action that has dry-run policies, like Envoy's shadow engine (DENY, then ALLOW, then
+    /// AUDIT).
     pub dry_run: Vec<DryRunResult>,
 }
 
-/// What a dry-run policy would have done.
+/// What the dry-run policies of one action would have done (Envoy's shadow engine result,
+/// `istio_dry_run_allow_` / `istio_dry_run_deny_` stats).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DryRunResult {
+    /// The first matching dry-run policy of this action (`namespace/name`, config order,
+    /// Envoy's `shadow_effective_policy_id`); when none matched, every dry-run policy of this
+    /// action, comma-separated.
     pub policy: String,
-    /// True when the shadow evaluation would have allowed the request.
+    /// True when the shadow evaluation would have allowed the request: DENY -> no dry-run
+    /// DENY policy matched; ALLOW -> some dry-run ALLOW policy matched (the shadow engine only
+    /// sees the dry-run ALLOW policies, not the enforced ones); AUDIT -> always true.
     pub would_allow: bool,
+    /// The action of these dry-run policies.
+    pub action: Action,
+    /// The index of the matching rule, when a policy matched.
+    pub rule: Option<usize>,
 }
 
 impl Authorizer {
+    /// Validates every policy (applicable or not), then compiles the applicable ones.
     pub fn compile(
-        _policies: &[Resource<AuthorizationPolicySpec>],
+        policies: &[Resource<AuthorizationPolicySpec>],
         _workload: &Workload,
     ) -> Result<Self, ConfigError> {
-        Ok(Self {})
+        let mut a = Authorizer::default();
+        let mut shadow: [(Action, Vec<Policy>); 3] = [
+            (Action::Deny, vec![]),
+            (Action::Allow, vec![]),
+            (Action::Audit, vec![]),
+        ];
+        for res in policies {
+            validate::validate(res)?;
+            if !res.applies {
+                continue;
+            }
+            let dry_run = dry_run(res, &mut a.warnings);
+            let action = res.spec.action();
+            let policy = compile::policy(res, &mut a.warnings);
+            if dry_run {
+                if let Some((_, list)) = shadow.iter_mut().find(|(act, _)| *act == action) {
+                    list.push(policy);
+                }
+                continue;
+            }
+            match action {
+                Action::Deny => a.deny.push(policy),
+                Action::Audit => a.audit.push(policy),
+                // CUSTOM is rejected by validation.
+                Action::Allow | Action::Custom => a.allow.push(policy),
+            }
+        }
+        a.shadow = shadow
+            .into_iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(action, policies)| ShadowEngine {
+                action,
+                names: policies
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                policies,
+            })
+            .collect();
+        a.no_allow_match = match a.allow.len() {
+            1 => "no ALLOW policy matched (1 ALLOW policy applies)".into(),
+            n => format!("no ALLOW policy matched ({n} ALLOW policies apply)"),
+        };
+        Ok(a)
     }
 
-    pub fn evaluate(&self, _req: &RequestAttributes, _auth: &AuthContext) -> AuthzDecision {
+    /// Decides one request. No allocation beyond the decision's own strings.
+    pub fn evaluate(&self, req: &RequestAttributes, auth: &AuthContext) -> AuthzDecision {
+        let ctx = Ctx::new(req, auth);
+        let audit = first_match(&self.audit, &ctx).map(|(p, _)| p.name.clone());
+        let dry_run = self
+            .shadow
+            .iter()
+            .map(|engine| {
+                let matched = first_match(&engine.policies, &ctx);
+                DryRunResult {
+                    policy: matched.map_or_else(|| engine.names.clone(), |(p, _)| p.name.clone()),
+                    would_allow: match engine.action {
+                        Action::Deny => matched.is_none(),
+                        Action::Allow | Action::Custom => matched.is_some(),
+                        Action::Audit => true,
+                    },
+                    action: engine.action,
+                    rule: matched.map(|(_, r)| r.index),
+                }
+            })
+            .collect();
+        let (allowed, reason, policy) = if let Some((p, r)) = first_match(&self.deny, &ctx) {
+            (false, r.reason.to_string(), Some(p.name.clone()))
+        } else if self.allow.is_empty() {
+            (true, "allowed: no ALLOW policy applies".to_string(), None)
+        } else if let Some((p, r)) = first_match(&self.allow, &ctx) {
+            (true, r.reason.to_string(), Some(p.name.clone()))
+        } else {
+            (false, self.no_allow_match.clone(), None)
+        };
         AuthzDecision {
-            allowed: true,
-            ..Default::default()
+            allowed,
+            reason,
+            policy,
+            audit,
+            dry_run,
+        }
+    }
+
+    /// Non-fatal findings of compilation (rules or values Istio would drop, an unparsable
+    /// dry-run annotation), for the log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// Number of enforced policies per action (DENY, ALLOW, AUDIT) and of dry-run policies.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        let dry = self.shadow.iter().map(|e| e.policies.len()).sum();
+        (self.deny.len(), self.allow.len(), self.audit.len(), dry)
+    }
+}
+
+fn first_match<'p>(policies: &'p [Policy], ctx: &Ctx) -> Option<(&'p Policy, &'p model::Rule)> {
+    policies
+        .iter()
+        .find_map(|p| p.matching_rule(ctx).map(|r| (p, r)))
+}
+
+/// `istio.io/dry-run`, parsed like Go's `strconv.ParseBool` (what Istio uses). An invalid
+/// value is logged by Istio and the policy is enforced; we do the same, with a warning.
+fn dry_run(res: &Resource<AuthorizationPolicySpec>, warnings: &mut Vec<String>) -> bool {
+    match res
+        .meta
+        .annotations
+        .get(DRY_RUN_ANNOTATION)
+        .map(String::as_str)
+    {
+        None => false,
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+        Some(other) => {
+            warnings.push(format!(
+                "{}: invalid {DRY_RUN_ANNOTATION} value {other:?} (expected true or false); the policy is enforced",
+                res.name()
+            ));
+            false
         }
     }
 }

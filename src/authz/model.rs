@@ -1,0 +1,273 @@
+//! The compiled policy model and its evaluation.
+//!
+//! Shape (mirrors Envoy RBAC as Istio generates it, one RBAC policy per Istio rule):
+//! `Policy` = OR of `Rule`s; `Rule` = (OR of `from` conjunctions) AND (OR of `to`
+//! conjunctions) AND (all `when` conditions); a conjunction is an AND of `Cond`s; a `Cond`
+//! is one attribute with "any of values AND none of notValues".
+
+use super::matcher::{Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch};
+use crate::attrs::{AuthContext, RequestAttributes};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// One attribute's matchers: matches when any of `any` matches (or `any` is empty) and none
+/// of `none` matches. Never both empty (such a condition is dropped at compile time).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Field<M> {
+    pub any: Box<[M]>,
+    pub none: Box<[M]>,
+}
+
+impl<M> Field<M> {
+    pub fn new(any: Vec<M>, none: Vec<M>) -> Option<Self> {
+        if any.is_empty() && none.is_empty() {
+            None
+        } else {
+            Some(Field {
+                any: any.into(),
+                none: none.into(),
+            })
+        }
+    }
+
+    #[inline]
+    fn eval(&self, mut pred: impl FnMut(&M) -> bool) -> bool {
+        (self.any.is_empty() || self.any.iter().any(&mut pred)) && !self.none.iter().any(pred)
+    }
+}
+
+/// Where a `request.headers[...]` condition reads its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum HeaderName {
+    Authority,
+    Method,
+    Path,
+    Scheme,
+    /// A regular header, name lower-cased.
+    Regular(Box<str>),
+}
+
+impl HeaderName {
+    pub fn new(name: &str) -> Self {
+        let lower = name.to_ascii_lowercase();
+        match lower.as_str() {
+            ":authority" => HeaderName::Authority,
+            ":method" => HeaderName::Method,
+            ":path" => HeaderName::Path,
+            ":scheme" => HeaderName::Scheme,
+            _ => HeaderName::Regular(lower.into()),
+        }
+    }
+}
+
+/// One compiled condition on one request attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cond {
+    /// `principals`, `namespaces`, `serviceAccounts` and their `when` keys: matched against
+    /// each URI SAN of a verified client certificate (Envoy `authenticated.principal_name`).
+    PeerId(Field<IdMatch>),
+    /// `requestPrincipals`, `request.auth.principal`: JWT payload `iss` AND `sub`.
+    RequestPrincipal(Field<RequestPrincipalMatch>),
+    /// `ipBlocks`, `source.ip` (Envoy `direct_remote_ip`).
+    DirectRemoteIp(Field<Cidr>),
+    /// `remoteIpBlocks`, `remote.ip` (Envoy `remote_ip`).
+    RemoteIp(Field<Cidr>),
+    /// `destination.ip` (Envoy `destination_ip`).
+    DestinationIp(Field<Cidr>),
+    /// `ports`, `destination.port` (Envoy `destination_port`).
+    DestinationPort(Field<u16>),
+    /// `hosts`: `:authority`, case-insensitive, port not stripped.
+    Host(Field<HeaderMatch>),
+    /// `methods`: `:method`.
+    Method(Field<HeaderMatch>),
+    /// `paths`: the path without query and fragment.
+    Path(Field<PathMatch>),
+    /// `request.headers[name]`.
+    Header(HeaderName, Field<HeaderMatch>),
+    /// `connection.sni` (Envoy `requested_server_name`; empty when there is no SNI).
+    Sni(Field<StrMatch>),
+    /// `request.auth.claims[a][b]`, `request.auth.audiences` (`aud`),
+    /// `request.auth.presenter` (`azp`): a string claim, or any string element of a list claim.
+    Claim(Box<[Box<str>]>, Field<StrMatch>),
+}
+
+/// Request facts looked up once per evaluation and shared by every condition.
+pub(crate) struct Ctx<'a> {
+    req: &'a RequestAttributes,
+    path: &'a str,
+    /// URI SANs of the client certificate; empty without mTLS.
+    sans: &'a [String],
+    direct_ip: Option<IpAddr>,
+    remote_ip: Option<IpAddr>,
+    dest_ip: Option<IpAddr>,
+    dest_port: Option<u16>,
+    sni: &'a str,
+    claims: Option<&'a Map<String, Value>>,
+    iss: Option<&'a str>,
+    sub: Option<&'a str>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(req: &'a RequestAttributes, auth: &'a AuthContext) -> Self {
+        let sans: &[String] = if req.connection.mtls {
+            &req.connection.peer_uri_sans
+        } else {
+            &[]
+        };
+        let jwt = auth.jwt.as_ref();
+        // The payload is what Envoy's metadata matchers see; the struct fields are a fallback
+        // for a payload without the claim (a subject of "" means "no sub").
+        let claim = |name: &str| -> Option<&'a str> {
+            match jwt?.claims.get(name) {
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(_) => None,
+                None => None,
+            }
+        };
+        let iss = claim("iss").or_else(|| {
+            jwt.filter(|j| !j.claims.contains_key("iss") && !j.issuer.is_empty())
+                .map(|j| j.issuer.as_str())
+        });
+        let sub = claim("sub").or_else(|| {
+            jwt.filter(|j| !j.claims.contains_key("sub") && !j.subject.is_empty())
+                .map(|j| j.subject.as_str())
+        });
+        Ctx {
+            req,
+            path: req.path_only(),
+            sans,
+            direct_ip: req.direct_remote_ip(),
+            remote_ip: req.remote_ip(),
+            dest_ip: req.destination.map(|a| a.ip()),
+            dest_port: req.destination.map(|a| a.port()),
+            sni: req.connection.sni.as_deref().unwrap_or(""),
+            claims: jwt.map(|j| &j.claims),
+            iss,
+            sub,
+        }
+    }
+
+    /// A header's value as Envoy's header matcher sees it: repeated headers are joined
+    /// with `,`; None when absent.
+    fn header(&self, name: &HeaderName) -> Option<Cow<'a, str>> {
+        let non_empty = |s: &'a str| (!s.is_empty()).then_some(Cow::Borrowed(s));
+        match name {
+            HeaderName::Authority => non_empty(&self.req.host),
+            HeaderName::Method => non_empty(&self.req.method),
+            HeaderName::Path => non_empty(&self.req.path),
+            HeaderName::Scheme => non_empty(&self.req.scheme),
+            HeaderName::Regular(n) => {
+                let mut values = self
+                    .req
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+                    .map(|(_, v)| v.as_str());
+                let first = values.next()?;
+                match values.next() {
+                    None => Some(Cow::Borrowed(first)),
+                    Some(second) => {
+                        let mut joined = format!("{first},{second}");
+                        for v in values {
+                            joined.push(',');
+                            joined.push_str(v);
+                        }
+                        Some(Cow::Owned(joined))
+                    }
+                }
+            }
+        }
+    }
+
+    fn claim(&self, path: &[Box<str>]) -> Option<&'a Value> {
+        let (first, rest) = path.split_first()?;
+        let mut value = self.claims?.get(&**first)?;
+        for key in rest {
+            value = value.as_object()?.get(&**key)?;
+        }
+        Some(value)
+    }
+}
+
+impl Cond {
+    pub fn matches(&self, ctx: &Ctx) -> bool {
+        match self {
+            Cond::PeerId(f) => f.eval(|m| ctx.sans.iter().any(|san| m.matches(san))),
+            Cond::RequestPrincipal(f) => f.eval(|m| m.matches(ctx.iss, ctx.sub)),
+            Cond::DirectRemoteIp(f) => f.eval(|c| ctx.direct_ip.is_some_and(|ip| c.contains(ip))),
+            Cond::RemoteIp(f) => f.eval(|c| ctx.remote_ip.is_some_and(|ip| c.contains(ip))),
+            Cond::DestinationIp(f) => f.eval(|c| ctx.dest_ip.is_some_and(|ip| c.contains(ip))),
+            Cond::DestinationPort(f) => f.eval(|p| ctx.dest_port == Some(*p)),
+            Cond::Host(f) => {
+                let host = (!ctx.req.host.is_empty()).then_some(ctx.req.host.as_str());
+                f.eval(|m| m.matches_ignore_case(host))
+            }
+            Cond::Method(f) => {
+                let method = (!ctx.req.method.is_empty()).then_some(ctx.req.method.as_str());
+                f.eval(|m| m.matches(method))
+            }
+            Cond::Path(f) => f.eval(|m| m.matches(ctx.path)),
+            Cond::Header(name, f) => {
+                let value = ctx.header(name);
+                f.eval(|m| m.matches(value.as_deref()))
+            }
+            Cond::Sni(f) => f.eval(|m| m.matches(ctx.sni)),
+            Cond::Claim(path, f) => {
+                let value = ctx.claim(path);
+                f.eval(|m| claim_matches(value, m))
+            }
+        }
+    }
+}
+
+/// Istio's claim matcher: a string claim matches directly, a list claim when any string
+/// element matches; anything else (missing, number, object) does not match.
+fn claim_matches(value: Option<&Value>, m: &StrMatch) -> bool {
+    match value {
+        Some(Value::String(s)) => m.matches(s),
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|v| matches!(v, Value::String(s) if m.matches(s))),
+        _ => false,
+    }
+}
+
+/// One Istio rule, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rule {
+    /// Index in the policy's `rules` (kept when earlier rules were dropped).
+    pub index: usize,
+    /// Alternatives from `from[]`; empty = any source.
+    pub from: Box<[Box<[Cond]>]>,
+    /// Alternatives from `to[]`; empty = any operation.
+    pub to: Box<[Box<[Cond]>]>,
+    pub when: Box<[Cond]>,
+    /// Precomputed decision reason naming the policy and rule.
+    pub reason: Box<str>,
+}
+
+impl Rule {
+    pub fn matches(&self, ctx: &Ctx) -> bool {
+        let all = |conds: &[Cond]| conds.iter().all(|c| c.matches(ctx));
+        all(&self.when)
+            && (self.to.is_empty() || self.to.iter().any(|c| all(c)))
+            && (self.from.is_empty() || self.from.iter().any(|c| all(c)))
+    }
+}
+
+/// One applicable AuthorizationPolicy, compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Policy {
+    /// `namespace/name`.
+    pub name: String,
+    /// Empty = never matches (no `rules`, or every rule dropped).
+    pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// The first matching rule.
+    pub fn matching_rule(&self, ctx: &Ctx) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(ctx))
+    }
+}
