@@ -1,2 +1,178 @@
-//! meshguard command-line tool. Placeholder.
-fn main() {}
+//! meshguard command-line tool: validate filter configurations, and the dev servers behind
+//! the demo (`make run`, docker-compose.yml). Arguments are parsed by hand to keep the tool
+//! dependency-light.
+
+use meshguard::devtools::{certs, demo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage:
+  meshguard validate <filter.json>...
+      Checks filter configurations (the JSON of CONFIG.md); prints OK or the error with its
+      JSON path. Exit status 1 if any file is invalid.
+  meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
+                       [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
+      Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
+      token-invalid) and the Envoy config rendered to reach them (envoy.json) into DIR
+      (default .run/demo), then `ready`, and serves until killed.
+      Defaults: --config envoy/ingress-gateway.yaml --wasm dist/meshguard.wasm
+      --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --jwks-addr/--upstream-addr 127.0.0.1:0
+  meshguard demo certs [--out DIR]
+      Writes a development mesh CA (ca.pem), a server certificate for foo/httpbin
+      (server.pem, server-key.pem) and a client certificate for foo/sleep (sleep.pem,
+      sleep-key.pem), with SPIFFE URI SANs, into DIR (default envoy/certs).
+  meshguard version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["validate", files @ ..] if !files.is_empty() => return validate(files),
+        ["demo", "serve", rest @ ..] => demo_serve(rest),
+        ["demo", "certs", rest @ ..] => demo_certs(rest),
+        ["version" | "--version"] => {
+            println!("meshguard {} ({})", meshguard::VERSION, meshguard::GIT_HASH);
+            Ok(())
+        }
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command\n{USAGE}").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(files: &[&str]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Err(e) => {
+                println!("{file}: cannot read: {e}");
+                ok = false;
+            }
+            Ok(text) => match meshguard::engine::Engine::from_json(&text) {
+                Ok(engine) => println!("{file}: OK ({})", engine.summary()),
+                Err(e) => {
+                    println!("{file}: {e}");
+                    ok = false;
+                }
+            },
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--name value` options; every name must be known.
+struct Flags<'a> {
+    pairs: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Flags<'a> {
+    fn parse(args: &[&'a str], valued: &[&str], switches: &[&str]) -> Result<Self, String> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(&arg) = it.next() {
+            if switches.contains(&arg) {
+                pairs.push((arg, None));
+            } else if valued.contains(&arg) {
+                let value = it.next().ok_or(format!("{arg} needs a value"))?;
+                pairs.push((arg, Some(*value)));
+            } else {
+                return Err(format!("unknown argument {arg:?}\n{USAGE}"));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| *v)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(k, _)| *k == name)
+    }
+
+    fn addr(&self, name: &str, default: &str) -> Result<SocketAddr, String> {
+        let v = self.get(name).unwrap_or(default);
+        v.parse()
+            .map_err(|e| format!("{name} {v:?}: not an address (ip:port): {e}"))
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn demo_serve(args: &[&str]) -> CliResult {
+    let flags = Flags::parse(
+        args,
+        &[
+            "--out",
+            "--config",
+            "--wasm",
+            "--listen",
+            "--admin",
+            "--jwks-addr",
+            "--upstream-addr",
+        ],
+        &["--no-render"],
+    )?;
+    let opts = demo::Options {
+        out: PathBuf::from(flags.get("--out").unwrap_or(".run/demo")),
+        config: PathBuf::from(
+            flags
+                .get("--config")
+                .unwrap_or("envoy/ingress-gateway.yaml"),
+        ),
+        render: !flags.has("--no-render"),
+        repo: std::env::current_dir()?,
+        wasm: PathBuf::from(flags.get("--wasm").unwrap_or("dist/meshguard.wasm")),
+        listen: flags.addr("--listen", "127.0.0.1:8080")?,
+        admin: flags.addr("--admin", "127.0.0.1:9901")?,
+        jwks_bind: flags
+            .get("--jwks-addr")
+            .unwrap_or("127.0.0.1:0")
+            .to_string(),
+        upstream_bind: flags
+            .get("--upstream-addr")
+            .unwrap_or("127.0.0.1:0")
+            .to_string(),
+    };
+    let running = demo::start(&opts)?;
+    eprintln!(
+        "meshguard demo: JWKS on {}, upstream on {}, files in {}",
+        running.jwks.addr(),
+        running.upstream.addr(),
+        opts.out.display()
+    );
+    // Serve until killed (the demo script's trap, or docker stop).
+    loop {
+        std::thread::park();
+    }
+}
+
+fn demo_certs(args: &[&str]) -> CliResult {
+    let flags = Flags::parse(args, &["--out"], &[])?;
+    let out = PathBuf::from(flags.get("--out").unwrap_or("envoy/certs"));
+    certs::write_demo_set(&out)?;
+    println!(
+        "wrote ca.pem, server.pem, server-key.pem, sleep.pem, sleep-key.pem to {}",
+        out.display()
+    );
+    Ok(())
+}

@@ -192,6 +192,8 @@ pub struct Options {
     pub workdir: PathBuf,
     pub concurrency: u32,
     pub log_level: String,
+    /// `--component-log-level`, e.g. `wasm:info` (meshguard's own lines at any level).
+    pub component_log_level: String,
     pub startup_timeout: Duration,
 }
 
@@ -201,7 +203,9 @@ impl Options {
             bin: bin.into(),
             workdir: workdir.into(),
             concurrency: 2,
-            log_level: "info".into(),
+            // Envoy's info level lists every extension at startup; keep the log readable.
+            log_level: "warning".into(),
+            component_log_level: "wasm:info,config:info".into(),
             startup_timeout: Duration::from_secs(60),
         }
     }
@@ -235,6 +239,7 @@ impl Envoy {
                 .arg("--disable-hot-restart")
                 .args(["--concurrency", &opts.concurrency.to_string()])
                 .args(["-l", &opts.log_level])
+                .args(["--component-log-level", &opts.component_log_level])
                 .current_dir(&opts.workdir)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)

@@ -4,6 +4,7 @@
 //! Envoy configs. None of this is compiled into the wasm module.
 
 pub mod certs;
+pub mod demo;
 pub mod envoy;
 pub mod http;
 pub mod keys;

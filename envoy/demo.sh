@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The demo behind `make run`: meshguard's dev servers (JWKS + echo upstream) and the pip Envoy
+# running envoy/ingress-gateway.yaml with dist/meshguard.wasm, all on 127.0.0.1.
+# Prints ready-to-paste curl commands; Ctrl-C stops everything this script started.
+#
+# Environment (all optional):
+#   MESHGUARD_DEMO_PORT=8080  MESHGUARD_DEMO_ADMIN_PORT=9901   Envoy's listener and admin
+#   MESHGUARD_DEMO_DIR=.run/demo     tokens, rendered config, logs
+#   MESHGUARD_BIN, ENVOY_BIN         the meshguard CLI and Envoy to use
+#   MESHGUARD_DEMO_CHECK=1           run the curls, check the statuses, stop (for CI)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bin=${MESHGUARD_BIN:-$root/target/release/meshguard}
+envoy=${ENVOY_BIN:-$root/.venv/bin/envoy}
+port=${MESHGUARD_DEMO_PORT:-8080}
+admin=${MESHGUARD_DEMO_ADMIN_PORT:-9901}
+dir=${MESHGUARD_DEMO_DIR:-$root/.run/demo}
+check=${MESHGUARD_DEMO_CHECK:-0}
+
+for f in "$bin" "$envoy" "$root/dist/meshguard.wasm"; do
+  [[ -x "$f" || -f "$f" ]] || { echo "demo: missing $f (run: make setup build)" >&2; exit 1; }
+done
+
+rm -rf "$dir"
+mkdir -p "$dir"
+pids=()
+cleanup() {
+  # Stop only what this script started.
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+trap 'echo; echo "demo: stopping"; exit 130' INT TERM
+
+"$bin" demo serve --out "$dir" --config envoy/ingress-gateway.yaml \
+  --wasm dist/meshguard.wasm --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+  2>"$dir/devservers.log" &
+pids+=($!)
+for _ in $(seq 1 300); do
+  [[ -f "$dir/ready" ]] && break
+  kill -0 "${pids[0]}" 2>/dev/null || { cat "$dir/devservers.log" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -f "$dir/ready" ]] || { echo "demo: dev servers did not start" >&2; exit 1; }
+
+"$envoy" -c "$dir/envoy.json" --disable-hot-restart --concurrency 2 -l info \
+  --log-path "$dir/envoy.log" >"$dir/envoy.stdout" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 600); do
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/ready" || true)" == 200 ]] && break
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then
+    echo "demo: envoy exited; its log:" >&2
+    tail -n 40 "$dir/envoy.log" "$dir/envoy.stdout" >&2 || true
+    exit 1
+  fi
+  sleep 0.1
+done
+
+url="http://127.0.0.1:$port/headers"
+cat <<EOF
+
+meshguard demo is up: Envoy on 127.0.0.1:$port (admin 127.0.0.1:$admin), JWKS and upstream
+from 'meshguard demo serve'. Files (tokens, envoy.json, logs) are in $dir.
+
+  # valid token -> 200 (the upstream echoes the request it received; the token is removed)
+  curl -i -H "Authorization: Bearer \$(cat $dir/token)" $url
+
+  # no token -> 403 RBAC: access denied (AuthorizationPolicy require-jwt)
+  curl -i $url
+
+  # invalid token (bad signature) -> 401 Jwt verification fails
+  curl -i -H "Authorization: Bearer \$(cat $dir/token-invalid)" $url
+
+  # DENY policy: /admin needs the admins group -> 403, then 200 with token-admin
+  curl -i -H "Authorization: Bearer \$(cat $dir/token)" http://127.0.0.1:$port/admin
+  curl -i -H "Authorization: Bearer \$(cat $dir/token-admin)" http://127.0.0.1:$port/admin
+
+  # meshguard's counters
+  curl -s http://127.0.0.1:$admin/stats | grep meshguard
+
+EOF
+
+if [[ "$check" == 1 ]]; then
+  fails=0
+  # expect STATUS LABEL TOKEN_FILE|- URL (labels only: tokens are never printed)
+  expect() {
+    local want=$1 label=$2 token=$3 url=$4 got
+    local auth=()
+    [[ "$token" == - ]] || auth=(-H "Authorization: Bearer $(cat "$dir/$token")")
+    got=$(curl -s -o /dev/null -w '%{http_code}' "${auth[@]}" "$url" || true)
+    if [[ "$got" == "$want" ]]; then
+      echo "demo check: $label -> $got ok"
+    else
+      echo "demo check: $label -> $got, want $want: FAILED" >&2
+      fails=$((fails + 1))
+    fi
+  }
+  expect 200 "valid token" token "$url"
+  expect 403 "no token" - "$url"
+  expect 401 "invalid token" token-invalid "$url"
+  expect 403 "/admin, group users" token "http://127.0.0.1:$port/admin"
+  expect 200 "/admin, group admins" token-admin "http://127.0.0.1:$port/admin"
+  if ((fails)); then tail -n 40 "$dir/envoy.log" >&2; exit 1; fi
+  echo "demo check: all expected statuses"
+  exit 0
+fi
+
+echo "Press Ctrl-C to stop."
+wait

@@ -1,0 +1,395 @@
+//! Shared harness of the end-to-end tests: the real Envoy (`.venv/bin/envoy`) running the
+//! shipped configs from `envoy/` with the one wasm build (`dist/meshguard.wasm`), the dev
+//! servers from `meshguard::devtools`, and helpers to talk to it.
+//!
+//! A *group* is one Envoy with one filter configuration and many requests. When a group's
+//! test fails, the group prints Envoy's log to stderr.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
+
+use meshguard::devtools::envoy::{self, Envoy, Files, Options};
+use meshguard::devtools::http::{self, Call, Response};
+use meshguard::devtools::keys::{self, SigningKey};
+use meshguard::devtools::servers::{EchoUpstream, Fault, JwksServer};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The wasm module and the Envoy binary every end-to-end test needs.
+pub struct Prereqs {
+    pub wasm: PathBuf,
+    pub envoy: PathBuf,
+}
+
+/// The prerequisites, or `None` (test skipped, with a note) when they are missing outside
+/// CI. Under CI (`CI` set) a missing prerequisite fails the test.
+pub fn prereqs() -> Option<Prereqs> {
+    let wasm = repo().join("dist/meshguard.wasm");
+    let envoy = std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/envoy"));
+    let missing: Vec<String> = [&wasm, &envoy]
+        .iter()
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some(Prereqs { wasm, envoy });
+    }
+    let msg = format!(
+        "end-to-end prerequisites missing: {} (`make test` builds and installs them)",
+        missing.join(", ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
+/// `let p = require!();` — the prerequisites, or return from the test (skip) outside CI.
+#[macro_export]
+macro_rules! require {
+    () => {
+        match common::prereqs() {
+            Some(p) => p,
+            None => return,
+        }
+    };
+}
+
+/// A fresh scratch directory for one group.
+pub fn workdir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("e2e")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Keys shared by every group of a test binary (RSA generation is slow in debug builds).
+pub struct Keys {
+    pub rsa: SigningKey,
+    pub ec: SigningKey,
+    pub hmac: SigningKey,
+    /// Published nowhere: tokens it signs have a kid no JWKS knows.
+    pub stranger: SigningKey,
+}
+
+pub fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| Keys {
+        rsa: SigningKey::rsa("rsa-1").unwrap(),
+        ec: SigningKey::ec_p256("ec-1").unwrap(),
+        hmac: SigningKey::hmac("hmac-1"),
+        stranger: SigningKey::ec_p256("stranger").unwrap(),
+    })
+}
+
+/// The issuer whose keys the local JWKS server publishes (RSA + EC).
+pub const ISSUER: &str = "https://issuer.meshguard.test";
+/// The jwksUri for [`ISSUER`]; its authority is mapped to the `jwks` cluster.
+pub const JWKS_URI: &str = "http://jwks.meshguard.test/.well-known/jwks.json";
+
+/// The JWKS document the local JWKS server serves by default.
+pub fn remote_jwks() -> String {
+    keys::jwks(&[&keys().rsa, &keys().ec])
+}
+
+/// A token from `key` for `iss`/`sub`, with extra claims merged in.
+pub fn token(key: &SigningKey, iss: &str, sub: &str, extra: Value) -> String {
+    let mut claims = keys::claims(iss, sub);
+    if let (Some(c), Value::Object(extra)) = (claims.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    key.sign(&claims).unwrap()
+}
+
+/// A valid RS256 token of [`ISSUER`] for subject `sub`.
+pub fn valid_token(sub: &str) -> String {
+    token(&keys().rsa, ISSUER, sub, json!({}))
+}
+
+/// The filter JSON: `workload` plus `policies`, with [`JWKS_URI`]'s authority mapped to the
+/// `jwks` cluster.
+pub fn filter(workload: Value, policies: Vec<Value>) -> String {
+    json!({
+        "workload": workload,
+        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
+        "policies": policies,
+    })
+    .to_string()
+}
+
+/// An Istio resource as kubectl prints it.
+pub fn resource(kind: &str, name: &str, namespace: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": kind,
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": spec,
+    })
+}
+
+/// RequestAuthentication `jwt` in `ns` for [`ISSUER`] via [`JWKS_URI`].
+pub fn request_authn(ns: &str) -> Value {
+    resource(
+        "RequestAuthentication",
+        "jwt",
+        ns,
+        json!({ "jwtRules": [ { "issuer": ISSUER, "jwksUri": JWKS_URI } ] }),
+    )
+}
+
+/// AuthorizationPolicy `name` in `ns`.
+pub fn authz(name: &str, ns: &str, action: &str, rules: Value) -> Value {
+    resource(
+        "AuthorizationPolicy",
+        name,
+        ns,
+        json!({ "action": action, "rules": rules }),
+    )
+}
+
+/// Which shipped config a group runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Shipped {
+    IngressGateway,
+    SidecarInbound,
+}
+
+impl Shipped {
+    pub fn file(self) -> &'static str {
+        match self {
+            Shipped::IngressGateway => "envoy/ingress-gateway.yaml",
+            Shipped::SidecarInbound => "envoy/sidecar-inbound.yaml",
+        }
+    }
+
+    pub fn listener(self) -> &'static str {
+        match self {
+            Shipped::IngressGateway => "ingress_http",
+            Shipped::SidecarInbound => "virtual_inbound",
+        }
+    }
+
+    /// The cluster that stands for the app behind Envoy.
+    fn app_cluster(self) -> &'static str {
+        match self {
+            Shipped::IngressGateway => "upstream",
+            Shipped::SidecarInbound => "local_app",
+        }
+    }
+}
+
+/// How to start a group.
+pub struct Spec {
+    pub name: String,
+    pub shipped: Shipped,
+    /// The filter JSON; `None` runs the one embedded in the shipped config.
+    pub filter: Option<String>,
+    pub jwks: String,
+    pub jwks_fault: Fault,
+    /// Certificates for `envoy/certs/*` (sidecar).
+    pub certs: Option<PathBuf>,
+}
+
+impl Spec {
+    pub fn new(name: &str, shipped: Shipped) -> Self {
+        Self {
+            name: name.to_string(),
+            shipped,
+            filter: None,
+            jwks: remote_jwks(),
+            jwks_fault: Fault::None,
+            certs: None,
+        }
+    }
+
+    pub fn filter(mut self, json: String) -> Self {
+        self.filter = Some(json);
+        self
+    }
+}
+
+/// Renders a shipped config for a local run: loopback addresses on port 0 (admin included),
+/// the given cluster endpoints, absolute file names. Nothing else changes.
+pub fn render(
+    shipped: Shipped,
+    p: &Prereqs,
+    clusters: &[(&str, SocketAddr)],
+    certs: Option<&Path>,
+    filter: Option<&str>,
+) -> Value {
+    let mut cfg = envoy::load_config(&repo().join(shipped.file())).unwrap();
+    envoy::set_admin(&mut cfg, "127.0.0.1", 0);
+    envoy::set_listener_addresses(&mut cfg, "127.0.0.1", 0);
+    for (name, addr) in clusters {
+        envoy::set_cluster_endpoint(&mut cfg, name, *addr).unwrap();
+    }
+    envoy::localize_files(
+        &mut cfg,
+        &Files {
+            repo: &repo(),
+            wasm: &p.wasm,
+            certs,
+        },
+    );
+    if let Some(f) = filter {
+        envoy::set_meshguard_configuration(&mut cfg, f).unwrap();
+    }
+    cfg
+}
+
+/// One Envoy + JWKS server + echo upstream.
+pub struct Group {
+    pub name: String,
+    pub jwks: JwksServer,
+    pub upstream: EchoUpstream,
+    pub envoy: Envoy,
+    pub listener: SocketAddr,
+}
+
+impl Group {
+    pub fn start(p: &Prereqs, spec: Spec) -> Group {
+        let dir = workdir(&spec.name);
+        let jwks = JwksServer::start("127.0.0.1:0", spec.jwks.clone()).unwrap();
+        jwks.set_fault(spec.jwks_fault.clone());
+        let upstream = EchoUpstream::start("127.0.0.1:0").unwrap();
+        let mut clusters = vec![(spec.shipped.app_cluster(), upstream.addr())];
+        if matches!(spec.shipped, Shipped::IngressGateway) {
+            clusters.push(("jwks", jwks.addr()));
+        }
+        let cfg = render(
+            spec.shipped,
+            p,
+            &clusters,
+            spec.certs.as_deref(),
+            spec.filter.as_deref(),
+        );
+        let envoy = Envoy::start(&Options::new(&p.envoy, &dir), &cfg)
+            .unwrap_or_else(|e| panic!("group {}: {e}", spec.name));
+        let listener = envoy.listener(spec.shipped.listener()).unwrap();
+        Group {
+            name: spec.name,
+            jwks,
+            upstream,
+            envoy,
+            listener,
+        }
+    }
+
+    /// Sends `call` to the group's listener.
+    pub fn send(&self, call: &Call<'_>) -> Response {
+        http::send(self.listener, call)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", call.method, call.path))
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        self.send(&Call::get(path))
+    }
+
+    pub fn get_with_token(&self, path: &str, token: &str) -> Response {
+        self.send(&Call::get(path).bearer(token))
+    }
+
+    /// meshguard's counters, by name without Envoy's `wasmcustom.` prefix.
+    pub fn counters(&self) -> BTreeMap<String, u64> {
+        self.envoy
+            .stats("meshguard")
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("wasmcustom.").to_string(), v))
+            .collect()
+    }
+
+    /// Counter `meshguard.<name>`; fails when Envoy does not show it at all.
+    pub fn counter(&self, name: &str) -> u64 {
+        let all = self.counters();
+        let key = format!("meshguard.{name}");
+        *all.get(&key)
+            .unwrap_or_else(|| panic!("no counter {key} in /stats: {all:?}"))
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "===== group {}: envoy log ({}) =====\n{}\n===== end of envoy log =====",
+                self.name,
+                self.envoy.log_path().display(),
+                self.envoy.log()
+            );
+        }
+    }
+}
+
+/// Asserts a response's status (and shows the body when it differs).
+#[track_caller]
+pub fn expect_status(resp: &Response, status: u16, what: &str) {
+    assert_eq!(
+        resp.status,
+        status,
+        "{what}: got {} {:?}, headers {:?}",
+        resp.status,
+        resp.text(),
+        resp.headers
+    );
+}
+
+/// Asserts a local reply from meshguard: status and exact body.
+#[track_caller]
+pub fn expect_reply(resp: &Response, status: u16, body: &str, what: &str) {
+    expect_status(resp, status, what);
+    assert_eq!(resp.text(), body, "{what}: body");
+}
+
+/// Asserts a 200 that reached the echo upstream; returns what the upstream saw.
+#[track_caller]
+pub fn expect_upstream(resp: &Response, what: &str) -> Value {
+    expect_status(resp, 200, what);
+    let seen = resp
+        .json_body()
+        .unwrap_or_else(|e| panic!("{what}: not the echo upstream: {e}"));
+    assert!(
+        seen.get("headers").is_some(),
+        "{what}: not the echo upstream: {seen}"
+    );
+    seen
+}
+
+/// A request over TLS with curl (client certificate optional). `Err` = curl failed (e.g. the
+/// handshake was refused), with curl's message.
+pub fn curl_tls(
+    addr: SocketAddr,
+    path: &str,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    method: &str,
+) -> Result<Response, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--http1.1", "--max-time", "20", "-X", method])
+        .arg("--cacert")
+        .arg(ca);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    cmd.arg(format!("https://{addr}{path}"));
+    let out = cmd.output().map_err(|e| format!("cannot run curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    http::parse_response(&out.stdout).map_err(|e| e.to_string())
+}
