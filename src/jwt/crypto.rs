@@ -277,6 +277,8 @@ mod tests {
         assert_eq!(ec_signature(&sig, 32).unwrap(), sig);
         // Short halves are left-padded; leading zeros are dropped; an odd last byte is ignored.
         let out = ec_signature(&[0, 0, 7, 0, 9, 5], 4).unwrap();
+        assert_eq!(out, vec![0, 0, 0, 7, 0, 0, 9, 5]);
+        let out = ec_signature(&[0, 7, 0, 9, 5], 4).unwrap();
         assert_eq!(out, vec![0, 0, 0, 7, 0, 0, 0, 9]);
         // A half longer than the field (after leading zeros) cannot be a scalar.
         assert!(ec_signature(&[1, 2, 3, 4, 5, 6], 2).is_none());
