@@ -1,0 +1,242 @@
+//! The shipped artefacts: every filter JSON in filters/ is accepted by the engine and the
+//! CLI, each shipped Envoy config embeds its filters/ file unchanged and passes
+//! `envoy --mode validate` with the real module, a config error is refused by Envoy with the
+//! JSON path in its log, and the demo (`make run`) works non-interactively.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use meshguard::devtools::certs;
+use meshguard::devtools::envoy::{self, Envoy, Options};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Each shipped Envoy config and the filters/ file its meshguard filter embeds.
+const SHIPPED: [(&str, &str); 2] = [
+    ("envoy/ingress-gateway.yaml", "filters/demo.json"),
+    ("envoy/sidecar-inbound.yaml", "filters/sidecar.json"),
+];
+
+fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_filter_file_is_accepted_by_the_engine() {
+    let files = files_in("filters", "json");
+    assert!(files.len() >= 2, "{files:?}");
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        if let Err(e) = meshguard::engine::Engine::from_json(&text) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+}
+
+#[test]
+fn every_shipped_config_is_covered() {
+    let shipped: Vec<PathBuf> = SHIPPED.iter().map(|(c, _)| repo().join(c)).collect();
+    for yaml in files_in("envoy", "yaml") {
+        assert!(
+            shipped.contains(&yaml),
+            "{} is not in SHIPPED",
+            yaml.display()
+        );
+    }
+}
+
+/// No drift: the filter JSON inside each shipped Envoy config equals its filters/ file.
+#[test]
+fn shipped_configs_embed_the_filters_files() {
+    for (config, filter) in SHIPPED {
+        let cfg = envoy::load_config(&repo().join(config)).unwrap();
+        let embedded = envoy::meshguard_configurations(&cfg);
+        assert!(!embedded.is_empty(), "{config} has no meshguard filter");
+        let want: Value =
+            serde_json::from_str(&std::fs::read_to_string(repo().join(filter)).unwrap()).unwrap();
+        for (i, text) in embedded.iter().enumerate() {
+            let got: Value = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("{config}: meshguard filter #{i} is not JSON: {e}"));
+            assert_eq!(
+                got, want,
+                "{config}: meshguard filter #{i} differs from {filter}"
+            );
+        }
+    }
+}
+
+/// Every shipped listener normalises paths the same way.
+#[test]
+fn every_listener_normalises_paths() {
+    for (config, _) in SHIPPED {
+        let cfg = envoy::load_config(&repo().join(config)).unwrap();
+        let text = cfg.to_string();
+        let hcms = text.matches("HttpConnectionManager\"").count();
+        assert!(hcms >= 1, "{config}");
+        for key in [
+            "\"normalize_path\":true",
+            "\"merge_slashes\":true",
+            "\"path_with_escaped_slashes_action\":\"UNESCAPE_AND_REDIRECT\"",
+        ] {
+            assert_eq!(
+                text.matches(key).count(),
+                hcms,
+                "{config}: {key} in every HCM"
+            );
+        }
+    }
+}
+
+/// `envoy --mode validate` on each shipped config with only its file names made absolute
+/// (the real module, generated certificates). Validate mode loads the wasm module and runs
+/// its on_configure, so this also checks the embedded filter JSON.
+#[test]
+fn shipped_configs_pass_envoy_validate() {
+    let p = require!();
+    let dir = workdir("validate");
+    certs::write_demo_set(&dir.join("certs")).unwrap();
+    for (config, _) in SHIPPED {
+        let mut cfg = envoy::load_config(&repo().join(config)).unwrap();
+        envoy::localize_files(
+            &mut cfg,
+            &envoy::Files {
+                repo: &repo(),
+                wasm: &p.wasm,
+                certs: Some(&dir.join("certs")),
+            },
+        );
+        let name = Path::new(config)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let out = dir.join(format!("{name}.json"));
+        std::fs::write(&out, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+        let (ok, log) = envoy::validate(&p.envoy, &out, &dir).unwrap();
+        assert!(ok, "{config} rejected by envoy --mode validate:\n{log}");
+        assert!(
+            log.contains("meshguard: configured"),
+            "{config}: module not loaded?\n{log}"
+        );
+    }
+}
+
+fn bad_filter() -> String {
+    // `principal` instead of `principals` in the second policy.
+    serde_json::json!({
+        "workload": { "namespace": "foo" },
+        "policies": [
+            request_authn("foo"),
+            authz("typo", "foo", "ALLOW",
+                  serde_json::json!([{ "from": [{ "source": { "principal": ["x"] } }] }]))
+        ]
+    })
+    .to_string()
+}
+
+const BAD_PATH: &str = "policies[1].spec.rules[0].from[0].source.principal";
+
+/// Envoy refuses a bad filter config at startup; the log line names the JSON path.
+#[test]
+fn config_error_is_refused_and_names_the_json_path() {
+    let p = require!();
+    let cfg = render(Shipped::IngressGateway, &p, &[], None, Some(&bad_filter()));
+    let err = match Envoy::start(&Options::new(&p.envoy, workdir("config-error")), &cfg) {
+        Ok(_) => panic!("Envoy accepted an invalid filter configuration"),
+        Err(e) => e,
+    };
+    let line = err
+        .log
+        .lines()
+        .find(|l| l.contains("meshguard: invalid configuration:"))
+        .unwrap_or_else(|| panic!("no meshguard error line in the log:\n{}", err.log));
+    assert!(line.contains(BAD_PATH), "{line}");
+    assert!(line.contains("did you mean principals?"), "{line}");
+    assert_eq!(
+        err.log.matches("meshguard: invalid configuration:").count(),
+        1,
+        "one line per config load:\n{}",
+        err.log
+    );
+}
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meshguard"))
+}
+
+#[test]
+fn cli_validate_prints_ok_or_the_json_path() {
+    let out = cli()
+        .arg("validate")
+        .args(files_in("filters", "json"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert_eq!(
+        stdout.matches(": OK").count(),
+        files_in("filters", "json").len(),
+        "{stdout}"
+    );
+
+    let dir = workdir("cli-validate");
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, bad_filter()).unwrap();
+    let out = cli().arg("validate").arg(&bad).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(BAD_PATH), "{stdout}");
+
+    let out = cli().arg("nonsense").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
+}
+
+/// `make run` without a terminal: envoy/demo.sh with MESHGUARD_DEMO_CHECK=1 starts the dev
+/// servers and Envoy, runs the printed curls (valid 200, none 403, invalid 401, DENY /admin)
+/// and stops everything.
+#[test]
+fn demo_runs_non_interactively() {
+    let p = require!();
+    let dir = workdir("demo");
+    let out = Command::new("bash")
+        .arg(repo().join("envoy/demo.sh"))
+        .env("MESHGUARD_BIN", env!("CARGO_BIN_EXE_meshguard"))
+        .env("ENVOY_BIN", &p.envoy)
+        .env("MESHGUARD_DEMO_DIR", &dir)
+        .env(
+            "MESHGUARD_DEMO_PORT",
+            envoy::free_port().unwrap().to_string(),
+        )
+        .env(
+            "MESHGUARD_DEMO_ADMIN_PORT",
+            envoy::free_port().unwrap().to_string(),
+        )
+        .env("MESHGUARD_DEMO_CHECK", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("curl -i"),
+        "prints curl commands:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("demo check: all expected statuses"),
+        "{stdout}"
+    );
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    assert!(
+        !stdout.contains(token.trim()),
+        "the demo never prints a token"
+    );
+}
