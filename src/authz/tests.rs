@@ -2426,3 +2426,43 @@ mod robustness {
         );
     }
 }
+
+mod perf {
+    use super::*;
+
+    /// Rough timing of the hot path (`cargo test --release --lib authz::tests::perf -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn evaluate_1000_policies() {
+        let policies: Vec<Value> = (0..1000)
+            .map(|i| {
+                policy(&format!("p{i}"), "foo", json!({"rules": [{
+                    "from": [{"source": {"principals": [format!("cluster.local/ns/ns{i}/sa/client")]}}],
+                    "to": [{"operation": {"methods": ["GET"], "paths": [format!("/api/v{i}/*")]}}],
+                    "when": [{"key": "request.headers[x-tenant]", "values": [format!("t{i}")]}]}]}))
+            })
+            .collect();
+        let a = authz(policies);
+        let mut r = with_path("/api/v999/items?x=1");
+        r.connection.mtls = true;
+        r.connection.peer_uri_sans = vec!["spiffe://cluster.local/ns/ns999/sa/client".into()];
+        r.headers.push(("x-tenant".into(), "t999".into()));
+        let auth = no_auth();
+        let n = 20_000;
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(a.evaluate(&r, &auth).allowed);
+        }
+        let per = start.elapsed() / n;
+        println!("1000 ALLOW policies, last one matches: {per:?} per request");
+        let r2 = with_path("/nothing");
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert!(!a.evaluate(&r2, &auth).allowed);
+        }
+        println!(
+            "1000 ALLOW policies, none matches: {:?} per request",
+            start.elapsed() / n
+        );
+    }
+}
