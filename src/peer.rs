@@ -235,7 +235,7 @@ mod tests {
             "httpbin",
             r#"{"selector":{"matchLabels":{"app":"httpbin"}},"mtls":{"mode":"UNSET"},"portLevelMtls":{"8080":{"mode":"DISABLE"}}}"#,
         );
-        let p = policy(&config(&[mesh.clone()])).unwrap();
+        let p = policy(&config(std::slice::from_ref(&mesh))).unwrap();
         assert_eq!(p.mode_for(Some(80)).mode, MtlsMode::Strict);
         let p = policy(&config(&[mesh.clone(), ns.clone()])).unwrap();
         assert_eq!(p.mode_for(Some(80)).mode, MtlsMode::Permissive);

@@ -343,7 +343,7 @@ impl Authenticator {
                 token.location.remove(req, &mut mutations);
             }
             if ctx.jwt.is_none() {
-                ctx.jwt = Some(verified_jwt(jwt, &rule.space_delimited));
+                ctx.jwt = Some(verified_jwt(*jwt, &rule.space_delimited));
             }
         }
         AuthnOutcome::Done {
@@ -391,12 +391,12 @@ impl Authenticator {
             }
         };
         jwks.verify(&jwt)?;
-        Ok(Verified::Ready(rule_idx, jwt))
+        Ok(Verified::Ready(rule_idx, Box::new(jwt)))
     }
 }
 
 enum Verified {
-    Ready(usize, Jwt),
+    Ready(usize, Box<Jwt>),
     NeedKeys(usize),
 }
 
