@@ -209,15 +209,18 @@ fn read_headers(reader: &mut impl BufRead) -> io::Result<Vec<(String, String)>> 
     }
 }
 
+fn is_chunked(headers: &[(String, String)]) -> bool {
+    find_header(headers, "transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+}
+
 /// Reads a body framed by content-length or chunked encoding; `None` framing reads to EOF.
 fn read_body(
     reader: &mut impl BufRead,
     headers: &[(String, String)],
     to_eof: bool,
 ) -> io::Result<Vec<u8>> {
-    let chunked = find_header(headers, "transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
+    if is_chunked(headers) {
         let mut body = Vec::new();
         loop {
             let size_line = read_line(reader)?.ok_or_else(|| invalid("eof in chunk size"))?;
@@ -311,22 +314,39 @@ fn write_response(w: &mut impl Write, resp: &Response, close: bool) -> io::Resul
 /// Parses a whole HTTP/1.x response (status line, headers, body). Also reads curl's `-i`
 /// output, where curl has already removed the chunked framing.
 pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
+    parse(raw, false).map(|(resp, _)| resp)
+}
+
+/// Parses a response; the flag tells whether its length was known from its framing
+/// (content-length, chunked, or no body by definition) rather than from the end of input.
+fn parse(raw: &[u8], head_only: bool) -> io::Result<(Response, bool)> {
     let mut reader = BufReader::new(raw);
-    let mut status_line = read_line(&mut reader)?.ok_or_else(|| invalid("empty response"))?;
-    let mut headers = read_headers(&mut reader)?;
-    // Skip interim 1xx responses (e.g. `100 Continue`).
     loop {
-        let status = parse_status(&status_line)?;
-        if !(100..200).contains(&status) {
-            let body = read_body(&mut reader, &headers, true)?;
-            return Ok(Response {
+        let line = read_line(&mut reader)?.ok_or_else(|| invalid("empty response"))?;
+        let status = parse_status(&line)?;
+        let headers = read_headers(&mut reader)?;
+        if (100..200).contains(&status) {
+            // Interim response (e.g. `100 Continue`): the real one follows.
+            continue;
+        }
+        if head_only || status == 204 || status == 304 {
+            let resp = Response {
+                status,
+                headers,
+                body: Vec::new(),
+            };
+            return Ok((resp, true));
+        }
+        let framed = find_header(&headers, "content-length").is_some() || is_chunked(&headers);
+        let body = read_body(&mut reader, &headers, true)?;
+        return Ok((
+            Response {
                 status,
                 headers,
                 body,
-            });
-        }
-        status_line = read_line(&mut reader)?.ok_or_else(|| invalid("eof after 1xx"))?;
-        headers = read_headers(&mut reader)?;
+            },
+            framed,
+        ));
     }
 }
 
@@ -403,35 +423,34 @@ pub fn send(addr: impl ToSocketAddrs, call: &Call<'_>) -> io::Result<Response> {
         head.push_str(&format!("content-length: {}\r\n", call.body.len()));
     }
     head.push_str("connection: close\r\n\r\n");
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(call.body)?;
-    conn.flush()?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(call.body);
+    // One write: a server that answers before reading the body (a local reply) must not get
+    // body bytes after it closed, or the kernel resets the connection under the response.
+    conn.write_all(&request)?;
+    let head_only = call.method == "HEAD";
     let mut raw = Vec::new();
-    conn.take(MAX_BODY as u64).read_to_end(&mut raw)?;
-    if call.method == "HEAD" {
-        // No body follows a HEAD response whatever content-length says.
-        let mut resp = parse_response(&strip_body_framing(&raw))?;
-        resp.body.clear();
-        return Ok(resp);
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&buf[..n]);
+                if raw.len() > MAX_BODY {
+                    return Err(invalid("response too large"));
+                }
+                // Done as soon as the framing says so: Envoy closes only after its
+                // delayed_close_timeout (1 s) following a local reply.
+                if let Ok((resp, true)) = parse(&raw, head_only) {
+                    return Ok(resp);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) => return Err(e),
+        }
     }
-    parse_response(&raw)
-}
-
-/// Keeps only the response head (for HEAD requests).
-fn strip_body_framing(raw: &[u8]) -> Vec<u8> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(raw.len(), |p| p + 4);
-    let head = String::from_utf8_lossy(&raw[..end]);
-    head.lines()
-        .filter(|l| {
-            let l = l.to_ascii_lowercase();
-            !l.starts_with("content-length:") && !l.starts_with("transfer-encoding:")
-        })
-        .map(|l| format!("{l}\r\n"))
-        .collect::<String>()
-        .into_bytes()
+    parse(&raw, head_only).map(|(resp, _)| resp)
 }
 
 /// `GET path` on `addr`.
