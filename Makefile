@@ -41,8 +41,12 @@ cli:
 	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release --bin meshguard
 
 ## test: unit tests and the end-to-end tests against the real Envoy
+# Doc tests first, so the run ends with the real suites; then one closing line for them all.
 test: wasm $(ENVOY)
-	$(CARGO) test
+	@mkdir -p .run
+	$(CARGO) test --doc 2>&1 | tee .run/test.log
+	$(CARGO) test --all-targets 2>&1 | tee -a .run/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' .run/test.log
 
 ## lint: formatting and clippy (host and wasm)
 lint:
