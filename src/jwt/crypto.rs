@@ -9,11 +9,9 @@ use std::fmt;
 // One trait for every curve: ed25519-dalek and the NIST curves share `signature`.
 use ed25519_dalek::Verifier as _;
 use hmac::{Hmac, Mac};
-// sha2's hashes name their DigestInfo OID through this trait (rsa's `sha2` feature).
-use rsa::pkcs8::spki::der::oid::AssociatedOid;
-use rsa::traits::PublicKeyParts;
-use rsa::{BigUint, Pkcs1v15Sign, RsaPublicKey};
 use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use super::rsa_pub::RsaVerifier;
 
 /// The algorithms Envoy implements (`isImplemented` in jwt.cc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,7 +55,7 @@ impl Alg {
 /// One key, decoded into the form its algorithm family verifies with.
 #[derive(Clone)]
 pub(crate) enum KeyMaterial {
-    Rsa(Box<RsaPublicKey>),
+    Rsa(Box<RsaVerifier>),
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     P521(Box<p521::ecdsa::VerifyingKey>),
@@ -160,30 +158,63 @@ fn hmac_ok<M: Mac + Clone>(keyed: &M, input: &[u8], sig: &[u8]) -> bool {
     mac.verify_slice(sig).is_ok()
 }
 
-fn pkcs1<D: Digest + AssociatedOid>(key: &RsaPublicKey, input: &[u8], sig: &[u8]) -> bool {
-    key.verify(Pkcs1v15Sign::new::<D>(), &D::digest(input), sig)
-        .is_ok()
+/// RSASSA-PKCS1-v1_5: the recovered block must equal `00 01 FF.. 00 DigestInfo H`
+/// byte for byte, as BoringSSL's `RSA_verify` compares it.
+fn pkcs1<D: Digest + DigestInfo>(key: &RsaVerifier, input: &[u8], sig: &[u8]) -> bool {
+    let Some(em) = key.public_op(sig) else {
+        return false;
+    };
+    let hash = D::digest(input);
+    let t_len = D::PREFIX.len() + hash.len();
+    let Some(ps_len) = em.len().checked_sub(t_len + 3) else {
+        return false;
+    };
+    if ps_len < 8 {
+        return false;
+    }
+    let expected = [0u8, 1]
+        .iter()
+        .chain(std::iter::repeat_n(&0xffu8, ps_len))
+        .chain([0u8].iter())
+        .chain(D::PREFIX)
+        .chain(hash.iter());
+    em.iter().eq(expected)
+}
+
+/// The DER `DigestInfo` header that precedes the hash in a PKCS#1 v1.5 signature.
+trait DigestInfo {
+    const PREFIX: &'static [u8];
+}
+
+impl DigestInfo for Sha256 {
+    const PREFIX: &'static [u8] = &[
+        0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+        0x05, 0x00, 0x04, 0x20,
+    ];
+}
+
+impl DigestInfo for Sha384 {
+    const PREFIX: &'static [u8] = &[
+        0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
+        0x05, 0x00, 0x04, 0x30,
+    ];
+}
+
+impl DigestInfo for Sha512 {
+    const PREFIX: &'static [u8] = &[
+        0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
+        0x05, 0x00, 0x04, 0x40,
+    ];
 }
 
 /// RSASSA-PSS with MGF1 of the same hash and the salt length recovered from the
 /// signature, as BoringSSL's default (`RSA_PSS_SALTLEN_AUTO`) verification in Envoy:
 /// issuers using a salt other than the hash length still verify.
-fn pss<D: Digest>(key: &RsaPublicKey, input: &[u8], sig: &[u8]) -> bool {
-    let k = key.size();
-    if sig.len() != k {
-        return false;
-    }
-    let s = BigUint::from_bytes_be(sig);
-    if &s >= key.n() {
-        return false;
-    }
-    let m = s.modpow(key.e(), key.n()).to_bytes_be();
-    let Some(pad) = k.checked_sub(m.len()) else {
+fn pss<D: Digest>(key: &RsaVerifier, input: &[u8], sig: &[u8]) -> bool {
+    let Some(mut em) = key.public_op(sig) else {
         return false;
     };
-    let mut em = vec![0u8; pad];
-    em.extend_from_slice(&m);
-    emsa_pss_verify::<D>(&D::digest(input), &mut em, key.n().bits()).unwrap_or(false)
+    emsa_pss_verify::<D>(&D::digest(input), &mut em, key.bits()).unwrap_or(false)
 }
 
 /// EMSA-PSS-VERIFY (RFC 8017 9.1.2) with salt-length recovery, following BoringSSL's

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::crypto::{Check, HmacKeys, KeyMaterial};
 use super::der::{self, Der};
+use super::rsa_pub::RsaVerifier;
 use super::{b64, json, Jwt, JwtStatus};
 
 /// A JSON Web Key Set, parsed once into ready-to-verify keys. Cheap to clone.
@@ -266,7 +267,7 @@ fn rsa_key(n: &[u8], e: &[u8]) -> Option<KeyMaterial> {
     let n = rsa::BigUint::from_bytes_be(n);
     let e = rsa::BigUint::from_bytes_be(e);
     let key = rsa::RsaPublicKey::new_with_max_size(n, e, MAX_MODULUS_BITS).ok()?;
-    Some(KeyMaterial::Rsa(Box::new(key)))
+    Some(KeyMaterial::Rsa(Box::new(RsaVerifier::new(&key)?)))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {

@@ -23,6 +23,7 @@ mod crypto;
 mod der;
 mod json;
 mod jwks;
+mod rsa_pub;
 mod status;
 mod token;
 

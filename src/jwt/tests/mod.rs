@@ -2,6 +2,7 @@
 //! minted independently of the code under test: `jsonwebtoken` where it supports the
 //! algorithm, the RustCrypto signers directly for ES512 and odd-shaped signatures.
 
+mod bench;
 mod jwks_parse;
 mod parse;
 mod status;
