@@ -167,20 +167,30 @@ mod tests {
         let v = serde_json::json!({"from": [{"source": {"principals": "a"}}]});
         let err = from_value::<Rule>(&v, "x").unwrap_err();
         assert_eq!(err.path, "x.from[0].source.principals");
-        assert!(err.message.contains("expected a sequence"), "{}", err.message);
+        assert!(
+            err.message.contains("expected a sequence"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn missing_field_names_path() {
         let v = serde_json::json!({"from": [{}]});
         let err = from_value::<Rule>(&v, "r").unwrap_err();
-        assert_eq!(err.to_string(), "r.from[0].source: required field is missing");
+        assert_eq!(
+            err.to_string(),
+            "r.from[0].source: required field is missing"
+        );
     }
 
     #[test]
     fn no_suggestion_when_nothing_is_close() {
         let v = serde_json::json!({"from": [{"source": {"zzzzzzzzzzzz": 1}}]});
         let err = from_value::<Rule>(&v, "").unwrap_err();
-        assert_eq!(err.to_string(), "from[0].source.zzzzzzzzzzzz: unknown field");
+        assert_eq!(
+            err.to_string(),
+            "from[0].source.zzzzzzzzzzzz: unknown field"
+        );
     }
 }

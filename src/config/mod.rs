@@ -175,18 +175,28 @@ fn add_resource(config: &mut PluginConfig, entry: &Value, path: &str) -> Result<
         ));
     }
     match kind {
-        "RequestAuthentication" => config
-            .request_authentications
-            .push(resource(entry, path, &config.workload)?),
-        "AuthorizationPolicy" => config
-            .authorization_policies
-            .push(resource(entry, path, &config.workload)?),
-        "PeerAuthentication" => config
-            .peer_authentications
-            .push(resource(entry, path, &config.workload)?),
+        "RequestAuthentication" => {
+            config
+                .request_authentications
+                .push(resource(entry, path, &config.workload)?)
+        }
+        "AuthorizationPolicy" => {
+            config
+                .authorization_policies
+                .push(resource(entry, path, &config.workload)?)
+        }
+        "PeerAuthentication" => {
+            config
+                .peer_authentications
+                .push(resource(entry, path, &config.workload)?)
+        }
         other => {
-            let known = ["RequestAuthentication", "AuthorizationPolicy", "PeerAuthentication"]
-                .map(String::from);
+            let known = [
+                "RequestAuthentication",
+                "AuthorizationPolicy",
+                "PeerAuthentication",
+            ]
+            .map(String::from);
             let hint = closest(other, &known)
                 .map(|c| format!(", did you mean {c}?"))
                 .unwrap_or_default();
