@@ -7,6 +7,7 @@ pub mod certs;
 pub mod demo;
 pub mod envoy;
 pub mod http;
+pub mod istio_rbac;
 pub mod keys;
 pub mod servers;
 

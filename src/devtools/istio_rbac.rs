@@ -1,0 +1,712 @@
+//! The reference for the differential test: Istio resources (the filter JSON meshguard takes,
+//! `{workload, policies}`) translated into Envoy's own HTTP filters the way istiod compiles
+//! them, so a real Envoy running `jwt_authn` + `rbac` decides as an Istio sidecar would.
+//!
+//! Written from Istio's translation, not from meshguard's engine (nothing here calls
+//! `crate::authz` or `crate::authn`):
+//! - `jwt_authn` per istio/istio `pilot/pkg/security/authn/policy_applier.go`
+//!   (`convertToEnvoyJwtConfig`): one provider `origins-<i>` per jwtRule (rules sorted by
+//!   issuer), `payload_in_metadata: payload`, `normalize_payload_in_metadata` with the
+//!   space-delimited claims (`permission`, `scope` + `spaceDelimitedClaims`), requirement
+//!   `requires_any[provider, allow_missing]` for one provider and
+//!   `requires_any[P1..Pn, requires_all[requires_any[Pi, allow_missing]...]]` for several,
+//!   `bypass_cors_preflight: true`.
+//! - RBAC per `pilot/pkg/security/authz/model/generator.go` and the golden files in
+//!   `pilot/pkg/security/authz/builder/testdata/http/`: filters AUDIT (`LOG`), DENY, ALLOW,
+//!   policies `ns[N]-policy[P]-rule[i]`, dry-run policies as `shadow_rules`, a policy without
+//!   `rules` as a never-matching policy, JWT attributes read from the `jwt_authn` metadata at
+//!   `[payload, ...]`.
+//!
+//! Out of scope (an error here): CUSTOM, `experimental.*` when keys, `targetRef(s)`.
+
+use super::Result;
+use serde_json::{json, Map, Value};
+
+const JWT_FILTER: &str = "envoy.filters.http.jwt_authn";
+const JWT_PAYLOAD: &str = "payload";
+const SPIFFE: &str = "spiffe://";
+
+/// The Envoy HTTP filters (without the router) Istio would put in front of the workload
+/// described by `filter_json`, in order: `jwt_authn` (when a RequestAuthentication applies),
+/// then RBAC for AUDIT, DENY and ALLOW (each only when some policy of that action applies).
+pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
+    let wl = Workload::from(&filter_json["workload"]);
+    let policies = flatten(
+        filter_json["policies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+    );
+    let applicable: Vec<&Value> = policies.iter().filter(|p| wl.applies(p)).collect();
+
+    let mut out = Vec::new();
+    let mut rules: Vec<&Value> = Vec::new();
+    for p in &applicable {
+        if p["kind"] == "RequestAuthentication" {
+            rules.extend(p["spec"]["jwtRules"].as_array().into_iter().flatten());
+        }
+    }
+    if !rules.is_empty() {
+        out.push(jwt_authn(rules, &filter_json["jwks"])?);
+    }
+
+    for action in ["AUDIT", "DENY", "ALLOW"] {
+        let mut enforced = Map::new();
+        let mut shadow = Map::new();
+        for p in applicable
+            .iter()
+            .filter(|p| p["kind"] == "AuthorizationPolicy")
+        {
+            let spec = &p["spec"];
+            let a = spec["action"].as_str().unwrap_or("ALLOW");
+            if a == "CUSTOM" {
+                return Err("CUSTOM AuthorizationPolicy is out of scope of the reference".into());
+            }
+            if a != action {
+                continue;
+            }
+            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+            let name = p["metadata"]["name"].as_str().unwrap_or("");
+            let dry_run = p["metadata"]["annotations"]["istio.io/dry-run"] == "true";
+            let target = if dry_run { &mut shadow } else { &mut enforced };
+            match spec.get("rules").and_then(Value::as_array) {
+                None => {
+                    if action != "ALLOW" {
+                        return Err(format!("{action} policy {ns}/{name} without rules").into());
+                    }
+                    target.insert(
+                        format!("ns[{ns}]-policy[{name}]-rule[0]"),
+                        json!({
+                            "permissions": [ { "not_rule": { "any": true } } ],
+                            "principals": [ { "not_id": { "any": true } } ],
+                        }),
+                    );
+                }
+                Some(rs) => {
+                    for (i, r) in rs.iter().enumerate() {
+                        target.insert(format!("ns[{ns}]-policy[{name}]-rule[{i}]"), rule(r, ns)?);
+                    }
+                }
+            }
+        }
+        if enforced.is_empty() && shadow.is_empty() {
+            continue;
+        }
+        let envoy_action = if action == "AUDIT" { "LOG" } else { action };
+        let mut cfg = json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "shadow_rules_stat_prefix": format!("istio_dry_run_{}_", action.to_lowercase()),
+        });
+        if !enforced.is_empty() {
+            cfg["rules"] = json!({ "action": envoy_action, "policies": enforced });
+        }
+        if !shadow.is_empty() {
+            cfg["shadow_rules"] = json!({ "action": envoy_action, "policies": shadow });
+        }
+        out.push(json!({ "name": "envoy.filters.http.rbac", "typed_config": cfg }));
+    }
+    Ok(out)
+}
+
+/// `kind: List` items inlined.
+fn flatten(policies: Vec<Value>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for p in policies {
+        if p["kind"] == "List" {
+            out.extend(flatten(p["items"].as_array().cloned().unwrap_or_default()));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+struct Workload {
+    namespace: String,
+    root: String,
+    labels: Map<String, Value>,
+}
+
+impl Workload {
+    fn from(v: &Value) -> Self {
+        Self {
+            namespace: v["namespace"].as_str().unwrap_or("default").to_string(),
+            root: v["rootNamespace"]
+                .as_str()
+                .unwrap_or("istio-system")
+                .to_string(),
+            labels: v["labels"].as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Same namespace or the root namespace, and `selector.matchLabels` a subset of the labels.
+    fn applies(&self, p: &Value) -> bool {
+        let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+        if ns != self.namespace && ns != self.root {
+            return false;
+        }
+        match p["spec"]["selector"]["matchLabels"].as_object() {
+            None => true,
+            Some(m) => m.iter().all(|(k, v)| self.labels.get(k) == Some(v)),
+        }
+    }
+}
+
+fn jwt_authn(mut rules: Vec<&Value>, jwks_settings: &Value) -> Result<Value> {
+    rules.sort_by_key(|r| r["issuer"].as_str().unwrap_or("").to_string());
+    let mut providers = Map::new();
+    let mut inner_and = Vec::new();
+    let mut outer_or = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let name = format!("origins-{i}");
+        let mut space: Vec<String> = r["spaceDelimitedClaims"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        space.extend(["permission".to_string(), "scope".to_string()]);
+        space.sort();
+        space.dedup();
+        let mut p = json!({
+            "issuer": r["issuer"],
+            "forward": r["forwardOriginalToken"].as_bool().unwrap_or(false),
+            "payload_in_metadata": JWT_PAYLOAD,
+            "normalize_payload_in_metadata": { "space_delimited_claims": space },
+        });
+        if let Some(a) = r["audiences"].as_array().filter(|a| !a.is_empty()) {
+            p["audiences"] = json!(a);
+        }
+        if let Some(h) = r["outputPayloadToHeader"].as_str() {
+            p["forward_payload_header"] = json!(h);
+        }
+        if let Some(cs) = r["outputClaimToHeaders"].as_array() {
+            p["claim_to_headers"] = cs
+                .iter()
+                .map(|c| json!({ "header_name": c["header"], "claim_name": c["claim"] }))
+                .collect();
+        }
+        if let Some(hs) = r["fromHeaders"].as_array() {
+            p["from_headers"] = hs
+                .iter()
+                .map(|h| {
+                    let mut o = json!({ "name": h["name"] });
+                    if let Some(pre) = h["prefix"].as_str() {
+                        o["value_prefix"] = json!(pre);
+                    }
+                    o
+                })
+                .collect();
+        }
+        if let Some(ps) = r["fromParams"].as_array() {
+            p["from_params"] = json!(ps);
+        }
+        if let Some(cs) = r["fromCookies"].as_array() {
+            p["from_cookies"] = json!(cs);
+        }
+        let timeout = r["timeout"].as_str().unwrap_or("5s");
+        if let Some(inline) = r["jwks"].as_str() {
+            p["local_jwks"] = json!({ "inline_string": inline });
+        } else if let Some(uri) = r["jwksUri"].as_str() {
+            let authority = uri
+                .split_once("://")
+                .map_or(uri, |(_, rest)| rest)
+                .split('/')
+                .next()
+                .unwrap_or("");
+            let cluster = jwks_settings["clusters"][authority]
+                .as_str()
+                .unwrap_or(authority);
+            p["remote_jwks"] = json!({
+                "http_uri": { "uri": uri, "cluster": cluster, "timeout": timeout },
+                "cache_duration": "300s",
+            });
+        } else {
+            return Err(format!("jwtRule {i}: neither jwks nor jwksUri").into());
+        }
+        providers.insert(name.clone(), p);
+        inner_and.push(json!({ "requires_any": { "requirements": [
+            { "provider_name": name },
+            { "allow_missing": {} },
+        ] } }));
+        outer_or.push(json!({ "provider_name": name }));
+    }
+    let requires = if inner_and.len() == 1 {
+        inner_and.remove(0)
+    } else {
+        outer_or.push(json!({ "requires_all": { "requirements": inner_and } }));
+        json!({ "requires_any": { "requirements": outer_or } })
+    };
+    Ok(json!({
+        "name": JWT_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": [ { "match": { "prefix": "/" }, "requires": requires } ],
+            "bypass_cors_preflight": true,
+        }
+    }))
+}
+
+/// One rule -> one RBAC policy.
+fn rule(r: &Value, ns: &str) -> Result<Value> {
+    // `when` conditions split into permission keys and principal keys.
+    let mut when_perms = Vec::new();
+    let mut when_ids = Vec::new();
+    for w in r["when"].as_array().into_iter().flatten() {
+        let key = w["key"].as_str().ok_or("when without key")?;
+        let values = strings(&w["values"]);
+        let not_values = strings(&w["notValues"]);
+        if is_permission_key(key) {
+            both(
+                &mut when_perms,
+                &values,
+                &not_values,
+                |v| permission_key(key, v),
+                "rules",
+                "not_rule",
+            )?;
+        } else {
+            both_ids(&mut when_ids, key, &values, &not_values, ns)?;
+        }
+    }
+
+    let permissions: Vec<Value> = match r["to"].as_array() {
+        None => vec![and_rules(when_perms.clone())],
+        Some(tos) => tos
+            .iter()
+            .map(|t| {
+                let op = &t["operation"];
+                let mut conds = Vec::new();
+                for (field, not_field, key) in [
+                    ("hosts", "notHosts", "hosts"),
+                    ("ports", "notPorts", "destination.port"),
+                    ("methods", "notMethods", "methods"),
+                    ("paths", "notPaths", "paths"),
+                ] {
+                    both(
+                        &mut conds,
+                        &strings(&op[field]),
+                        &strings(&op[not_field]),
+                        |v| permission_key(key, v),
+                        "rules",
+                        "not_rule",
+                    )?;
+                }
+                conds.extend(when_perms.iter().cloned());
+                Ok(and_rules(conds))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let principals: Vec<Value> = match r["from"].as_array() {
+        None => vec![and_ids(when_ids.clone())],
+        Some(froms) => froms
+            .iter()
+            .map(|f| {
+                let src = &f["source"];
+                let mut conds = Vec::new();
+                for (field, not_field, key) in [
+                    ("principals", "notPrincipals", "source.principal"),
+                    (
+                        "requestPrincipals",
+                        "notRequestPrincipals",
+                        "request.auth.principal",
+                    ),
+                    ("namespaces", "notNamespaces", "source.namespace"),
+                    (
+                        "serviceAccounts",
+                        "notServiceAccounts",
+                        "source.serviceAccount",
+                    ),
+                    ("ipBlocks", "notIpBlocks", "source.ip"),
+                    ("remoteIpBlocks", "notRemoteIpBlocks", "remote.ip"),
+                ] {
+                    both_ids(
+                        &mut conds,
+                        key,
+                        &strings(&src[field]),
+                        &strings(&src[not_field]),
+                        ns,
+                    )?;
+                }
+                conds.extend(when_ids.iter().cloned());
+                Ok(and_ids(conds))
+            })
+            .collect::<Result<_>>()?,
+    };
+    Ok(json!({ "permissions": permissions, "principals": principals }))
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+fn and_rules(conds: Vec<Value>) -> Value {
+    let rules = if conds.is_empty() {
+        vec![json!({ "any": true })]
+    } else {
+        conds
+    };
+    json!({ "and_rules": { "rules": rules } })
+}
+
+fn and_ids(conds: Vec<Value>) -> Value {
+    let ids = if conds.is_empty() {
+        vec![json!({ "any": true })]
+    } else {
+        conds
+    };
+    json!({ "and_ids": { "ids": ids } })
+}
+
+/// `values` -> OR of `one(v)`; `notValues` -> NOT(OR of `one(v)`); both pushed onto `out`.
+fn both(
+    out: &mut Vec<Value>,
+    values: &[String],
+    not_values: &[String],
+    one: impl Fn(&str) -> Result<Value>,
+    list_key: &str,
+    not_key: &str,
+) -> Result<()> {
+    let or_key = if list_key == "rules" {
+        "or_rules"
+    } else {
+        "or_ids"
+    };
+    if !values.is_empty() {
+        let vs = values.iter().map(|v| one(v)).collect::<Result<Vec<_>>>()?;
+        out.push(json!({ or_key: { list_key: vs } }));
+    }
+    if !not_values.is_empty() {
+        let vs = not_values
+            .iter()
+            .map(|v| one(v))
+            .collect::<Result<Vec<_>>>()?;
+        out.push(json!({ not_key: { or_key: { list_key: vs } } }));
+    }
+    Ok(())
+}
+
+/// Principal side: the JWT keys use Istio's "extended" generators (all values in one
+/// matcher), the others one matcher per value.
+fn both_ids(
+    out: &mut Vec<Value>,
+    key: &str,
+    values: &[String],
+    not_values: &[String],
+    ns: &str,
+) -> Result<()> {
+    let extended = key == "request.auth.principal"
+        || key == "request.auth.audiences"
+        || key == "request.auth.presenter"
+        || key.starts_with("request.auth.claims[");
+    if !extended {
+        return both(
+            out,
+            values,
+            not_values,
+            |v| principal_key(key, v, ns),
+            "ids",
+            "not_id",
+        );
+    }
+    if !values.is_empty() {
+        out.push(extended_principal(key, values)?);
+    }
+    if !not_values.is_empty() {
+        out.push(json!({ "not_id": extended_principal(key, not_values)? }));
+    }
+    Ok(())
+}
+
+fn is_permission_key(key: &str) -> bool {
+    matches!(
+        key,
+        "destination.ip" | "destination.port" | "connection.sni"
+    ) || key.starts_with("experimental.envoy.filters.")
+}
+
+/// Istio's `matcher.StringMatcherWithPrefix`.
+fn string_matcher_with_prefix(v: &str, prefix: &str) -> Value {
+    if v == "*" {
+        regex(".+")
+    } else if let Some(rest) = v.strip_prefix('*') {
+        if prefix.is_empty() {
+            json!({ "suffix": rest })
+        } else {
+            regex(&format!("{prefix}.*{}", regex_quote(rest)))
+        }
+    } else if let Some(rest) = v.strip_suffix('*') {
+        json!({ "prefix": format!("{prefix}{rest}") })
+    } else {
+        json!({ "exact": format!("{prefix}{v}") })
+    }
+}
+
+fn string_matcher(v: &str) -> Value {
+    string_matcher_with_prefix(v, "")
+}
+
+fn regex(r: &str) -> Value {
+    json!({ "safe_regex": { "regex": r } })
+}
+
+/// Go's `regexp.QuoteMeta`.
+fn regex_quote(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Istio's `matcher.HeaderMatcher`.
+fn header_matcher(name: &str, v: &str) -> Value {
+    if v == "*" {
+        json!({ "name": name, "present_match": true })
+    } else {
+        json!({ "name": name, "string_match": string_matcher(v) })
+    }
+}
+
+/// Istio's `matcher.HostMatcher`: case-insensitive.
+fn host_matcher(v: &str) -> Value {
+    if v == "*" {
+        return json!({ "name": ":authority", "present_match": true });
+    }
+    let mut m = string_matcher(v);
+    m["ignore_case"] = json!(true);
+    json!({ "name": ":authority", "string_match": m })
+}
+
+/// Istio's `util.AddrStrToCidrRange`.
+fn cidr(v: &str) -> Result<Value> {
+    let (ip, len) = match v.split_once('/') {
+        Some((ip, len)) => (ip, Some(len.parse::<u32>()?)),
+        None => (v, None),
+    };
+    let addr: std::net::IpAddr = ip.parse()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    if len > max {
+        return Err(format!("bad prefix length in {v}").into());
+    }
+    Ok(json!({ "address_prefix": ip, "prefix_len": len }))
+}
+
+fn port(v: &str) -> Result<Value> {
+    let p: u16 = v.parse()?;
+    Ok(json!(p))
+}
+
+fn permission_key(key: &str, v: &str) -> Result<Value> {
+    Ok(match key {
+        "hosts" => json!({ "header": host_matcher(v) }),
+        "methods" => json!({ "header": header_matcher(":method", v) }),
+        "paths" => {
+            if v.contains("{*}") || v.contains("{**}") {
+                let template = v.replace("{**}", "**").replace("{*}", "*");
+                json!({ "uri_template": {
+                    "name": "uri-template",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+                        "path_template": template,
+                    }
+                } })
+            } else {
+                json!({ "url_path": { "path": string_matcher(v) } })
+            }
+        }
+        "destination.port" => json!({ "destination_port": port(v)? }),
+        "destination.ip" => json!({ "destination_ip": cidr(v)? }),
+        "connection.sni" => json!({ "requested_server_name": string_matcher(v) }),
+        other => return Err(format!("unsupported permission key {other}").into()),
+    })
+}
+
+fn authenticated(m: Value) -> Value {
+    json!({ "authenticated": { "principal_name": m } })
+}
+
+fn principal_key(key: &str, v: &str, ns: &str) -> Result<Value> {
+    if let Some(rest) = key.strip_prefix("request.headers[") {
+        let name = rest
+            .strip_suffix(']')
+            .ok_or_else(|| format!("bad key {key}"))?;
+        return Ok(json!({ "header": header_matcher(name, v) }));
+    }
+    Ok(match key {
+        "source.principal" => authenticated(string_matcher_with_prefix(v, SPIFFE)),
+        "source.namespace" => authenticated(regex(&format!(".*/ns/{}/.*", v.replace('*', ".*")))),
+        "source.serviceAccount" => {
+            let (sns, sa) = v.split_once('/').unwrap_or((ns, v));
+            authenticated(regex(&format!("spiffe://.+/ns/{sns}/(.+/|)sa/{sa}(/.+)?")))
+        }
+        "source.ip" => json!({ "direct_remote_ip": cidr(v)? }),
+        "remote.ip" => json!({ "remote_ip": cidr(v)? }),
+        other => return Err(format!("unsupported principal key {other}").into()),
+    })
+}
+
+fn jwt_metadata(path: &[&str], value: Value) -> Value {
+    let mut segs = vec![json!({ "key": JWT_PAYLOAD })];
+    segs.extend(path.iter().map(|k| json!({ "key": k })));
+    json!({ "metadata": { "filter": JWT_FILTER, "path": segs, "value": value } })
+}
+
+/// Istio's extended JWT generators: `request.auth.principal` as issuer AND subject matchers
+/// (split at the last `/`), claims as `or_match[list_match one_of(OR), OR]`.
+fn extended_principal(key: &str, values: &[String]) -> Result<Value> {
+    if key == "request.auth.principal" {
+        let any = regex(".+");
+        let mut ors = Vec::new();
+        for value in values {
+            let (iss, sub, found) = match value.rfind('/') {
+                Some(i) => (&value[..i], &value[i + 1..], true),
+                None => (value.as_str(), "", false),
+            };
+            let (mi, ms) = if value == "*" {
+                (any.clone(), any.clone())
+            } else if let Some(rest) = value.strip_prefix('*') {
+                if found {
+                    let mi = if iss == "*" {
+                        any.clone()
+                    } else {
+                        json!({ "suffix": iss.trim_start_matches('*') })
+                    };
+                    (mi, json!({ "exact": sub }))
+                } else {
+                    (any.clone(), json!({ "suffix": rest }))
+                }
+            } else if let Some(rest) = value.strip_suffix('*') {
+                if found {
+                    let ms = if sub == "*" {
+                        any.clone()
+                    } else {
+                        json!({ "prefix": sub.trim_end_matches('*') })
+                    };
+                    (json!({ "exact": iss }), ms)
+                } else {
+                    (json!({ "prefix": rest }), any.clone())
+                }
+            } else {
+                (json!({ "exact": iss }), json!({ "exact": sub }))
+            };
+            ors.push(json!({ "and_ids": { "ids": [
+                jwt_metadata(&["iss"], json!({ "string_match": mi })),
+                jwt_metadata(&["sub"], json!({ "string_match": ms })),
+            ] } }));
+        }
+        return Ok(if ors.len() == 1 {
+            ors.remove(0)
+        } else {
+            json!({ "or_ids": { "ids": ors } })
+        });
+    }
+    let path: Vec<String> = match key {
+        "request.auth.audiences" => vec!["aud".into()],
+        "request.auth.presenter" => vec!["azp".into()],
+        _ => nested_brackets(key.trim_start_matches("request.auth.claims"))?,
+    };
+    let strs: Vec<Value> = values
+        .iter()
+        .map(|v| json!({ "string_match": string_matcher(v) }))
+        .collect();
+    // Istio's `matcher.OrMatcher`: one value is the value matcher itself.
+    let or = if strs.len() == 1 {
+        strs[0].clone()
+    } else {
+        json!({ "or_match": { "value_matchers": strs } })
+    };
+    let value = json!({ "or_match": { "value_matchers": [
+        { "list_match": { "one_of": or } },
+        or,
+    ] } });
+    let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+    Ok(jwt_metadata(&refs, value))
+}
+
+/// `[a][b]` -> `["a", "b"]` (Istio's `extractNameInNestedBrackets`).
+fn nested_brackets(s: &str) -> Result<Vec<String>> {
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .ok_or_else(|| format!("bad claim key {s}"))?;
+    let parts: Vec<String> = inner.split("][").map(str::to_string).collect();
+    if parts.iter().any(|p| p.is_empty() || p.contains(['[', ']'])) {
+        return Err(format!("bad claim key {s}").into());
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(policies: Value) -> Value {
+        json!({ "workload": { "namespace": "foo", "labels": { "app": "a" } }, "policies": policies })
+    }
+
+    fn ap(ns: &str, action: &str, spec_rules: Value) -> Value {
+        json!({ "kind": "AuthorizationPolicy", "metadata": { "name": "p", "namespace": ns },
+                "spec": { "action": action, "rules": spec_rules } })
+    }
+
+    #[test]
+    fn order_is_audit_deny_allow_and_other_namespaces_are_ignored() {
+        let f = http_filters(&cfg(json!([
+            ap("foo", "ALLOW", json!([{}])),
+            ap("foo", "DENY", json!([{}])),
+            ap("foo", "AUDIT", json!([{}])),
+            ap("bar", "DENY", json!([{}])),
+        ])))
+        .unwrap();
+        let actions: Vec<&str> = f
+            .iter()
+            .map(|f| f["typed_config"]["rules"]["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["LOG", "DENY", "ALLOW"]);
+        assert!(f[2]["typed_config"]["rules"]["policies"]["ns[foo]-policy[p]-rule[0]"].is_object());
+    }
+
+    #[test]
+    fn request_principal_splits_at_the_last_slash() {
+        let p = extended_principal(
+            "request.auth.principal",
+            &["https://iss.example/x/sub*".into()],
+        )
+        .unwrap();
+        let ids = &p["and_ids"]["ids"];
+        assert_eq!(
+            ids[0]["metadata"]["value"]["string_match"]["exact"],
+            "https://iss.example/x"
+        );
+        assert_eq!(ids[1]["metadata"]["value"]["string_match"]["prefix"], "sub");
+        assert_eq!(ids[1]["metadata"]["path"][0]["key"], "payload");
+    }
+
+    #[test]
+    fn principals_and_service_accounts() {
+        assert_eq!(
+            principal_key("source.principal", "*-x", "foo").unwrap()["authenticated"]
+                ["principal_name"]["safe_regex"]["regex"],
+            "spiffe://.*-x"
+        );
+        assert_eq!(
+            principal_key("source.serviceAccount", "sa", "foo").unwrap()["authenticated"]
+                ["principal_name"]["safe_regex"]["regex"],
+            "spiffe://.+/ns/foo/(.+/|)sa/sa(/.+)?"
+        );
+        assert_eq!(
+            nested_brackets("[a][b]").unwrap(),
+            vec!["a".to_string(), "b".to_string()]
+        );
+    }
+}

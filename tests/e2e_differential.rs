@@ -1,0 +1,1883 @@
+//! The differential test (issue 3): every case is an Istio policy set, requests, and the
+//! status Istio's documented semantics give for each request (written by hand). Every case
+//! runs in two real Envoys:
+//! - *native*: Envoy's own `jwt_authn` + RBAC filters, configured the way istiod compiles the
+//!   policies (`meshguard::devtools::istio_rbac`, the reference);
+//! - *meshguard*: the wasm filter with the same policies as Istio resources.
+//!
+//! Both must answer every request with the same status, and that status must be the expected
+//! one. One Envoy per side holds every case (one listener per case), so the whole suite costs
+//! two Envoy startups.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use meshguard::devtools::certs::{Identity, MeshCa};
+use meshguard::devtools::envoy::{self, Envoy, Files, Options};
+use meshguard::devtools::http::{self, Call, Response};
+use meshguard::devtools::istio_rbac;
+use meshguard::devtools::keys::{self, SigningKey};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+// ---------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------
+
+/// Where a case's listener listens and how requests reach it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    /// Plaintext on 127.0.0.1.
+    Plain,
+    /// Plaintext on 127.0.0.2 (for `destination.ip`).
+    PlainAlt,
+    /// TLS with a required client certificate from the mesh CA (mTLS), on 127.0.0.1.
+    Mtls,
+}
+
+#[derive(Clone, Debug)]
+struct Req {
+    method: &'static str,
+    path: String,
+    headers: Vec<(String, String)>,
+    /// mTLS client identity `ns/sa` (`other:ns/sa` = trust domain `other.td`).
+    client: &'static str,
+    /// TLS server name (SNI); `None` = connect by IP (no SNI).
+    sni: Option<&'static str>,
+    expect: u16,
+}
+
+fn get(path: &str) -> Req {
+    Req {
+        method: "GET",
+        path: path.to_string(),
+        headers: Vec::new(),
+        client: "foo/sleep",
+        sni: None,
+        expect: 0,
+    }
+}
+
+impl Req {
+    fn m(mut self, method: &'static str) -> Self {
+        self.method = method;
+        self
+    }
+    fn h(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+    fn host(self, v: &str) -> Self {
+        self.h("host", v)
+    }
+    fn xff(self, v: &str) -> Self {
+        self.h("x-forwarded-for", v)
+    }
+    fn tok(self, t: &str) -> Self {
+        self.h("authorization", &format!("Bearer {t}"))
+    }
+    fn client(mut self, id: &'static str) -> Self {
+        self.client = id;
+        self
+    }
+    fn sni(mut self, name: &'static str) -> Self {
+        self.sni = Some(name);
+        self
+    }
+    fn is(mut self, status: u16) -> Self {
+        self.expect = status;
+        self
+    }
+    fn describe(&self) -> String {
+        let mut s = format!("{} {}", self.method, self.path);
+        for (k, v) in &self.headers {
+            let v = if k == "authorization" && v.len() > 40 {
+                format!("{}...", &v[..40])
+            } else {
+                v.clone()
+            };
+            s.push_str(&format!(" [{k}: {v}]"));
+        }
+        s
+    }
+}
+
+struct Case {
+    name: &'static str,
+    transport: Transport,
+    policies: Vec<Value>,
+    reqs: Vec<Req>,
+    /// A disagreement found and reported: runs only in the ignored test.
+    known: Option<&'static str>,
+}
+
+fn case(name: &'static str, policies: Vec<Value>, reqs: Vec<Req>) -> Case {
+    Case {
+        name,
+        transport: Transport::Plain,
+        policies,
+        reqs,
+        known: None,
+    }
+}
+
+impl Case {
+    fn mtls(mut self) -> Self {
+        self.transport = Transport::Mtls;
+        self
+    }
+    fn alt_ip(mut self) -> Self {
+        self.transport = Transport::PlainAlt;
+        self
+    }
+    #[allow(dead_code)]
+    fn known(mut self, why: &'static str) -> Self {
+        self.known = Some(why);
+        self
+    }
+}
+
+/// Reported: meshguard takes `ipBlocks` / `source.ip` from the x-forwarded-for-derived address.
+const XFF_SOURCE_IP: &str = "meshguard matches ipBlocks/source.ip against the \
+    x-forwarded-for-derived client address (Envoy `source.address` under \
+    use_remote_address: false), not the TCP peer (Envoy RBAC `direct_remote_ip`)";
+
+const ISSUER2: &str = "https://issuer2.meshguard.test";
+
+fn rsa() -> &'static SigningKey {
+    &keys().rsa
+}
+
+/// A token of [`ISSUER`] (RS256) for `sub` with extra claims.
+fn tok(sub: &str, extra: Value) -> String {
+    token(rsa(), ISSUER, sub, extra)
+}
+
+/// AuthorizationPolicy `name` in `foo` with `rules`.
+fn pol(name: &str, action: &str, rules: Value) -> Value {
+    authz(name, "foo", action, rules)
+}
+
+fn allow(name: &str, rules: Value) -> Value {
+    pol(name, "ALLOW", rules)
+}
+
+fn deny(name: &str, rules: Value) -> Value {
+    pol(name, "DENY", rules)
+}
+
+fn with_meta(mut p: Value, f: impl FnOnce(&mut Value)) -> Value {
+    f(&mut p);
+    p
+}
+
+fn dry_run(p: Value, on: &str) -> Value {
+    with_meta(p, |p| {
+        p["metadata"]["annotations"] = json!({ "istio.io/dry-run": on });
+    })
+}
+
+fn selector(p: Value, labels: Value) -> Value {
+    with_meta(p, |p| {
+        p["spec"]["selector"] = json!({ "matchLabels": labels })
+    })
+}
+
+/// RequestAuthentication for [`ISSUER`] with the RSA key inline, plus `extra` rule fields.
+fn ra_with(extra: Value) -> Value {
+    let mut rule = json!({ "issuer": ISSUER, "jwks": keys::jwks(&[rsa()]) });
+    if let (Some(r), Value::Object(e)) = (rule.as_object_mut(), extra) {
+        r.extend(e);
+    }
+    resource(
+        "RequestAuthentication",
+        "jwt",
+        "foo",
+        json!({ "jwtRules": [rule] }),
+    )
+}
+
+fn ra() -> Value {
+    ra_with(json!({}))
+}
+
+fn to_paths(paths: Value) -> Value {
+    json!([{ "to": [{ "operation": { "paths": paths } }] }])
+}
+
+fn when(key: &str, values: Value) -> Value {
+    json!({ "key": key, "values": values })
+}
+
+fn when_not(key: &str, not_values: Value) -> Value {
+    json!({ "key": key, "notValues": not_values })
+}
+
+fn cors_preflight(path: &str) -> Req {
+    get(path)
+        .m("OPTIONS")
+        .h("origin", "https://web.example")
+        .h("access-control-request-method", "GET")
+}
+
+#[allow(clippy::vec_init_then_push)]
+fn cases() -> Vec<Case> {
+    let alice = tok("alice", json!({}));
+    let bob = tok("bob", json!({}));
+    let admin1 = tok("admin1", json!({}));
+    let expired = tok(
+        "alice",
+        json!({ "exp": keys::now() - 3600, "iat": keys::now() - 7200 }),
+    );
+    let tampered = keys::tamper(&alice);
+    let stranger = token(&keys().stranger, ISSUER, "alice", json!({}));
+    let unknown_iss = token(rsa(), "https://unknown.meshguard.test", "alice", json!({}));
+    let iss2 = token(&keys().ec, ISSUER2, "carol", json!({}));
+    let iss2_wrong_key = token(rsa(), ISSUER2, "carol", json!({}));
+    let aud = |a: Value| tok("alice", json!({ "aud": a }));
+    let claims = |c: Value| tok("alice", c);
+
+    let mut v = Vec::new();
+
+    // ----- Basics: empty rule, no rules, DENY vs ALLOW -----
+    v.push(case(
+        "no-policies",
+        vec![],
+        vec![get("/").is(200), get("/x").m("POST").is(200)],
+    ));
+    v.push(case(
+        "allow-empty-rule",
+        vec![allow("all", json!([{}]))],
+        vec![get("/").is(200), get("/x").m("POST").is(200)],
+    ));
+    v.push(case(
+        "allow-without-rules",
+        vec![resource(
+            "AuthorizationPolicy",
+            "allow-nothing",
+            "foo",
+            json!({ "action": "ALLOW" }),
+        )],
+        vec![get("/").is(403), get("/x").m("POST").is(403)],
+    ));
+    v.push(case(
+        "allow-without-rules-beside-allow-all",
+        vec![
+            resource("AuthorizationPolicy", "allow-nothing", "foo", json!({})),
+            allow("all", json!([{}])),
+        ],
+        vec![get("/").is(200)],
+    ));
+    v.push(case(
+        "deny-empty-rule",
+        vec![deny("all", json!([{}]))],
+        vec![get("/").is(403), get("/x").m("POST").is(403)],
+    ));
+    v.push(case(
+        "deny-beats-allow",
+        vec![
+            allow("all", json!([{}])),
+            deny("secret", to_paths(json!(["/secret"]))),
+        ],
+        vec![
+            get("/public").is(200),
+            get("/secret").is(403),
+            get("/secret/x").is(200),
+        ],
+    ));
+    v.push(case(
+        "allow-policies-or",
+        vec![
+            allow("a", to_paths(json!(["/a"]))),
+            allow("b", to_paths(json!(["/b"]))),
+        ],
+        vec![get("/a").is(200), get("/b").is(200), get("/c").is(403)],
+    ));
+    v.push(case(
+        "deny-only",
+        vec![deny(
+            "no-post",
+            json!([{ "to": [{ "operation": { "methods": ["POST"] } }] }]),
+        )],
+        vec![
+            get("/").is(200),
+            get("/").m("POST").is(403),
+            get("/").m("PUT").is(200),
+        ],
+    ));
+
+    // ----- paths -----
+    v.push(case(
+        "paths-exact",
+        vec![allow("p", to_paths(json!(["/exact"])))],
+        vec![
+            get("/exact").is(200),
+            get("/exact?q=1").is(200),
+            get("/exact/").is(403),
+            get("/Exact").is(403),
+            get("/exactly").is(403),
+        ],
+    ));
+    v.push(case(
+        "paths-prefix",
+        vec![allow("p", to_paths(json!(["/api/*"])))],
+        vec![
+            get("/api/").is(200),
+            get("/api/v1/x?y=z").is(200),
+            get("/api").is(403),
+            get("/apix").is(403),
+        ],
+    ));
+    v.push(case(
+        "paths-suffix",
+        vec![allow("p", to_paths(json!(["*.json"])))],
+        vec![
+            get("/a/b.json").is(200),
+            get("/b.json?x=1").is(200),
+            get("/a/b.jsonx").is(403),
+            get("/a/b.JSON").is(403),
+        ],
+    ));
+    v.push(case(
+        "paths-presence-and-not-paths",
+        vec![allow(
+            "p",
+            json!([{ "to": [{ "operation": { "paths": ["*"], "notPaths": ["/private/*"] } }] }]),
+        )],
+        vec![
+            get("/x").is(200),
+            get("/private/a").is(403),
+            get("/private").is(200),
+        ],
+    ));
+    v.push(case(
+        "paths-normalized-before-matching",
+        vec![deny("admin", to_paths(json!(["/admin"])))],
+        vec![
+            get("/admin").is(403),
+            get("/a/../admin").is(403),
+            get("/./admin").is(403),
+            get("//admin").is(403),
+            get("/admin/").is(200),
+            get("/public").is(200),
+            // Escaped slashes are redirected by the listener before any filter.
+            get("/x%2Fadmin").is(307),
+        ],
+    ));
+    v.push(case(
+        "path-template-single-segment",
+        vec![allow("p", to_paths(json!(["/users/{*}/profile"])))],
+        vec![
+            get("/users/alice/profile").is(200),
+            get("/users/alice/profile?x=1").is(200),
+            get("/users/a/b/profile").is(403),
+            get("/users/alice/profile/x").is(403),
+            get("/users/alice").is(403),
+        ],
+    ));
+    v.push(case(
+        "path-template-multi-segment",
+        vec![allow("p", to_paths(json!(["/files/{**}"])))],
+        vec![
+            get("/files/a").is(200),
+            get("/files/a/b/c").is(200),
+            get("/files").is(403),
+            get("/filesx/a").is(403),
+        ],
+    ));
+    v.push(case(
+        "path-template-mixed",
+        vec![allow("p", to_paths(json!(["/api/{*}/items/{**}"])))],
+        vec![
+            get("/api/v1/items/1").is(200),
+            get("/api/v1/items/1/2").is(200),
+            get("/api/v1/v2/items/1").is(403),
+            get("/api/v1/items").is(403),
+        ],
+    ));
+    v.push(case(
+        "not-paths-template-deny",
+        vec![deny(
+            "p",
+            json!([{ "to": [{ "operation": { "notPaths": ["/public/{**}"] } }] }]),
+        )],
+        vec![get("/public/a/b").is(200), get("/private/a").is(403)],
+    ));
+
+    // ----- methods -----
+    v.push(case(
+        "methods",
+        vec![allow(
+            "m",
+            json!([{ "to": [{ "operation": { "methods": ["GET", "HEAD"] } }] }]),
+        )],
+        vec![
+            get("/").is(200),
+            get("/").m("HEAD").is(200),
+            get("/").m("POST").is(403),
+            get("/").m("DELETE").is(403),
+        ],
+    ));
+    v.push(case(
+        "not-methods",
+        vec![allow(
+            "m",
+            json!([{ "to": [{ "operation": { "notMethods": ["DELETE"] } }] }]),
+        )],
+        vec![
+            get("/").is(200),
+            get("/").m("PUT").is(200),
+            get("/").m("DELETE").is(403),
+        ],
+    ));
+    v.push(case(
+        "methods-prefix",
+        vec![allow(
+            "m",
+            json!([{ "to": [{ "operation": { "methods": ["P*"] } }] }]),
+        )],
+        vec![
+            get("/").m("POST").is(200),
+            get("/").m("PUT").is(200),
+            get("/").m("PATCH").is(200),
+            get("/").is(403),
+        ],
+    ));
+
+    // ----- hosts -----
+    v.push(case(
+        "hosts-exact",
+        vec![allow(
+            "h",
+            json!([{ "to": [{ "operation": { "hosts": ["example.com"] } }] }]),
+        )],
+        vec![
+            get("/").host("example.com").is(200),
+            get("/").host("EXAMPLE.com").is(200),
+            get("/").host("example.com:8080").is(403),
+            get("/").host("other.com").is(403),
+        ],
+    ));
+    v.push(case(
+        "hosts-suffix",
+        vec![allow(
+            "h",
+            json!([{ "to": [{ "operation": { "hosts": ["*.example.com"] } }] }]),
+        )],
+        vec![
+            get("/").host("a.example.com").is(200),
+            get("/").host("B.Example.Com").is(200),
+            get("/").host("example.com").is(403),
+            get("/").host("a.example.com:80").is(403),
+        ],
+    ));
+    v.push(case(
+        "hosts-prefix-and-not-hosts",
+        vec![allow(
+            "h",
+            json!([{ "to": [{ "operation": {
+                "hosts": ["example.*"], "notHosts": ["example.org"] } }] }]),
+        )],
+        vec![
+            get("/").host("example.com").is(200),
+            get("/").host("example.com:9000").is(200),
+            get("/").host("example.org").is(403),
+            get("/").host("EXAMPLE.ORG").is(403),
+            get("/").host("www.example.com").is(403),
+        ],
+    ));
+
+    // ----- ports, destination -----
+    v.push(case(
+        "ports-match",
+        vec![allow(
+            "p",
+            json!([{ "to": [{ "operation": { "ports": ["__PORT__"] } }] }]),
+        )],
+        vec![get("/").is(200)],
+    ));
+    v.push(case(
+        "ports-mismatch",
+        vec![allow(
+            "p",
+            json!([{ "to": [{ "operation": { "ports": ["1"] } }] }]),
+        )],
+        vec![get("/").is(403)],
+    ));
+    v.push(case(
+        "not-ports-deny",
+        vec![deny(
+            "p",
+            json!([
+                { "to": [{ "operation": { "notPorts": ["__PORT__"] } }] },
+                { "to": [{ "operation": { "ports": ["1"] } }] }
+            ]),
+        )],
+        vec![get("/").is(200)],
+    ));
+    v.push(case(
+        "when-destination-port",
+        vec![allow(
+            "p",
+            json!([
+                { "to": [{ "operation": { "paths": ["/a"] } }],
+                  "when": [when("destination.port", json!(["__PORT__"]))] },
+                { "to": [{ "operation": { "paths": ["/b"] } }],
+                  "when": [when_not("destination.port", json!(["__PORT__"]))] }
+            ]),
+        )],
+        vec![get("/a").is(200), get("/b").is(403)],
+    ));
+    v.push(case(
+        "when-destination-ip",
+        vec![allow(
+            "p",
+            json!([
+                { "to": [{ "operation": { "paths": ["/a"] } }],
+                  "when": [when("destination.ip", json!(["127.0.0.1"]))] },
+                { "to": [{ "operation": { "paths": ["/b"] } }],
+                  "when": [when("destination.ip", json!(["10.0.0.0/8"]))] }
+            ]),
+        )],
+        vec![get("/a").is(200), get("/b").is(403)],
+    ));
+    v.push(
+        case(
+            "when-destination-ip-other-address",
+            vec![allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/a"] } }],
+                      "when": [when("destination.ip", json!(["127.0.0.1"]))] },
+                    { "to": [{ "operation": { "paths": ["/b"] } }],
+                      "when": [when("destination.ip", json!(["127.0.0.2/32"]))] }
+                ]),
+            )],
+            vec![get("/a").is(403), get("/b").is(200)],
+        )
+        .alt_ip(),
+    );
+
+    // ----- source IPs -----
+    v.push(case(
+        "ip-blocks",
+        vec![allow(
+            "ip",
+            json!([
+                { "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }],
+                  "to": [{ "operation": { "paths": ["/a"] } }] },
+                { "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }],
+                  "to": [{ "operation": { "paths": ["/b"] } }] },
+                { "from": [{ "source": { "notIpBlocks": ["127.0.0.0/8"] } }],
+                  "to": [{ "operation": { "paths": ["/c"] } }] }
+            ]),
+        )],
+        vec![get("/a").is(403), get("/b").is(200), get("/c").is(403)],
+    ));
+    v.push(
+        case(
+            "ip-blocks-ignore-x-forwarded-for",
+            vec![allow(
+                "ip",
+                json!([{ "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }] }]),
+            )],
+            // ipBlocks is the TCP peer (Envoy `direct_remote_ip`): x-forwarded-for must not
+            // change it.
+            vec![get("/").is(200), get("/").xff("10.1.1.1").is(200)],
+        )
+        .known(XFF_SOURCE_IP),
+    );
+    v.push(case(
+        "remote-ip-blocks",
+        vec![allow(
+            "ip",
+            json!([{ "from": [{ "source": { "remoteIpBlocks": ["1.2.3.0/24"] } }] }]),
+        )],
+        vec![
+            get("/").xff("1.2.3.4").is(200),
+            get("/").xff("5.6.7.8").is(403),
+            get("/").is(403),
+            get("/").xff("1.2.3.4, 9.9.9.9").is(403),
+            get("/").xff("9.9.9.9, 1.2.3.5").is(200),
+        ],
+    ));
+    v.push(case(
+        "not-remote-ip-blocks-deny",
+        vec![deny(
+            "ip",
+            json!([{ "from": [{ "source": { "notRemoteIpBlocks": ["1.2.3.0/24"] } }] }]),
+        )],
+        vec![get("/").xff("1.2.3.4").is(200), get("/").is(403)],
+    ));
+    v.push(case(
+        "when-source-ip",
+        vec![allow(
+            "ip",
+            json!([
+                { "to": [{ "operation": { "paths": ["/a"] } }],
+                  "when": [when("source.ip", json!(["127.0.0.1"]))] },
+                { "to": [{ "operation": { "paths": ["/b"] } }],
+                  "when": [when("source.ip", json!(["10.0.0.0/8"]))] },
+                { "to": [{ "operation": { "paths": ["/c"] } }],
+                  "when": [when_not("source.ip", json!(["10.0.0.0/8"]))] }
+            ]),
+        )],
+        vec![get("/a").is(200), get("/b").is(403), get("/c").is(200)],
+    ));
+    v.push(case(
+        "when-remote-ip",
+        vec![allow(
+            "ip",
+            json!([{ "when": [when("remote.ip", json!(["8.8.8.8"]))] }]),
+        )],
+        vec![
+            get("/").xff("8.8.8.8").is(200),
+            get("/").is(403),
+            get("/").xff("8.8.4.4").is(403),
+        ],
+    ));
+    v.push(
+        case(
+            "when-source-ip-and-remote-ip",
+            vec![allow(
+                "ip",
+                json!([{ "when": [
+                when("source.ip", json!(["127.0.0.1"])),
+                when("remote.ip", json!(["8.8.8.8"]))
+            ] }]),
+            )],
+            vec![
+                get("/").xff("8.8.8.8").is(200),
+                get("/").is(403),
+                get("/").xff("8.8.4.4").is(403),
+            ],
+        )
+        .known(XFF_SOURCE_IP),
+    );
+    v.push(case(
+        "or-across-from",
+        vec![allow(
+            "f",
+            json!([{ "from": [
+                { "source": { "remoteIpBlocks": ["1.1.1.1"] } },
+                { "source": { "ipBlocks": ["10.0.0.0/8"] } }
+            ] }]),
+        )],
+        vec![get("/").xff("1.1.1.1").is(200), get("/").is(403)],
+    ));
+
+    // ----- request headers -----
+    v.push(case(
+        "when-request-headers",
+        vec![allow(
+            "h",
+            json!([{ "when": [when("request.headers[x-user]", json!(["alice", "bob*"]))] }]),
+        )],
+        vec![
+            get("/").h("x-user", "alice").is(200),
+            get("/").h("x-user", "bobby").is(200),
+            get("/").h("x-user", "Alice").is(403),
+            get("/").h("x-user", "carol").is(403),
+            get("/").is(403),
+        ],
+    ));
+    v.push(case(
+        "when-request-headers-presence",
+        vec![allow(
+            "h",
+            json!([{ "when": [when("request.headers[x-token]", json!(["*"]))] }]),
+        )],
+        vec![
+            get("/").h("x-token", "v").is(200),
+            get("/").h("x-token", "").is(200),
+            get("/").is(403),
+        ],
+    ));
+    v.push(case(
+        "when-request-headers-not-values-deny",
+        vec![deny(
+            "h",
+            json!([{ "when": [when_not("request.headers[x-env]", json!(["prod", "*-staging"]))] }]),
+        )],
+        vec![
+            get("/").h("x-env", "prod").is(200),
+            get("/").h("x-env", "eu-staging").is(200),
+            get("/").h("x-env", "dev").is(403),
+            get("/").is(403),
+        ],
+    ));
+
+    // ----- AND / OR structure -----
+    v.push(case(
+        "and-inside-operation",
+        vec![allow(
+            "s",
+            json!([{ "to": [{ "operation": { "methods": ["GET"], "paths": ["/a"] } }] }]),
+        )],
+        vec![
+            get("/a").is(200),
+            get("/a").m("POST").is(403),
+            get("/b").is(403),
+        ],
+    ));
+    v.push(case(
+        "or-across-to",
+        vec![allow(
+            "s",
+            json!([{ "to": [
+                { "operation": { "methods": ["POST"] } },
+                { "operation": { "paths": ["/a"] } }
+            ] }]),
+        )],
+        vec![
+            get("/a").is(200),
+            get("/b").m("POST").is(200),
+            get("/b").is(403),
+        ],
+    ));
+    v.push(case(
+        "or-across-rules",
+        vec![allow(
+            "s",
+            json!([
+                { "to": [{ "operation": { "paths": ["/a"] } }] },
+                { "to": [{ "operation": { "methods": ["PUT"] } }] }
+            ]),
+        )],
+        vec![
+            get("/a").is(200),
+            get("/b").m("PUT").is(200),
+            get("/b").is(403),
+        ],
+    ));
+    v.push(case(
+        "when-conditions-and",
+        vec![allow(
+            "s",
+            json!([{ "when": [
+                when("request.headers[x-a]", json!(["1"])),
+                when("request.headers[x-b]", json!(["2"]))
+            ] }]),
+        )],
+        vec![
+            get("/").h("x-a", "1").h("x-b", "2").is(200),
+            get("/").h("x-a", "1").is(403),
+            get("/").h("x-b", "2").is(403),
+        ],
+    ));
+    v.push(case(
+        "when-values-and-not-values",
+        vec![allow(
+            "s",
+            json!([{ "when": [{ "key": "request.headers[x-a]",
+                                "values": ["v*"], "notValues": ["v2"] }] }]),
+        )],
+        vec![
+            get("/").h("x-a", "v1").is(200),
+            get("/").h("x-a", "v2").is(403),
+            get("/").h("x-a", "w").is(403),
+        ],
+    ));
+    v.push(case(
+        "from-to-when-and",
+        vec![allow(
+            "s",
+            json!([{
+                "from": [{ "source": { "notIpBlocks": ["10.0.0.0/8"] } }],
+                "to": [{ "operation": { "paths": ["/a"] } }],
+                "when": [when("request.headers[x-a]", json!(["1"]))]
+            }]),
+        )],
+        vec![
+            get("/a").h("x-a", "1").is(200),
+            get("/a").is(403),
+            get("/b").h("x-a", "1").is(403),
+        ],
+    ));
+
+    // ----- mTLS-derived identities (real client certificates) -----
+    v.push(
+        case(
+            "mtls-principals-exact",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "principals": ["cluster.local/ns/foo/sa/sleep"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("foo/other").is(403),
+                get("/").client("bar/sleep").is(403),
+                get("/").client("other:foo/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-principals-prefix",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "principals": ["cluster.local/ns/foo/*"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("foo/other").is(200),
+                get("/").client("bar/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-principals-suffix",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "principals": ["*/sa/sleep"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("bar/sleep").is(200),
+                get("/").client("other:foo/sleep").is(200),
+                get("/").client("foo/admin").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-principals-any",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "principals": ["*"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("other:foo/sleep").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(case(
+        "plaintext-principals-any",
+        vec![allow(
+            "p",
+            json!([{ "from": [{ "source": { "principals": ["*"] } }] }]),
+        )],
+        vec![get("/").is(403)],
+    ));
+    v.push(
+        case(
+            "mtls-not-principals-deny",
+            vec![deny(
+                "p",
+                json!([{
+                    "from": [{ "source": { "notPrincipals": ["cluster.local/ns/foo/sa/admin"] } }],
+                    "to": [{ "operation": { "paths": ["/admin", "/admin/*"] } }]
+                }]),
+            )],
+            vec![
+                get("/admin").client("foo/admin").is(200),
+                get("/admin/x").client("foo/sleep").is(403),
+                get("/admin").client("foo/sleep").is(403),
+                get("/x").client("foo/sleep").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-namespaces",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "namespaces": ["foo"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("other:foo/sleep").is(200),
+                get("/").client("bar/sleep").is(403),
+                get("/").client("foo-x/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-namespaces-wildcards",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "namespaces": ["*-prod", "b*r"] } }] }]),
+            )],
+            vec![
+                get("/").client("shop-prod/web").is(200),
+                get("/").client("bar/sleep").is(200),
+                get("/").client("foo/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-not-namespaces",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "notNamespaces": ["bar"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("bar/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-service-accounts",
+            vec![allow(
+                "p",
+                json!([
+                    { "from": [{ "source": { "serviceAccounts": ["sleep"] } }],
+                      "to": [{ "operation": { "paths": ["/a"] } }] },
+                    { "from": [{ "source": { "serviceAccounts": ["bar/sleep"] } }],
+                      "to": [{ "operation": { "paths": ["/b"] } }] },
+                    { "from": [{ "source": { "notServiceAccounts": ["foo/sleep"] } }],
+                      "to": [{ "operation": { "paths": ["/c"] } }] }
+                ]),
+            )],
+            vec![
+                get("/a").client("foo/sleep").is(200),
+                get("/a").client("bar/sleep").is(403),
+                get("/a").client("foo/sleepy").is(403),
+                get("/b").client("bar/sleep").is(200),
+                get("/b").client("foo/sleep").is(403),
+                get("/c").client("foo/sleep").is(403),
+                get("/c").client("foo/admin").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-when-source-keys",
+            vec![allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/a"] } }],
+                      "when": [when("source.namespace", json!(["foo"])),
+                               when("source.principal", json!(["*/sa/sleep"]))] },
+                    { "to": [{ "operation": { "paths": ["/b"] } }],
+                      "when": [when("source.serviceAccount", json!(["foo/admin"]))] }
+                ]),
+            )],
+            vec![
+                get("/a").client("foo/sleep").is(200),
+                get("/a").client("foo/admin").is(403),
+                get("/a").client("bar/sleep").is(403),
+                get("/b").client("foo/admin").is(200),
+                get("/b").client("foo/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(case(
+        "plaintext-has-no-peer-identity",
+        vec![allow(
+            "p",
+            json!([
+                { "from": [{ "source": { "namespaces": ["foo"] } }],
+                  "to": [{ "operation": { "paths": ["/a"] } }] },
+                { "from": [{ "source": { "notNamespaces": ["foo"] } }],
+                  "to": [{ "operation": { "paths": ["/b"] } }] },
+                { "from": [{ "source": { "notPrincipals": ["*"] } }],
+                  "to": [{ "operation": { "paths": ["/c"] } }] }
+            ]),
+        )],
+        vec![get("/a").is(403), get("/b").is(200), get("/c").is(200)],
+    ));
+    v.push(
+        case(
+            "mtls-connection-sni",
+            vec![allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/a"] } }],
+                      "when": [when("connection.sni", json!(["app.meshguard.test"]))] },
+                    { "to": [{ "operation": { "paths": ["/b"] } }],
+                      "when": [when("connection.sni", json!(["*.meshguard.test"]))] }
+                ]),
+            )],
+            vec![
+                get("/a").sni("app.meshguard.test").is(200),
+                get("/a").sni("localhost").is(403),
+                get("/a").is(403),
+                get("/b").sni("app.meshguard.test").is(200),
+                get("/b").sni("localhost").is(403),
+            ],
+        )
+        .mtls(),
+    );
+
+    // ----- JWT: requestPrincipals and tokens -----
+    v.push(case(
+        "jwt-request-principals-exact",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "from": [{ "source": { "requestPrincipals": [format!("{ISSUER}/alice")] } }] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&alice).is(200),
+            get("/").tok(&bob).is(403),
+            get("/").is(403),
+            get("/").tok(&tampered).is(401),
+            get("/").tok(&expired).is(401),
+            get("/").tok(&stranger).is(401),
+        ],
+    ));
+    v.push(case(
+        "jwt-no-authz-token-checks",
+        vec![ra()],
+        vec![
+            get("/").is(200),
+            get("/").tok(&alice).is(200),
+            get("/").tok(&tampered).is(401),
+            get("/").tok("not-a-jwt").is(401),
+            get("/?access_token=garbage").is(401),
+        ],
+    ));
+    v.push(case(
+        "jwt-unknown-issuer",
+        vec![ra()],
+        vec![get("/").tok(&unknown_iss).is(401)],
+    ));
+    v.push(case(
+        "jwt-request-principals-any",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "from": [{ "source": { "requestPrincipals": ["*"] } }] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&alice).is(200),
+            get("/").is(403),
+            get(&format!("/?access_token={alice}")).is(200),
+        ],
+    ));
+    v.push(case(
+        "jwt-request-principals-wildcards",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([
+                    { "from": [{ "source": { "requestPrincipals": [format!("{ISSUER}/adm*")] } }],
+                      "to": [{ "operation": { "paths": ["/a"] } }] },
+                    { "from": [{ "source": { "requestPrincipals": ["*/alice"] } }],
+                      "to": [{ "operation": { "paths": ["/b"] } }] },
+                    { "from": [{ "source": { "requestPrincipals": ["*ice"] } }],
+                      "to": [{ "operation": { "paths": ["/c"] } }] },
+                    { "from": [{ "source": { "requestPrincipals": ["https://issuer.meshguard*"] } }],
+                      "to": [{ "operation": { "paths": ["/d"] } }] }
+                ]),
+            ),
+        ],
+        vec![
+            get("/a").tok(&admin1).is(200),
+            get("/a").tok(&alice).is(403),
+            get("/b").tok(&alice).is(200),
+            get("/b").tok(&bob).is(403),
+            get("/c").tok(&alice).is(200),
+            get("/c").tok(&bob).is(403),
+            // Split at the LAST `/`: issuer `https:/`, subject prefix `issuer.meshguard`
+            // (istio/istio `requestPrincipalGenerator`), so this matches no real token.
+            get("/d").tok(&bob).is(403),
+            get("/d").is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-not-request-principals-deny",
+        vec![
+            ra(),
+            deny(
+                "require-jwt",
+                json!([{ "from": [{ "source": { "notRequestPrincipals": ["*"] } }] }]),
+            ),
+        ],
+        vec![get("/").is(403), get("/").tok(&bob).is(200)],
+    ));
+    v.push(case(
+        "jwt-when-request-auth-principal",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "when": [when("request.auth.principal", json!([format!("{ISSUER}/alice")]))] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&alice).is(200),
+            get("/").tok(&bob).is(403),
+            get("/").is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-rule-audiences",
+        vec![ra_with(json!({ "audiences": ["svc-a"] }))],
+        vec![
+            get("/").tok(&aud(json!("svc-a"))).is(200),
+            get("/").tok(&aud(json!(["x", "svc-a"]))).is(200),
+            get("/").tok(&aud(json!("other"))).is(403),
+            get("/").tok(&alice).is(403),
+            get("/").is(200),
+        ],
+    ));
+    v.push(case(
+        "jwt-when-audiences",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "when": [when("request.auth.audiences", json!(["svc-b"]))] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&aud(json!("svc-b"))).is(200),
+            get("/").tok(&aud(json!(["a", "svc-b"]))).is(200),
+            get("/").tok(&aud(json!("a"))).is(403),
+            get("/").tok(&alice).is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-when-presenter",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "when": [when("request.auth.presenter", json!(["web-*"]))] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&claims(json!({ "azp": "web-app" }))).is(200),
+            get("/").tok(&claims(json!({ "azp": "cli" }))).is(403),
+            get("/").tok(&alice).is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-list-and-string",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "when": [when("request.auth.claims[groups]", json!(["admin"]))] }]),
+            ),
+        ],
+        vec![
+            get("/")
+                .tok(&claims(json!({ "groups": ["dev", "admin"] })))
+                .is(200),
+            get("/").tok(&claims(json!({ "groups": "admin" }))).is(200),
+            get("/").tok(&claims(json!({ "groups": ["dev"] }))).is(403),
+            get("/").tok(&alice).is(403),
+            get("/").is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-nested",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "when": [when("request.auth.claims[realm_access][roles]", json!(["admin"]))] }]),
+            ),
+        ],
+        vec![
+            get("/")
+                .tok(&claims(json!({ "realm_access": { "roles": ["user", "admin"] } })))
+                .is(200),
+            get("/")
+                .tok(&claims(json!({ "realm_access": { "roles": ["user"] } })))
+                .is(403),
+            get("/").tok(&claims(json!({ "roles": ["admin"] }))).is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-not-values-deny",
+        vec![
+            ra(),
+            deny(
+                "admins",
+                json!([{
+                    "to": [{ "operation": { "paths": ["/admin"] } }],
+                    "when": [when_not("request.auth.claims[groups]", json!(["admins"]))]
+                }]),
+            ),
+        ],
+        vec![
+            get("/admin")
+                .tok(&claims(json!({ "groups": ["admins"] })))
+                .is(200),
+            get("/admin")
+                .tok(&claims(json!({ "groups": ["dev"] })))
+                .is(403),
+            get("/admin").tok(&alice).is(403),
+            get("/admin").is(403),
+            get("/x").is(200),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-scope-and-permission-split",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/s"] } }],
+                      "when": [when("request.auth.claims[scope]", json!(["write"]))] },
+                    { "to": [{ "operation": { "paths": ["/p"] } }],
+                      "when": [when("request.auth.claims[permission]", json!(["p2"]))] }
+                ]),
+            ),
+        ],
+        vec![
+            get("/s")
+                .tok(&claims(json!({ "scope": "read write" })))
+                .is(200),
+            get("/s").tok(&claims(json!({ "scope": "read" }))).is(403),
+            get("/s")
+                .tok(&claims(json!({ "scope": "readwrite" })))
+                .is(403),
+            get("/p")
+                .tok(&claims(json!({ "permission": "p1 p2" })))
+                .is(200),
+            get("/p")
+                .tok(&claims(json!({ "permission": "p1" })))
+                .is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-custom-space-delimited",
+        vec![
+            ra_with(json!({ "spaceDelimitedClaims": ["roles"] })),
+            allow(
+                "p",
+                json!([{ "when": [when("request.auth.claims[roles]", json!(["b"]))] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&claims(json!({ "roles": "a b" }))).is(200),
+            get("/").tok(&claims(json!({ "roles": "ab" }))).is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-wildcards",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/a"] } }],
+                      "when": [when("request.auth.claims[email]", json!(["*@example.com"]))] },
+                    { "to": [{ "operation": { "paths": ["/b"] } }],
+                      "when": [when("request.auth.claims[email]", json!(["*"]))] },
+                    { "to": [{ "operation": { "paths": ["/c"] } }],
+                      "when": [when("request.auth.claims[iss]", json!([ISSUER]))] }
+                ]),
+            ),
+        ],
+        vec![
+            get("/a")
+                .tok(&claims(json!({ "email": "a@example.com" })))
+                .is(200),
+            get("/a")
+                .tok(&claims(json!({ "email": "a@other.com" })))
+                .is(403),
+            get("/b").tok(&claims(json!({ "email": "x" }))).is(200),
+            get("/b").tok(&alice).is(403),
+            get("/c").tok(&alice).is(200),
+            get("/c").is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-cors-preflight-bypasses-jwt",
+        vec![ra()],
+        vec![
+            cors_preflight("/").tok(&tampered).is(200),
+            get("/").tok(&tampered).is(401),
+        ],
+    ));
+    v.push(case(
+        "jwt-cors-preflight-still-authorized",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([{ "from": [{ "source": { "requestPrincipals": ["*"] } }] }]),
+            ),
+        ],
+        vec![cors_preflight("/").tok(&alice).is(403)],
+    ));
+    v.push(case(
+        "jwt-two-issuers",
+        vec![
+            ra(),
+            resource(
+                "RequestAuthentication",
+                "jwt2",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": ISSUER2, "jwks": keys::jwks(&[&keys().ec]) }] }),
+            ),
+            allow(
+                "p",
+                json!([{ "from": [{ "source": { "requestPrincipals": [format!("{ISSUER2}/*")] } }] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&iss2).is(200),
+            get("/").tok(&alice).is(403),
+            get("/").tok(&iss2_wrong_key).is(401),
+            get("/").is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-forward-original-token",
+        vec![
+            ra_with(json!({ "forwardOriginalToken": true })),
+            allow(
+                "p",
+                json!([{ "when": [when("request.headers[authorization]", json!(["Bearer *"]))] }]),
+            ),
+        ],
+        vec![get("/").tok(&alice).is(200), get("/").is(403)],
+    ));
+
+    // ----- which policies apply -----
+    v.push(case(
+        "other-namespace-ignored",
+        vec![
+            authz("deny-all", "bar", "DENY", json!([{}])),
+            resource("AuthorizationPolicy", "allow-nothing", "bar", json!({})),
+        ],
+        vec![get("/").is(200)],
+    ));
+    v.push(case(
+        "root-namespace-applies",
+        vec![authz(
+            "deny-x",
+            "istio-system",
+            "DENY",
+            to_paths(json!(["/x"])),
+        )],
+        vec![get("/x").is(403), get("/y").is(200)],
+    ));
+    v.push(case(
+        "selector-mismatch-ignored",
+        vec![selector(
+            deny("all", json!([{}])),
+            json!({ "app": "other" }),
+        )],
+        vec![get("/").is(200)],
+    ));
+    v.push(case(
+        "selector-match-applies",
+        vec![selector(
+            deny("all", json!([{}])),
+            json!({ "app": "httpbin" }),
+        )],
+        vec![get("/").is(403)],
+    ));
+    v.push(case(
+        "root-namespace-selector",
+        vec![
+            selector(
+                authz("a", "istio-system", "ALLOW", to_paths(json!(["/a"]))),
+                json!({ "app": "httpbin" }),
+            ),
+            selector(
+                authz("b", "istio-system", "ALLOW", to_paths(json!(["/b"]))),
+                json!({ "app": "other" }),
+            ),
+        ],
+        vec![get("/a").is(200), get("/b").is(403)],
+    ));
+    v.push(case(
+        "request-authentication-other-namespace-ignored",
+        vec![with_meta(ra(), |p| {
+            p["metadata"]["namespace"] = json!("bar")
+        })],
+        vec![get("/").tok(&tampered).is(200)],
+    ));
+
+    // ----- AUDIT and dry-run -----
+    v.push(case(
+        "audit-only",
+        vec![pol("audit", "AUDIT", json!([{}]))],
+        vec![get("/").is(200), get("/").m("POST").is(200)],
+    ));
+    v.push(case(
+        "audit-with-deny",
+        vec![
+            pol("audit", "AUDIT", to_paths(json!(["/x"]))),
+            deny("d", to_paths(json!(["/x"]))),
+        ],
+        vec![get("/x").is(403), get("/y").is(200)],
+    ));
+    v.push(case(
+        "audit-with-allow",
+        vec![
+            pol("audit", "AUDIT", json!([{}])),
+            allow("a", to_paths(json!(["/a"]))),
+        ],
+        vec![get("/a").is(200), get("/b").is(403)],
+    ));
+    v.push(case(
+        "dry-run-deny-not-enforced",
+        vec![dry_run(deny("all", json!([{}])), "true")],
+        vec![get("/").is(200)],
+    ));
+    v.push(case(
+        "dry-run-allow-only-not-enforced",
+        vec![dry_run(allow("a", to_paths(json!(["/a"]))), "true")],
+        vec![get("/a").is(200), get("/b").is(200)],
+    ));
+    v.push(case(
+        "dry-run-allow-beside-real-allow",
+        vec![
+            dry_run(allow("a", to_paths(json!(["/a"]))), "true"),
+            allow("b", to_paths(json!(["/b"]))),
+        ],
+        vec![get("/a").is(403), get("/b").is(200)],
+    ));
+    v.push(case(
+        "dry-run-false-enforced",
+        vec![dry_run(deny("all", json!([{}])), "false")],
+        vec![get("/").is(403)],
+    ));
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// Running the cases in two Envoys
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Side {
+    Native,
+    Meshguard,
+}
+
+fn workload() -> Value {
+    json!({ "namespace": "foo", "labels": { "app": "httpbin", "version": "v1" },
+            "rootNamespace": "istio-system" })
+}
+
+/// The filter JSON meshguard takes, and the translator's input.
+fn filter_json(policies: &[Value], port: u16) -> Value {
+    let text = json!({ "workload": workload(), "policies": policies })
+        .to_string()
+        .replace("__PORT__", &port.to_string());
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Certificates shared by every run: the mesh CA, a second trust domain, the server
+/// certificate and client certificates named `<ns>_<sa>` / `other_<ns>_<sa>`.
+struct Pki {
+    dir: PathBuf,
+    bundle: PathBuf,
+}
+
+fn client_ids() -> &'static [&'static str] {
+    &[
+        "foo/sleep",
+        "foo/other",
+        "foo/admin",
+        "foo/sleepy",
+        "bar/sleep",
+        "foo-x/sleep",
+        "shop-prod/web",
+        "other:foo/sleep",
+    ]
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = workdir("differential-pki");
+        let ca = MeshCa::new("cluster.local").unwrap();
+        let other = MeshCa::new("other.td").unwrap();
+        let bundle = dir.join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", ca.cert_pem(), other.cert_pem())).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+        let lo: [IpAddr; 1] = [IpAddr::from([127, 0, 0, 1])];
+        ca.issue(&Identity {
+            namespace: "foo",
+            service_account: "httpbin",
+            dns_names: &["localhost", "app.meshguard.test"],
+            ips: &lo,
+        })
+        .unwrap()
+        .write(&dir, "server")
+        .unwrap();
+        for id in client_ids() {
+            let (which, rest) = match id.strip_prefix("other:") {
+                Some(r) => (&other, r),
+                None => (&ca, *id),
+            };
+            let (ns, sa) = rest.split_once('/').unwrap();
+            which
+                .issue(&Identity {
+                    namespace: ns,
+                    service_account: sa,
+                    ..Default::default()
+                })
+                .unwrap()
+                .write(&dir, &cert_name(id))
+                .unwrap();
+        }
+        Pki { dir, bundle }
+    })
+}
+
+fn cert_name(id: &str) -> String {
+    id.replace([':', '/'], "_")
+}
+
+/// meshguard's wasm filter exactly as the shipped gateway config declares it, with `filter`.
+fn wasm_filter(p: &Prereqs, filter: &Value) -> Value {
+    let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
+    envoy::localize_files(
+        &mut cfg,
+        &Files {
+            repo: &repo(),
+            wasm: &p.wasm,
+            certs: None,
+        },
+    );
+    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string()).unwrap();
+    let filters = cfg
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array)
+        .unwrap();
+    filters
+        .iter()
+        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .cloned()
+        .unwrap()
+}
+
+fn listener(name: &str, ip: &str, port: u16, tls: bool, http_filters: Vec<Value>) -> Value {
+    let mut filters = http_filters;
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    let mut chain = json!({
+        "filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "codec_type": "AUTO",
+                // As the shipped sidecar: the TCP peer is the caller's proxy, the client IP
+                // comes from x-forwarded-for; the shipped path normalisation.
+                "use_remote_address": false,
+                "normalize_path": true,
+                "merge_slashes": true,
+                "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+                "route_config": {
+                    "name": name,
+                    "virtual_hosts": [{
+                        "name": "all",
+                        "domains": ["*"],
+                        "routes": [{
+                            "match": { "prefix": "/" },
+                            "direct_response": { "status": 200, "body": { "inline_string": "ok" } }
+                        }]
+                    }]
+                },
+                "http_filters": filters,
+            }
+        }]
+    });
+    if tls {
+        let pki = pki();
+        chain["transport_socket"] = json!({
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate": true,
+                "common_tls_context": {
+                    "alpn_protocols": ["http/1.1"],
+                    "tls_certificates": [{
+                        "certificate_chain": { "filename": pki.dir.join("server.pem") },
+                        "private_key": { "filename": pki.dir.join("server-key.pem") }
+                    }],
+                    "validation_context": { "trusted_ca": { "filename": pki.bundle } }
+                }
+            }
+        });
+    }
+    let mut l = json!({
+        "name": name,
+        "address": { "socket_address": { "address": ip, "port_value": port } },
+        "filter_chains": [chain],
+    });
+    if tls {
+        // As Istio's inbound listener: the TLS inspector reads the SNI (`connection.sni`).
+        l["listener_filters"] = json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" }
+        }]);
+    }
+    l
+}
+
+struct Run {
+    side: Side,
+    envoy: Envoy,
+    /// Listener address per case index.
+    addrs: Vec<SocketAddr>,
+}
+
+fn start(p: &Prereqs, side: Side, cases: &[&Case], tag: &str) -> Run {
+    let dir = workdir(&format!("differential-{tag}-{side:?}").to_lowercase());
+    let mut listeners = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let uses_port = serde_json::to_string(&c.policies)
+            .unwrap()
+            .contains("__PORT__");
+        let port = if uses_port {
+            envoy::free_port().unwrap()
+        } else {
+            0
+        };
+        let filter = filter_json(&c.policies, port);
+        let http_filters = match side {
+            Side::Native => istio_rbac::http_filters(&filter)
+                .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
+            Side::Meshguard => vec![wasm_filter(p, &filter)],
+        };
+        let ip = if c.transport == Transport::PlainAlt {
+            "127.0.0.2"
+        } else {
+            "127.0.0.1"
+        };
+        listeners.push(listener(
+            &format!("case{i}"),
+            ip,
+            port,
+            c.transport == Transport::Mtls,
+            http_filters,
+        ));
+    }
+    let cfg = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": { "listeners": listeners, "clusters": [] },
+    });
+    let mut opts = Options::new(&p.envoy, &dir);
+    // rbac/jwt debug lines explain a native decision when a case fails.
+    opts.component_log_level = "wasm:info,config:info,rbac:debug,jwt:debug".into();
+    let envoy = Envoy::start(&opts, &cfg).unwrap_or_else(|e| panic!("{side:?} envoy: {e}"));
+    let all = envoy.listeners().unwrap();
+    let addrs = (0..cases.len())
+        .map(|i| {
+            *all.get(&format!("case{i}"))
+                .unwrap_or_else(|| panic!("no listener case{i}"))
+        })
+        .collect();
+    Run { side, envoy, addrs }
+}
+
+/// A request over TLS with curl: the client certificate of `req.client`, SNI `req.sni`.
+fn curl_mtls(addr: SocketAddr, req: &Req) -> Result<Response, String> {
+    let pki = pki();
+    let name = cert_name(req.client);
+    let host = req.sni.unwrap_or("127.0.0.1");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--http1.1", "--max-time", "20"]);
+    if req.method == "HEAD" {
+        cmd.arg("--head");
+    } else {
+        cmd.args(["-X", req.method]);
+    }
+    cmd.arg("--cacert")
+        .arg(pki.dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.dir.join(format!("{name}.pem")))
+        .arg("--key")
+        .arg(pki.dir.join(format!("{name}-key.pem")));
+    if let Some(sni) = req.sni {
+        cmd.arg("--resolve")
+            .arg(format!("{sni}:{}:{}", addr.port(), addr.ip()));
+    }
+    for (k, v) in &req.headers {
+        cmd.arg("-H").arg(format!("{k}: {v}"));
+    }
+    cmd.arg(format!("https://{host}:{}{}", addr.port(), req.path));
+    let out = cmd.output().map_err(|e| format!("cannot run curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    http::parse_response(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn send(run: &Run, i: usize, c: &Case, req: &Req) -> Result<Response, String> {
+    let addr = run.addrs[i];
+    if c.transport == Transport::Mtls {
+        return curl_mtls(addr, req);
+    }
+    let mut call = Call::get(&req.path).method(req.method);
+    for (k, v) in &req.headers {
+        call = call.header(k, v.clone());
+    }
+    http::send(addr, &call).map_err(|e| e.to_string())
+}
+
+fn show(r: &Result<Response, String>) -> String {
+    match r {
+        Ok(r) => format!("{} {:?}", r.status, r.text()),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn status(r: &Result<Response, String>) -> Option<u16> {
+    r.as_ref().ok().map(|r| r.status)
+}
+
+/// Runs `cases` in both Envoys; returns the failures (empty = all agree with the expectation).
+fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
+    let Some(p) = prereqs() else {
+        return (0, Vec::new());
+    };
+    let _ = pki();
+    let _ = keys();
+    let t0 = Instant::now();
+    let (native, mesh) = std::thread::scope(|s| {
+        let n = s.spawn(|| start(&p, Side::Native, cases, tag));
+        let m = s.spawn(|| start(&p, Side::Meshguard, cases, tag));
+        (n.join().unwrap(), m.join().unwrap())
+    });
+    eprintln!(
+        "differential[{tag}]: {} cases, both Envoys ready in {:?}",
+        cases.len(),
+        t0.elapsed()
+    );
+    let mut failures = Vec::new();
+    let mut pairs = 0;
+    for (i, c) in cases.iter().enumerate() {
+        for req in &c.reqs {
+            pairs += 1;
+            let n = send(&native, i, c, req);
+            let m = send(&mesh, i, c, req);
+            let (ns, ms) = (status(&n), status(&m));
+            if ns != Some(req.expect) || ms != Some(req.expect) {
+                failures.push(format!(
+                    "case {} ({:?}), request {} (client {}, sni {:?}): expected {}\n  native:    {}\n  meshguard: {}",
+                    c.name,
+                    c.transport,
+                    req.describe(),
+                    req.client,
+                    req.sni,
+                    req.expect,
+                    show(&n),
+                    show(&m),
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "differential[{tag}]: {} cases, {pairs} (case, request) pairs, {} failures, {:?}",
+        cases.len(),
+        failures.len(),
+        t0.elapsed()
+    );
+    if !failures.is_empty() {
+        for run in [&native, &mesh] {
+            eprintln!(
+                "===== {:?} envoy log ({}) =====\n{}\n===== end of {:?} envoy log =====",
+                run.side,
+                run.envoy.log_path().display(),
+                tail(&run.envoy.log(), 400),
+                run.side
+            );
+        }
+        for f in &failures {
+            eprintln!("MISMATCH {f}");
+        }
+    }
+    (pairs, failures)
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Every case (except the reported disagreements) in both Envoys: same status, as expected.
+#[test]
+fn differential() {
+    let all = cases();
+    let names: BTreeMap<&str, usize> = all.iter().map(|c| (c.name, 0)).collect();
+    assert_eq!(names.len(), all.len(), "case names must be unique");
+    let run: Vec<&Case> = all.iter().filter(|c| c.known.is_none()).collect();
+    assert!(run.len() >= 60, "the suite has {} cases", run.len());
+    let (_pairs, failures) = run_cases("main", &run);
+    assert!(
+        failures.is_empty(),
+        "{} (case, request) pairs disagree:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The disagreements found and reported (see each case's `known` reason); kept so they run
+/// once fixed: `cargo test --test e2e_differential -- --ignored`.
+#[test]
+#[ignore = "known disagreements between meshguard and Envoy's own filters, reported in issue 3"]
+fn differential_known_disagreements() {
+    let all = cases();
+    let run: Vec<&Case> = all.iter().filter(|c| c.known.is_some()).collect();
+    for c in &run {
+        eprintln!("known: {}: {}", c.name, c.known.unwrap_or_default());
+    }
+    let (_pairs, failures) = run_cases("known", &run);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn translator_output_is_accepted_by_envoy_validate() {
+    // Cheap guard that the reference config itself is valid, independent of traffic.
+    let Some(p) = prereqs() else { return };
+    let dir = workdir("differential-validate");
+    let all = cases();
+    let listeners: Vec<Value> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let f = istio_rbac::http_filters(&filter_json(&c.policies, 8080)).unwrap();
+            listener(&format!("case{i}"), "127.0.0.1", 0, false, f)
+        })
+        .collect();
+    let cfg = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": { "listeners": listeners },
+    });
+    let path = dir.join("native.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    let (ok, out) = envoy::validate(&p.envoy, &path, Path::new(&dir)).unwrap();
+    assert!(ok, "{out}");
+}
