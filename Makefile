@@ -12,7 +12,7 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm cli test lint run demo-check clean
+.PHONY: all setup build wasm cli test lint run demo-check bench clean
 
 all: build
 
@@ -61,6 +61,11 @@ run: setup build
 ## demo-check: the demo, non-interactively: runs the curls, checks the statuses, stops
 demo-check: setup build
 	MESHGUARD_DEMO_CHECK=1 bash envoy/demo.sh
+
+## bench: requests/s of the demo under wrk, with and without meshguard (needs wrk)
+bench: setup build
+	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
+	bash envoy/bench.sh
 
 clean:
 	rm -rf dist .run

@@ -50,8 +50,8 @@ pub fn first_jwt_rule(filter_json: &str) -> Result<(String, Option<String>)> {
 }
 
 /// Starts the dev servers and writes `<out>/token` (valid, group `users`), `token-admin`
-/// (group `admins`), `token-invalid` (bad signature), `envoy.json` (when rendering) and,
-/// last, `ready` (a JSON summary).
+/// (group `admins`), `token-invalid` (bad signature), `envoy.json` and `envoy-baseline.json`
+/// (without meshguard; when rendering) and, last, `ready` (a JSON summary).
 pub fn start(opts: &Options) -> Result<Demo> {
     std::fs::create_dir_all(&opts.out)?;
     let mut cfg = envoy::load_config(&opts.config)?;
@@ -94,6 +94,12 @@ pub fn start(opts: &Options) -> Result<Demo> {
         );
         std::fs::write(
             opts.out.join("envoy.json"),
+            serde_json::to_vec_pretty(&cfg)?,
+        )?;
+        // The same Envoy without meshguard, the baseline of `make bench`.
+        envoy::remove_meshguard_filters(&mut cfg);
+        std::fs::write(
+            opts.out.join("envoy-baseline.json"),
             serde_json::to_vec_pretty(&cfg)?,
         )?;
     }

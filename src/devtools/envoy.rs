@@ -136,6 +136,28 @@ pub fn set_meshguard_configuration(cfg: &mut Value, filter_json: &str) -> Result
     Ok(n)
 }
 
+/// Removes every meshguard filter (the same Envoy without meshguard, for comparisons);
+/// returns how many were removed.
+pub fn remove_meshguard_filters(cfg: &mut Value) -> usize {
+    fn is_meshguard(f: &Value) -> bool {
+        f["name"] == WASM_FILTER
+            && f.pointer("/typed_config/config/name") == Some(&json!(PLUGIN_NAME))
+    }
+    match cfg {
+        Value::Object(map) => map.values_mut().map(remove_meshguard_filters).sum(),
+        Value::Array(items) => {
+            let before = items.len();
+            items.retain(|f| !is_meshguard(f));
+            before - items.len()
+                + items
+                    .iter_mut()
+                    .map(remove_meshguard_filters)
+                    .sum::<usize>()
+        }
+        _ => 0,
+    }
+}
+
 /// Where a shipped config's relative file names point in a local run.
 pub struct Files<'a> {
     /// The repository root (`dist/meshguard.wasm` and other relative names resolve here).
@@ -469,6 +491,12 @@ static_resources:
             "{text}"
         );
         assert_eq!(meshguard_configurations(&cfg), vec!["{}"]);
+        assert_eq!(remove_meshguard_filters(&mut cfg), 1);
+        assert!(meshguard_configurations(&cfg).is_empty());
+        let filters = cfg.pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        );
+        assert_eq!(filters.and_then(Value::as_array).map(Vec::len), Some(1));
     }
 
     #[test]
