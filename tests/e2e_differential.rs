@@ -56,6 +56,11 @@ struct Req {
     /// TLS server name (SNI); `None` = connect by IP (no SNI).
     sni: Option<&'static str>,
     expect: u16,
+    /// Expected audit mark (AUDIT policy matched); every request is compared across sides.
+    audit: Option<bool>,
+    /// Expected dry-run outcome as (shadow allowed, shadow denied) counts, one per action
+    /// with dry-run policies; compared across sides in cases with dry-run policies.
+    shadow: Option<(u64, u64)>,
 }
 
 fn get(path: &str) -> Req {
@@ -66,6 +71,8 @@ fn get(path: &str) -> Req {
         client: "foo/sleep",
         sni: None,
         expect: 0,
+        audit: None,
+        shadow: None,
     }
 }
 
@@ -97,6 +104,14 @@ impl Req {
     }
     fn is(mut self, status: u16) -> Self {
         self.expect = status;
+        self
+    }
+    fn audited(mut self, yes: bool) -> Self {
+        self.audit = Some(yes);
+        self
+    }
+    fn shadow(mut self, allowed: u64, denied: u64) -> Self {
+        self.shadow = Some((allowed, denied));
         self
     }
     fn describe(&self) -> String {
@@ -1727,10 +1742,17 @@ fn cases() -> Vec<Case> {
     );
 
     // ----- AUDIT and dry-run -----
+    // Audit mark = Envoy RBAC LOG action's `envoy.common` `access_log_hint` (native) and
+    // meshguard's `meshguard.audit` filter state, both read from the access log.
+    // Dry-run = (shadow allowed, shadow denied) per request: the RBAC filters'
+    // `istio_dry_run_*shadow_*` stats (native) and meshguard's `rbac.shadow_*` counters.
     v.push(case(
         "audit-only",
         vec![pol("audit", "AUDIT", json!([{}]))],
-        vec![get("/").is(200), get("/").m("POST").is(200)],
+        vec![
+            get("/").is(200).audited(true),
+            get("/").m("POST").is(200).audited(true),
+        ],
     ));
     v.push(case(
         "audit-with-deny",
@@ -1738,7 +1760,10 @@ fn cases() -> Vec<Case> {
             pol("audit", "AUDIT", to_paths(json!(["/x"]))),
             deny("d", to_paths(json!(["/x"]))),
         ],
-        vec![get("/x").is(403), get("/y").is(200)],
+        vec![
+            get("/x").is(403).audited(true),
+            get("/y").is(200).audited(false),
+        ],
     ));
     v.push(case(
         "audit-with-allow",
@@ -1746,17 +1771,45 @@ fn cases() -> Vec<Case> {
             pol("audit", "AUDIT", json!([{}])),
             allow("a", to_paths(json!(["/a"]))),
         ],
-        vec![get("/a").is(200), get("/b").is(403)],
+        vec![
+            get("/a").is(200).audited(true),
+            get("/b").is(403).audited(true),
+        ],
+    ));
+    v.push(case(
+        "audit-conditions",
+        vec![
+            ra(),
+            pol(
+                "audit",
+                "AUDIT",
+                json!([{ "from": [{ "source": { "requestPrincipals": ["*"] } }],
+                         "to": [{ "operation": { "methods": ["POST"] } }] }]),
+            ),
+        ],
+        vec![
+            get("/").m("POST").tok(&alice).is(200).audited(true),
+            get("/").tok(&alice).is(200).audited(false),
+            get("/").m("POST").is(200).audited(false),
+            // Rejected by jwt_authn before any RBAC filter runs: no audit mark.
+            get("/").m("POST").tok(&tampered).is(401).audited(false),
+        ],
     ));
     v.push(case(
         "dry-run-deny-not-enforced",
-        vec![dry_run(deny("all", json!([{}])), "true")],
-        vec![get("/").is(200)],
+        vec![dry_run(deny("all", to_paths(json!(["/x"]))), "true")],
+        vec![
+            get("/x").is(200).shadow(0, 1),
+            get("/y").is(200).shadow(1, 0),
+        ],
     ));
     v.push(case(
         "dry-run-allow-only-not-enforced",
         vec![dry_run(allow("a", to_paths(json!(["/a"]))), "true")],
-        vec![get("/a").is(200), get("/b").is(200)],
+        vec![
+            get("/a").is(200).shadow(1, 0),
+            get("/b").is(200).shadow(0, 1),
+        ],
     ));
     v.push(case(
         "dry-run-allow-beside-real-allow",
@@ -1764,12 +1817,27 @@ fn cases() -> Vec<Case> {
             dry_run(allow("a", to_paths(json!(["/a"]))), "true"),
             allow("b", to_paths(json!(["/b"]))),
         ],
-        vec![get("/a").is(403), get("/b").is(200)],
+        vec![
+            get("/a").is(403).shadow(1, 0),
+            get("/b").is(200).shadow(0, 1),
+        ],
+    ));
+    v.push(case(
+        "dry-run-deny-and-allow",
+        vec![
+            dry_run(deny("d", to_paths(json!(["/d"]))), "true"),
+            dry_run(allow("a", to_paths(json!(["/a"]))), "true"),
+        ],
+        vec![
+            get("/a").is(200).shadow(2, 0),
+            get("/d").is(200).shadow(0, 2),
+            get("/x").is(200).shadow(1, 1),
+        ],
     ));
     v.push(case(
         "dry-run-false-enforced",
         vec![dry_run(deny("all", json!([{}])), "false")],
-        vec![get("/").is(403)],
+        vec![get("/").is(403).shadow(0, 0)],
     ));
     v
 }
@@ -1885,7 +1953,14 @@ fn wasm_filter(p: &Prereqs, filter: &Value) -> Value {
         .unwrap()
 }
 
-fn listener(name: &str, ip: &str, port: u16, tls: bool, http_filters: Vec<Value>) -> Value {
+fn listener(
+    name: &str,
+    ip: &str,
+    port: u16,
+    tls: bool,
+    http_filters: Vec<Value>,
+    access_log: &Path,
+) -> Value {
     let mut filters = http_filters;
     filters.push(json!({
         "name": "envoy.filters.http.router",
@@ -1916,6 +1991,17 @@ fn listener(name: &str, ip: &str, port: u16, tls: bool, http_filters: Vec<Value>
                     }]
                 },
                 "http_filters": filters,
+                // Per request: its id, the native audit mark (RBAC LOG action), meshguard's.
+                "access_log": [{
+                    "name": "envoy.access_loggers.file",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                        "path": access_log,
+                        "log_format": { "text_format_source": { "inline_string":
+                            "%REQ(X-DIFF-ID)% %DYNAMIC_METADATA(envoy.common:access_log_hint)% %FILTER_STATE(wasm.meshguard.audit:PLAIN)%\n"
+                        } }
+                    }
+                }],
             }
         }]
     });
@@ -1958,6 +2044,7 @@ struct Run {
     envoy: Envoy,
     /// Listener address per case index.
     addrs: Vec<SocketAddr>,
+    access_log: PathBuf,
 }
 
 /// A port for a listener whose policies name it (`__PORT__`): below the kernel's ephemeral
@@ -2009,6 +2096,7 @@ fn start(p: &Prereqs, side: Side, cases: &[&Case], tag: &str) -> Run {
             port,
             c.transport == Transport::Mtls,
             http_filters,
+            &dir.join("access.log"),
         ));
     }
     let cfg = json!({
@@ -2026,7 +2114,12 @@ fn start(p: &Prereqs, side: Side, cases: &[&Case], tag: &str) -> Run {
                 .unwrap_or_else(|| panic!("no listener case{i}"))
         })
         .collect();
-    Run { side, envoy, addrs }
+    Run {
+        side,
+        envoy,
+        addrs,
+        access_log: dir.join("access.log"),
+    }
 }
 
 /// A request over TLS with curl: the client certificate of `req.client`, SNI `req.sni`.
@@ -2066,8 +2159,11 @@ fn curl_mtls(addr: SocketAddr, req: &Req) -> Result<Response, String> {
     http::parse_response(&out.stdout).map_err(|e| e.to_string())
 }
 
-fn send(run: &Run, i: usize, c: &Case, req: &Req) -> Result<Response, String> {
+fn send(run: &Run, i: usize, c: &Case, req: &Req, id: &str) -> Result<Response, String> {
     let addr = run.addrs[i];
+    let mut req = req.clone();
+    req.headers.push(("x-diff-id".into(), id.into()));
+    let req = &req;
     if c.transport == Transport::Mtls {
         return curl_mtls(addr, req);
     }
@@ -2109,11 +2205,33 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
     );
     let mut failures = Vec::new();
     let mut pairs = 0;
+    let mut audits: Vec<(&str, &Req, String)> = Vec::new();
+    let mut shadow_checks = 0;
     for (i, c) in cases.iter().enumerate() {
-        for req in &c.reqs {
+        let dry = serde_json::to_string(&c.policies)
+            .unwrap()
+            .contains(r#""istio.io/dry-run":"true""#);
+        for (j, req) in c.reqs.iter().enumerate() {
             pairs += 1;
-            let n = send(&native, i, c, req);
-            let m = send(&mesh, i, c, req);
+            let id = format!("{i}-{j}");
+            let before = dry.then(|| (shadow_counts(&native, i), shadow_counts(&mesh, i)));
+            let n = send(&native, i, c, req, &id);
+            let m = send(&mesh, i, c, req, &id);
+            if let Some((nb, mb)) = before {
+                shadow_checks += 1;
+                let (na, ma) = (shadow_counts(&native, i), shadow_counts(&mesh, i));
+                let nd = (na.0 - nb.0, na.1 - nb.1);
+                let md = (ma.0 - mb.0, ma.1 - mb.1);
+                if nd != md || req.shadow.is_some_and(|e| e != nd) {
+                    failures.push(format!(
+                        "case {}, request {}: dry-run (shadow allowed, denied) expected {:?}\n  native:    {nd:?}\n  meshguard: {md:?}",
+                        c.name,
+                        req.describe(),
+                        req.shadow,
+                    ));
+                }
+            }
+            audits.push((c.name, req, id));
             let (ns, ms) = (status(&n), status(&m));
             if ns != Some(req.expect) || ms != Some(req.expect) {
                 failures.push(format!(
@@ -2130,8 +2248,25 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
             }
         }
     }
+    let t_requests = t0.elapsed();
+    // Audit marks, from both access logs (flushed about every second).
+    let nlog = access_log(&native, audits.len());
+    let mlog = access_log(&mesh, audits.len());
+    for (case, req, id) in &audits {
+        let n = nlog.get(id).map(|(hint, _)| hint == "true");
+        let m = mlog.get(id).map(|(_, fs)| fs != "-" && !fs.is_empty());
+        if n != m || n.is_none() || req.audit.is_some_and(|e| Some(e) != n) {
+            failures.push(format!(
+                "case {case}, request {}: audit mark expected {:?}\n  native:    {n:?}\n  meshguard: {m:?}",
+                req.describe(),
+                req.audit,
+            ));
+        }
+    }
     eprintln!(
-        "differential[{tag}]: {} cases, {pairs} (case, request) pairs, {} failures, {:?}",
+        "differential[{tag}]: {} cases, {pairs} (case, request) pairs compared by status and \
+         audit mark, {shadow_checks} also by dry-run result; {} failures; requests done at \
+         {t_requests:?}, total {:?}",
         cases.len(),
         failures.len(),
         t0.elapsed()
@@ -2151,6 +2286,50 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
         }
     }
     (pairs, failures)
+}
+
+/// (shadow allowed, shadow denied): native = the RBAC filters' dry-run stats of listener
+/// `case{i}`, meshguard = its own counters (global; requests are sequential).
+fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
+    let stats = match run.side {
+        Side::Native => run.envoy.stats(&format!("^http\\.case{i}\\.rbac\\.")),
+        Side::Meshguard => run.envoy.stats("meshguard\\.rbac\\.shadow"),
+    }
+    .unwrap();
+    let sum = |suffix: &str| -> u64 {
+        stats
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    (sum("shadow_allowed"), sum("shadow_denied"))
+}
+
+/// Access log lines by request id: (native audit hint, meshguard audit filter state).
+fn access_log(run: &Run, expected: usize) -> BTreeMap<String, (String, String)> {
+    // Envoy flushes access logs every 10 s (`--file-flush-interval-msec`); reopening them
+    // flushes now.
+    let reopen = Call::get("/reopen_logs").method("POST");
+    let _ = http::send(run.envoy.admin(), &reopen);
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(&run.access_log).unwrap_or_default();
+        let map: BTreeMap<String, (String, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                Some((
+                    f.next()?.to_string(),
+                    (f.next()?.to_string(), f.next()?.to_string()),
+                ))
+            })
+            .collect();
+        if map.len() >= expected || Instant::now() > deadline {
+            return map;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn tail(log: &str, lines: usize) -> String {
@@ -2200,7 +2379,14 @@ fn translator_output_is_accepted_by_envoy_validate() {
         .enumerate()
         .map(|(i, c)| {
             let f = istio_rbac::http_filters(&filter_json(&c.policies, 8080)).unwrap();
-            listener(&format!("case{i}"), "127.0.0.1", 0, false, f)
+            listener(
+                &format!("case{i}"),
+                "127.0.0.1",
+                0,
+                false,
+                f,
+                &dir.join("access.log"),
+            )
         })
         .collect();
     let cfg = json!({
