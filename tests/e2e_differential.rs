@@ -2232,6 +2232,28 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
                 }
             }
             audits.push((c.name, req, id));
+            // Local replies must match too: body (RBAC / jwt_authn status strings) and the
+            // www-authenticate challenge (its realm names each side's own listener port).
+            if let (Ok(nr), Ok(mr)) = (&n, &m) {
+                let challenge = |r: &Response, run: &Run| {
+                    r.header("www-authenticate")
+                        .map(|v| v.replace(&format!(":{}/", run.addrs[i].port()), ":PORT/"))
+                };
+                let (nc, mc) = (challenge(nr, &native), challenge(mr, &mesh));
+                if nr.status >= 400
+                    && nr.status == mr.status
+                    && (nr.text() != mr.text() || nc != mc)
+                {
+                    failures.push(format!(
+                        "case {}, request {}: same status {}, different reply\n  native:    {:?} www-authenticate {nc:?}\n  meshguard: {:?} www-authenticate {mc:?}",
+                        c.name,
+                        req.describe(),
+                        nr.status,
+                        nr.text(),
+                        mr.text(),
+                    ));
+                }
+            }
             let (ns, ms) = (status(&n), status(&m));
             if ns != Some(req.expect) || ms != Some(req.expect) {
                 failures.push(format!(
@@ -2264,7 +2286,7 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
         }
     }
     eprintln!(
-        "differential[{tag}]: {} cases, {pairs} (case, request) pairs compared by status and \
+        "differential[{tag}]: {} cases, {pairs} (case, request) pairs compared by status, local reply and \
          audit mark, {shadow_checks} also by dry-run result; {} failures; requests done at \
          {t_requests:?}, total {:?}",
         cases.len(),
