@@ -1741,6 +1741,132 @@ fn cases() -> Vec<Case> {
         .mtls(),
     );
 
+    // ----- more edges -----
+    v.push(case(
+        "selector-empty-match-labels",
+        vec![selector(deny("all", json!([{}])), json!({}))],
+        vec![get("/").is(403)],
+    ));
+    v.push(case(
+        "jwt-not-values-without-token",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/a"] } }],
+                      "when": [when_not("request.auth.principal", json!([format!("{ISSUER}/bob")]))] },
+                    { "to": [{ "operation": { "paths": ["/b"] } }],
+                      "when": [when("request.auth.claims[groups]", json!(["*"]))] }
+                ]),
+            ),
+        ],
+        vec![
+            get("/a").is(200),
+            get("/a").tok(&alice).is(200),
+            get("/a").tok(&bob).is(403),
+            get("/b").tok(&claims(json!({ "groups": ["x"] }))).is(200),
+            get("/b").tok(&claims(json!({ "groups": "x" }))).is(200),
+            get("/b").tok(&alice).is(403),
+        ],
+    ));
+    v.push(case(
+        "jwt-claims-url-names-and-number-lists",
+        vec![
+            ra(),
+            allow(
+                "p",
+                json!([
+                    { "to": [{ "operation": { "paths": ["/a"] } }],
+                      "when": [when("request.auth.claims[https://example.com/roles]", json!(["admin"]))] },
+                    { "to": [{ "operation": { "paths": ["/b"] } }],
+                      "when": [when("request.auth.claims[levels]", json!(["1"]))] }
+                ]),
+            ),
+        ],
+        vec![
+            get("/a")
+                .tok(&claims(json!({ "https://example.com/roles": ["admin"] })))
+                .is(200),
+            get("/a").tok(&claims(json!({ "roles": ["admin"] }))).is(403),
+            // Envoy's string matcher never matches numbers, in a list or not.
+            get("/b").tok(&claims(json!({ "levels": [1, 2] }))).is(403),
+            get("/b").tok(&claims(json!({ "levels": ["1", 2] }))).is(200),
+        ],
+    ));
+    v.push(case(
+        "when-request-headers-presence-deny",
+        vec![deny(
+            "h",
+            json!([{ "when": [when("request.headers[x-debug]", json!(["*"]))] }]),
+        )],
+        vec![
+            get("/").h("x-debug", "1").is(403),
+            get("/").h("x-debug", "").is(403),
+            get("/").is(200),
+        ],
+    ));
+    v.push(case(
+        "ip-blocks-host-bits-and-ipv6",
+        vec![allow(
+            "ip",
+            json!([
+                { "from": [{ "source": { "ipBlocks": ["127.0.0.5/8"] } }],
+                  "to": [{ "operation": { "paths": ["/a"] } }] },
+                { "from": [{ "source": { "remoteIpBlocks": ["2001:db8::/32"] } }],
+                  "to": [{ "operation": { "paths": ["/b"] } }] },
+                { "from": [{ "source": { "remoteIpBlocks": ["::ffff:0:0/96"] } }],
+                  "to": [{ "operation": { "paths": ["/c"] } }] }
+            ]),
+        )],
+        vec![
+            get("/a").is(200),
+            get("/b").xff("2001:db8::1").is(200),
+            get("/b").xff("2001:db9::1").is(403),
+            // An IPv4 client never matches an IPv6 block, not even the IPv4-mapped range.
+            get("/c").xff("1.2.3.4").is(403),
+            get("/b").is(403),
+        ],
+    ));
+    v.push(case(
+        "paths-raw-encoding-and-empty-query",
+        vec![allow("p", to_paths(json!(["/a%20b", "/exact"])))],
+        vec![
+            get("/a%20b").is(200),
+            get("/exact?").is(200),
+            // A fragment in the request target is refused by Envoy's HTTP/1 codec before
+            // any filter (clients never send one).
+            get("/exact#frag").is(400),
+        ],
+    ));
+    v.push(
+        case(
+            "mtls-not-namespaces-and-principal-when",
+            vec![deny(
+                "p",
+                json!([{ "when": [
+                    when_not("source.namespace", json!(["foo"])),
+                    when_not("source.principal", json!(["*/sa/admin"]))
+                ] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("bar/sleep").is(403),
+                get("/").client("shop-prod/web").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(case(
+        "plaintext-when-source-not-values",
+        vec![deny(
+            "p",
+            json!([{ "when": [when_not("source.namespace", json!(["foo"]))] }]),
+        )],
+        // No peer identity: notValues match, so the DENY applies.
+        vec![get("/").is(403)],
+    ));
+
     // ----- AUDIT and dry-run -----
     // Audit mark = Envoy RBAC LOG action's `envoy.common` `access_log_hint` (native) and
     // meshguard's `meshguard.audit` filter state, both read from the access log.
