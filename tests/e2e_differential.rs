@@ -135,6 +135,9 @@ struct Case {
     reqs: Vec<Req>,
     /// A disagreement found and reported: runs only in the ignored test.
     known: Option<&'static str>,
+    /// Edge listener (`use_remote_address: true`) with this many trusted x-forwarded-for
+    /// hops, instead of the sidecar's `use_remote_address: false`.
+    xff_hops: Option<u32>,
 }
 
 fn case(name: &'static str, policies: Vec<Value>, reqs: Vec<Req>) -> Case {
@@ -144,12 +147,17 @@ fn case(name: &'static str, policies: Vec<Value>, reqs: Vec<Req>) -> Case {
         policies,
         reqs,
         known: None,
+        xff_hops: None,
     }
 }
 
 impl Case {
     fn mtls(mut self) -> Self {
         self.transport = Transport::Mtls;
+        self
+    }
+    fn edge(mut self, trusted_hops: u32) -> Self {
+        self.xff_hops = Some(trusted_hops);
         self
     }
     fn alt_ip(mut self) -> Self {
@@ -1867,6 +1875,56 @@ fn cases() -> Vec<Case> {
         vec![get("/").is(403)],
     ));
 
+    v.push(
+        case(
+            "edge-remote-ip-blocks-no-trusted-hops",
+            vec![allow(
+                "ip",
+                json!([
+                    { "from": [{ "source": { "remoteIpBlocks": ["1.2.3.0/24"] } }],
+                      "to": [{ "operation": { "paths": ["/a"] } }] },
+                    { "from": [{ "source": { "remoteIpBlocks": ["127.0.0.1"] } }],
+                      "to": [{ "operation": { "paths": ["/b"] } }] }
+                ]),
+            )],
+            // At the edge with no trusted hops the client cannot choose its address.
+            vec![
+                get("/a").xff("1.2.3.4").is(403),
+                get("/b").xff("1.2.3.4").is(200),
+                get("/b").is(200),
+            ],
+        )
+        .edge(0),
+    );
+    v.push(
+        case(
+            "edge-remote-ip-blocks-one-trusted-hop",
+            vec![allow(
+                "ip",
+                json!([{ "from": [{ "source": { "remoteIpBlocks": ["1.2.3.0/24"] } }] }]),
+            )],
+            vec![
+                get("/").xff("1.2.3.4").is(200),
+                get("/").xff("1.2.3.4, 5.5.5.5").is(403),
+                get("/").xff("5.5.5.5, 1.2.3.4").is(200),
+                get("/").is(403),
+            ],
+        )
+        .edge(1),
+    );
+    v.push(
+        case(
+            "edge-ip-blocks-one-trusted-hop",
+            vec![allow(
+                "ip",
+                json!([{ "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }] }]),
+            )],
+            vec![get("/").is(200), get("/").xff("1.2.3.4").is(200)],
+        )
+        .edge(1)
+        .known(XFF_SOURCE_IP),
+    );
+
     // ----- AUDIT and dry-run -----
     // Audit mark = Envoy RBAC LOG action's `envoy.common` `access_log_hint` (native) and
     // meshguard's `meshguard.audit` filter state, both read from the access log.
@@ -2216,14 +2274,22 @@ fn start(p: &Prereqs, side: Side, cases: &[&Case], tag: &str) -> Run {
         } else {
             "127.0.0.1"
         };
-        listeners.push(listener(
+        let mut l = listener(
             &format!("case{i}"),
             ip,
             port,
             c.transport == Transport::Mtls,
             http_filters,
             &dir.join("access.log"),
-        ));
+        );
+        if let Some(hops) = c.xff_hops {
+            let hcm = l
+                .pointer_mut("/filter_chains/0/filters/0/typed_config")
+                .unwrap();
+            hcm["use_remote_address"] = json!(true);
+            hcm["xff_num_trusted_hops"] = json!(hops);
+        }
+        listeners.push(l);
     }
     let cfg = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
