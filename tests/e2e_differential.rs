@@ -171,9 +171,10 @@ impl Case {
 }
 
 /// Reported: meshguard takes `ipBlocks` / `source.ip` from the x-forwarded-for-derived address.
-const XFF_SOURCE_IP: &str = "meshguard matches ipBlocks/source.ip against the \
-    x-forwarded-for-derived client address (Envoy `source.address` under \
-    use_remote_address: false), not the TCP peer (Envoy RBAC `direct_remote_ip`)";
+const XFF_SOURCE_IP: &str = "meshguard matches ipBlocks/source.ip against Envoy's \
+    `source.address`, the client address after x-forwarded-for handling (whenever XFF is \
+    trusted: use_remote_address false, or trusted hops > 0), not the TCP peer (Envoy RBAC \
+    `direct_remote_ip`); src/wasm/host.rs notes wasm has no attribute for the direct peer";
 
 /// Reported: meshguard's header matcher sees only the joined value of repeated headers.
 const REPEATED_HEADERS: &str = "meshguard matches request.headers[] only against the \
