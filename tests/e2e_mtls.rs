@@ -8,7 +8,7 @@ use common::*;
 use meshguard::devtools::certs::{self, Identity, MeshCa};
 use meshguard::devtools::http::{Call, Response};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The shipped cert set (ca, server for foo/httpbin, client foo/sleep) plus more clients:
 /// bar/sleep, istio-system/ingressgateway, foo/admin, and foo/sleep from an untrusted CA.
@@ -82,7 +82,7 @@ impl Sidecar {
     }
 
     fn file(&self, name: &str) -> PathBuf {
-        Path::new(&self.certs).join(name)
+        self.certs.join(name)
     }
 }
 
