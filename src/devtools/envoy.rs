@@ -315,10 +315,6 @@ impl Envoy {
         self.admin
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Bound listener addresses by listener name (from `/listeners?format=json`).
     pub fn listeners(&self) -> Result<BTreeMap<String, SocketAddr>> {
         let v = http::get(self.admin, "/listeners?format=json")?.json_body()?;
