@@ -119,7 +119,18 @@ impl Engine {
                 mutations,
             } => (auth, mutations),
         };
-        let authz = self.authz.evaluate(req, &auth);
+        // Authorization sees the request after authentication changed it, as RBAC does
+        // after jwt_authn.
+        let authorized_view;
+        let view = if mutations.is_empty() {
+            req
+        } else {
+            let mut copy = req.clone();
+            mutations.apply_to(&mut copy);
+            authorized_view = copy;
+            &authorized_view
+        };
+        let authz = self.authz.evaluate(view, &auth);
         let verdict = if authz.allowed {
             Verdict::Allow
         } else {

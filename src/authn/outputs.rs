@@ -19,6 +19,20 @@ impl HeaderMutations {
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty() && self.path.is_none()
     }
+
+    /// Applies the changes to the engine's view of the request, so that authorization sees
+    /// the request as Envoy's RBAC would after jwt_authn (forged output headers gone, claim
+    /// headers set, token removed).
+    pub fn apply_to(&self, req: &mut crate::attrs::RequestAttributes) {
+        if !self.remove.is_empty() {
+            req.headers
+                .retain(|(name, _)| !self.remove.iter().any(|r| r.eq_ignore_ascii_case(name)));
+        }
+        req.headers.extend(self.add.iter().cloned());
+        if let Some(path) = &self.path {
+            req.path.clone_from(path);
+        }
+    }
 }
 
 /// Adds the payload header and claim headers of one verified token.

@@ -180,6 +180,18 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// True when `pred` holds for some single value of a regular header.
+    fn each_header_value(&self, name: &HeaderName, mut pred: impl FnMut(&str) -> bool) -> bool {
+        let HeaderName::Regular(n) = name else {
+            return false;
+        };
+        self.req
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .any(|(_, v)| pred(v))
+    }
+
     fn claim(&self, path: &[Box<str>]) -> Option<&'a Value> {
         let (first, rest) = path.split_first()?;
         let mut value = self.claims?.get(&**first)?;
@@ -210,7 +222,13 @@ impl Cond {
             Cond::Path(f) => f.eval(|m| m.matches(ctx.path)),
             Cond::Header(name, f) => {
                 let value = ctx.header(name);
-                f.eval(|m| m.matches(value.as_deref()))
+                // Envoy 1.40 matches a repeated header on the comma-joined value and on each
+                // single value (the differential test shows both).
+                let repeated = matches!(value, Some(Cow::Owned(_)));
+                f.eval(|m| {
+                    m.matches(value.as_deref())
+                        || (repeated && ctx.each_header_value(name, |v| m.matches(Some(v))))
+                })
             }
             Cond::Sni(f) => f.eval(|m| m.matches(ctx.sni)),
             Cond::Claim(path, f) => {

@@ -1343,7 +1343,7 @@ mod when {
     }
 
     #[test]
-    fn repeated_headers_are_joined_with_commas() {
+    fn repeated_headers_match_joined_or_each_value() {
         let mut r = with_header("x-role", "a");
         r.headers.push(("x-role".into(), "b".into()));
         assert!(when_matches(
@@ -1353,9 +1353,18 @@ mod when {
             &r,
             &no_auth()
         ));
-        assert!(!when_matches(
+        // Envoy 1.40 also matches each single value (differential case
+        // when-request-headers-repeated-any-value).
+        assert!(when_matches(
             "request.headers[x-role]",
             json!(["b"]),
+            NONE,
+            &r,
+            &no_auth()
+        ));
+        assert!(!when_matches(
+            "request.headers[x-role]",
+            json!(["c"]),
             NONE,
             &r,
             &no_auth()
