@@ -200,6 +200,44 @@ fn cli_validate_prints_ok_or_the_json_path() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }
 
+/// `meshguard convert`: the policies of a shipped filter, as a YAML manifest with a
+/// Deployment mixed in, come back as an equivalent filter configuration.
+#[test]
+fn cli_convert_round_trips_the_demo_policies() {
+    let demo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("filters/demo.json")).unwrap())
+            .unwrap();
+    let mut yaml = String::from("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n");
+    for p in demo["policies"].as_array().unwrap() {
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_yaml_ng::to_string(p).unwrap());
+    }
+    let dir = workdir("cli-convert");
+    let manifest = dir.join("policies.yaml");
+    std::fs::write(&manifest, yaml).unwrap();
+    let mut cmd = cli();
+    cmd.arg("convert");
+    if let Some(ns) = demo["workload"]["namespace"].as_str() {
+        cmd.args(["--namespace", ns]);
+    }
+    for (k, v) in demo["workload"]["labels"].as_object().into_iter().flatten() {
+        cmd.args(["--label", &format!("{k}={}", v.as_str().unwrap())]);
+    }
+    for (k, v) in demo["jwks"]["clusters"].as_object().into_iter().flatten() {
+        cmd.args(["--jwks-cluster", &format!("{k}={}", v.as_str().unwrap())]);
+    }
+    let out = cmd.arg(&manifest).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("skipped Deployment/web"), "{stderr}");
+    let converted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(converted["policies"], demo["policies"]);
+    assert_eq!(
+        converted["workload"]["namespace"],
+        demo["workload"]["namespace"]
+    );
+}
+
 /// `make run` without a terminal: envoy/demo.sh with MESHGUARD_DEMO_CHECK=1 starts the dev
 /// servers and Envoy, runs the printed curls (valid 200, none 403, invalid 401, DENY /admin)
 /// and stops everything.

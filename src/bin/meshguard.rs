@@ -12,6 +12,11 @@ usage:
   meshguard validate <filter.json>...
       Checks filter configurations (the JSON of CONFIG.md); prints OK or the error with its
       JSON path. Exit status 1 if any file is invalid.
+  meshguard convert [--namespace NS] [--label KEY=VALUE]... [--root-namespace NS]
+                    [--jwks-cluster AUTHORITY=CLUSTER]... <manifest.yaml|->...
+      Turns Istio manifests (YAML or JSON, several documents, kind: List) into the filter
+      configuration for the workload NS with these labels, validates it, and prints it.
+      Other kinds (Deployments, ...) are skipped and listed on stderr.
   meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
                        [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
       Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
@@ -30,6 +35,7 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["validate", files @ ..] if !files.is_empty() => return validate(files),
+        ["convert", rest @ ..] => convert(rest),
         ["demo", "serve", rest @ ..] => demo_serve(rest),
         ["demo", "certs", rest @ ..] => demo_certs(rest),
         ["version" | "--version"] => {
@@ -174,5 +180,58 @@ fn demo_certs(args: &[&str]) -> CliResult {
         "wrote ca.pem, server.pem, server-key.pem, sleep.pem, sleep-key.pem to {}",
         out.display()
     );
+    Ok(())
+}
+
+fn convert(args: &[&str]) -> CliResult {
+    let mut target = meshguard::convert::Target::default();
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    let pair = |flag: &str, v: Option<&&str>| -> Result<(String, String), String> {
+        let v = v.ok_or(format!("{flag} needs a value"))?;
+        v.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .ok_or(format!("{flag} {v:?}: expected KEY=VALUE"))
+    };
+    while let Some(&arg) = it.next() {
+        match arg {
+            "--namespace" => {
+                target.namespace = Some(it.next().ok_or("--namespace needs a value")?.to_string())
+            }
+            "--root-namespace" => {
+                target.root_namespace = Some(
+                    it.next()
+                        .ok_or("--root-namespace needs a value")?
+                        .to_string(),
+                )
+            }
+            "--label" => target.labels.push(pair(arg, it.next())?),
+            "--jwks-cluster" => target.jwks_clusters.push(pair(arg, it.next())?),
+            a if a.starts_with("--") => {
+                return Err(format!("unknown argument {a:?}\n{USAGE}").into())
+            }
+            file => files.push(file),
+        }
+    }
+    if files.is_empty() {
+        return Err(
+            format!("convert needs at least one manifest (or - for stdin)\n{USAGE}").into(),
+        );
+    }
+    let mut manifests = Vec::new();
+    for file in files {
+        let text = if file == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+        };
+        manifests.push((file.to_string(), text));
+    }
+    let out = meshguard::convert::convert(&manifests, &target)?;
+    for s in &out.skipped {
+        eprintln!("meshguard: skipped {s} (not a security policy)");
+    }
+    eprintln!("meshguard: {}", out.summary);
+    println!("{}", out.json);
     Ok(())
 }
