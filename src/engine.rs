@@ -138,10 +138,12 @@ impl Engine {
                 status: 403,
                 body: RBAC_DENIED_BODY.into(),
                 headers: Vec::new(),
-                details: details(
-                    "rbac_access_denied_matched_policy",
-                    &format!("[{}]", authz.policy.as_deref().unwrap_or("none")),
-                ),
+                // Envoy RBAC's form: `rbac_access_denied_matched_policy[<policy>|none]`.
+                details: format!(
+                    "rbac_access_denied_matched_policy[{}]",
+                    authz.policy.as_deref().unwrap_or("none")
+                )
+                .replace(char::is_whitespace, "_"),
             })
         };
         Outcome::Decided(Box::new(Decision {
