@@ -74,6 +74,12 @@ impl Engine {
         &self.summary
     }
 
+    /// What compiling dropped or ignored (an untranslatable value in a policy, a bad dry-run
+    /// annotation), one line each, for the log.
+    pub fn warnings(&self) -> &[String] {
+        self.authz.warnings()
+    }
+
     /// Decides one request. `now_secs`: Unix time, for token expiry.
     pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
         if let Some(reason) = self.peer.check(req) {

@@ -21,6 +21,8 @@ pub mod peer;
 pub mod convert;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod devtools;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod explain;
 
 #[cfg(target_arch = "wasm32")]
 mod wasm;

@@ -238,6 +238,49 @@ fn cli_convert_round_trips_the_demo_policies() {
     );
 }
 
+/// `meshguard explain`: the demo policies decide a described request without Envoy; the
+/// exit status is the outcome.
+#[test]
+fn cli_explain_names_the_deciding_policy() {
+    let demo = repo().join("filters/demo.json");
+    let out = cli()
+        .arg("explain")
+        .arg(&demo)
+        .args(["--path", "/headers"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("no ALLOW policy matched"), "{stdout}");
+    let claims = r#"{"iss":"https://demo.meshguard.dev","sub":"ann","groups":["admins"]}"#;
+    let out = cli()
+        .arg("explain")
+        .arg(&demo)
+        .args(["--path", "/admin/x", "--claims", claims])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("https://demo.meshguard.dev/ann"),
+        "{stdout}"
+    );
+    let out = cli()
+        .arg("explain")
+        .arg(&demo)
+        .args([
+            "--path",
+            "/admin/x",
+            "--claims",
+            &claims.replace("admins", "dev"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("admin-needs-admins-group"), "{stdout}");
+}
+
 /// `make run` without a terminal: envoy/demo.sh with MESHGUARD_DEMO_CHECK=1 starts the dev
 /// servers and Envoy, runs the printed curls (valid 200, none 403, invalid 401, DENY /admin)
 /// and stops everything.

@@ -17,6 +17,12 @@ usage:
       Turns Istio manifests (YAML or JSON, several documents, kind: List) into the filter
       configuration for the workload NS with these labels, validates it, and prints it.
       Other kinds (Deployments, ...) are skipped and listed on stderr.
+  meshguard explain <filter.json> [--method M] [--path P] [--host H] [--header NAME:VALUE]...
+                    [--peer spiffe://TD/ns/N/sa/S] [--claims JSON] [--source IP:PORT]
+                    [--destination IP:PORT]
+      Shows how the configuration decides one described request: the mTLS mode, the request
+      principal (claims of a token taken as verified), the decision and the deciding policy.
+      Exit status 0 when allowed, 2 when denied, 1 on error.
   meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
                        [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
       Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["validate", files @ ..] if !files.is_empty() => return validate(files),
         ["convert", rest @ ..] => convert(rest),
+        ["explain", file, rest @ ..] => return explain(file, rest),
         ["demo", "serve", rest @ ..] => demo_serve(rest),
         ["demo", "certs", rest @ ..] => demo_certs(rest),
         ["version" | "--version"] => {
@@ -66,7 +73,12 @@ fn validate(files: &[&str]) -> ExitCode {
                 ok = false;
             }
             Ok(text) => match meshguard::engine::Engine::from_json(&text) {
-                Ok(engine) => println!("{file}: OK ({})", engine.summary()),
+                Ok(engine) => {
+                    println!("{file}: OK ({})", engine.summary());
+                    for w in engine.warnings() {
+                        println!("{file}: warning: {w}");
+                    }
+                }
                 Err(e) => {
                     println!("{file}: {e}");
                     ok = false;
@@ -234,4 +246,70 @@ fn convert(args: &[&str]) -> CliResult {
     eprintln!("meshguard: {}", out.summary);
     println!("{}", out.json);
     Ok(())
+}
+
+fn explain(file: &str, args: &[&str]) -> ExitCode {
+    match run_explain(file, args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_explain(
+    file: &str,
+    args: &[&str],
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let flags = Flags::parse(
+        args,
+        &[
+            "--method",
+            "--path",
+            "--host",
+            "--header",
+            "--peer",
+            "--claims",
+            "--source",
+            "--destination",
+        ],
+        &[],
+    )?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let claims = match flags.get("--claims") {
+        None => None,
+        Some(c) => match serde_json::from_str::<serde_json::Value>(c)? {
+            serde_json::Value::Object(m) => Some(m),
+            _ => return Err("--claims must be a JSON object".into()),
+        },
+    };
+    let addr = |name: &str| -> Result<Option<SocketAddr>, String> {
+        flags.get(name).map(|_| flags.addr(name, "")).transpose()
+    };
+    let headers = flags
+        .pairs
+        .iter()
+        .filter(|(k, _)| *k == "--header")
+        .filter_map(|(_, v)| *v)
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .ok_or(format!("--header {h:?}: expected NAME:VALUE"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let described = meshguard::explain::Described {
+        method: flags.get("--method").unwrap_or("GET").to_string(),
+        path: flags.get("--path").unwrap_or("/").to_string(),
+        host: flags.get("--host").unwrap_or("example.com").to_string(),
+        headers,
+        peer: flags.get("--peer").map(String::from),
+        claims,
+        source: addr("--source")?,
+        destination: addr("--destination")?,
+    };
+    let out = meshguard::explain::explain(&text, &described).map_err(|e| format!("{file}: {e}"))?;
+    print!("{}", out.text);
+    Ok(out.allowed)
 }

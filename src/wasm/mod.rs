@@ -121,6 +121,9 @@ impl RootContext for Root {
             LogLevel::Info,
             &format!("meshguard: configured: {}", engine.summary()),
         );
+        for warning in engine.warnings() {
+            host::log(LogLevel::Warn, &format!("meshguard: {warning}"));
+        }
         {
             let mut st = self.state.borrow_mut();
             st.jwks
