@@ -28,6 +28,16 @@ impl Filter {
     }
 }
 
+impl Filter {
+    fn hold_while_paused(&self) -> Action {
+        if self.state.borrow().paused.contains_key(&self.context_id) {
+            Action::Pause
+        } else {
+            Action::Continue
+        }
+    }
+}
+
 impl Context for Filter {}
 
 impl HttpContext for Filter {
@@ -63,6 +73,17 @@ impl HttpContext for Filter {
                 Action::Pause
             }
         }
+    }
+
+    // While the headers wait for keys, the body and trailers wait too (as jwt_authn does).
+    // Envoy 1.40 already stops all iteration on a paused header callback; holding them here
+    // keeps that guarantee independent of how a host maps `Pause`.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.hold_while_paused()
+    }
+
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.hold_while_paused()
     }
 
     fn on_log(&mut self) {
