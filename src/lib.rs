@@ -18,6 +18,8 @@ pub mod jwt;
 pub mod peer;
 
 #[cfg(not(target_arch = "wasm32"))]
+pub mod ca;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod convert;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod devtools;

@@ -8,6 +8,7 @@ use rcgen::{
 };
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 /// A PEM certificate and its PEM private key.
 pub struct Issued {
@@ -37,6 +38,27 @@ fn write_private(path: &Path, pem: &str) -> Result<()> {
     Ok(())
 }
 
+/// How a workload certificate is issued beyond its [`Identity`]: its validity window and,
+/// for negative tests, whether the SPIFFE URI SAN is left out.
+#[derive(Debug, Clone, Default)]
+pub struct IssueOptions {
+    /// `(not_before, not_after)`; `None` keeps rcgen's (effectively unbounded) window.
+    pub validity: Option<(SystemTime, SystemTime)>,
+    /// Leave out the SPIFFE URI SAN (a certificate no mesh peer accepts as a workload).
+    pub omit_spiffe: bool,
+}
+
+impl IssueOptions {
+    /// Valid from one minute ago (clock skew) for `ttl`.
+    pub fn ttl(ttl: Duration) -> Self {
+        let now = SystemTime::now();
+        Self {
+            validity: Some((now - Duration::from_secs(60), now + ttl)),
+            omit_spiffe: false,
+        }
+    }
+}
+
 /// A self-signed CA for one trust domain.
 pub struct MeshCa {
     trust_domain: String,
@@ -56,6 +78,12 @@ pub struct Identity<'a> {
 impl MeshCa {
     /// A fresh ECDSA P-256 CA (`O=meshguard dev`, `CN=<trust domain> dev CA`).
     pub fn new(trust_domain: &str) -> Result<Self> {
+        Self::with_key(trust_domain, KeyPair::generate()?)
+    }
+
+    /// The CA for `trust_domain` around an existing key. The certificate is rebuilt with the
+    /// same subject and key identifier, so leaves it signs chain to the saved `ca.pem`.
+    fn with_key(trust_domain: &str, key: KeyPair) -> Result<Self> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
             .distinguished_name
@@ -69,13 +97,45 @@ impl MeshCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Self {
             trust_domain: trust_domain.to_string(),
             cert,
             key,
         })
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// Saves the CA into `dir`: `ca.pem`, `ca-key.pem` (mode 0600) and `trust-domain`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.write(dir)?;
+        write_private(&dir.join("ca-key.pem"), &self.key.serialize_pem())?;
+        std::fs::write(dir.join("trust-domain"), format!("{}\n", self.trust_domain))?;
+        Ok(())
+    }
+
+    /// Loads a CA saved by [`MeshCa::save`].
+    pub fn load(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name)).map_err(|e| {
+                format!(
+                    "{}: {e} (not a CA directory? create one with `meshguard ca init --out {}`)",
+                    dir.join(name).display(),
+                    dir.display()
+                )
+            })
+        };
+        let trust_domain = read("trust-domain")?.trim().to_string();
+        let key = KeyPair::from_pem(&read("ca-key.pem")?).map_err(|e| {
+            format!(
+                "{}: not a private key: {e}",
+                dir.join("ca-key.pem").display()
+            )
+        })?;
+        Self::with_key(&trust_domain, key)
     }
 
     pub fn cert_pem(&self) -> String {
@@ -92,13 +152,32 @@ impl MeshCa {
 
     /// A workload certificate usable as client and server certificate.
     pub fn issue(&self, id: &Identity<'_>) -> Result<Issued> {
+        self.issue_with(id, &IssueOptions::default())
+    }
+
+    /// [`MeshCa::issue`] with a validity window; every certificate gets a fresh key and a
+    /// random serial number.
+    pub fn issue_with(&self, id: &Identity<'_>, opts: &IssueOptions) -> Result<Issued> {
         let spiffe = self.spiffe_id(id.namespace, id.service_account);
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
             .push(DnType::OrganizationName, "meshguard dev");
-        params.subject_alt_names = vec![SanType::URI(spiffe.as_str().try_into()?)];
+        if opts.omit_spiffe {
+            // Something must name the subject: a CN as a pre-SPIFFE certificate would.
+            params.distinguished_name.push(
+                DnType::CommonName,
+                format!("{}.{}", id.service_account, id.namespace),
+            );
+        } else {
+            params.subject_alt_names = vec![SanType::URI(spiffe.as_str().try_into()?)];
+        }
+        if let Some((not_before, not_after)) = opts.validity {
+            params.not_before = not_before.into();
+            params.not_after = not_after.into();
+        }
+        params.serial_number = Some(random_serial());
         for dns in id.dns_names {
             params
                 .subject_alt_names
@@ -131,6 +210,16 @@ impl MeshCa {
         std::fs::write(&path, self.cert_pem())?;
         Ok(path)
     }
+}
+
+/// 16 random bytes, positive (top bit clear) as RFC 5280 requires.
+fn random_serial() -> rcgen::SerialNumber {
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01;
+    rcgen::SerialNumber::from_slice(&bytes)
 }
 
 /// The file set the shipped sidecar config expects (`envoy/certs/` in the repository):
