@@ -56,7 +56,8 @@ impl HttpContext for Filter {
         let attrs = host::request_attributes();
         let now = host::now_ms();
         let outcome = {
-            let st = self.state.borrow();
+            let mut st = self.state.borrow_mut();
+            st.jwks.sync_failed(now);
             engine.decide(&attrs, &st.jwks, now / 1000)
         };
         match outcome {

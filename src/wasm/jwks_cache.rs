@@ -141,6 +141,17 @@ impl JwksCache {
         self.sources.iter().any(|s| s.keys.is_none() && !s.failed)
     }
 
+    /// Reloads from shared data the key sets this VM holds as failed, so a request on this
+    /// worker sees keys another worker fetched since the last tick instead of failing
+    /// closed for up to a tick. Costs a shared-data read per failed set only.
+    pub(crate) fn sync_failed(&mut self, now: u64) {
+        for idx in 0..self.sources.len() {
+            if self.sources.get(idx).is_some_and(|s| s.failed) {
+                self.sync(idx, now);
+            }
+        }
+    }
+
     /// A request needs these key sets; the next tick fetches them.
     pub(crate) fn request_fetch(&mut self, _needed: &[usize]) {}
 

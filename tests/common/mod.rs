@@ -199,6 +199,8 @@ pub struct Spec {
     pub jwks_fault: Fault,
     /// Certificates for `envoy/certs/*` (sidecar).
     pub certs: Option<PathBuf>,
+    /// Envoy's `--concurrency` (worker threads).
+    pub concurrency: u32,
 }
 
 impl Spec {
@@ -210,6 +212,7 @@ impl Spec {
             jwks: remote_jwks(),
             jwks_fault: Fault::None,
             certs: None,
+            concurrency: 2,
         }
     }
 
@@ -274,8 +277,10 @@ impl Group {
             spec.certs.as_deref(),
             spec.filter.as_deref(),
         );
-        let envoy = Envoy::start(&Options::new(&p.envoy, &dir), &cfg)
-            .unwrap_or_else(|e| panic!("group {}: {e}", spec.name));
+        let mut opts = Options::new(&p.envoy, &dir);
+        opts.concurrency = spec.concurrency;
+        let envoy =
+            Envoy::start(&opts, &cfg).unwrap_or_else(|e| panic!("group {}: {e}", spec.name));
         let listener = envoy.listener(spec.shipped.listener()).unwrap();
         Group {
             name: spec.name,
