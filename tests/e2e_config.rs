@@ -9,14 +9,29 @@ mod common;
 use common::*;
 use meshguard::devtools::certs;
 use meshguard::devtools::envoy::{self, Envoy, Options};
+use meshguard::devtools::mesh;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Each shipped Envoy config and the filters/ file its meshguard filter embeds.
-const SHIPPED: [(&str, &str); 2] = [
-    ("envoy/ingress-gateway.yaml", "filters/demo.json"),
-    ("envoy/sidecar-inbound.yaml", "filters/sidecar.json"),
+/// Each shipped Envoy config and the filters/ file its meshguard filter embeds (`None`: the
+/// config has no meshguard filter, as the mesh client sidecar).
+const SHIPPED: [(&str, Option<&str>); 6] = [
+    ("envoy/ingress-gateway.yaml", Some("filters/demo.json")),
+    ("envoy/sidecar-inbound.yaml", Some("filters/sidecar.json")),
+    ("envoy/mesh-client.yaml", None),
+    (
+        "envoy/mesh-server-strict.yaml",
+        Some("filters/mesh-strict.json"),
+    ),
+    (
+        "envoy/mesh-server-permissive.yaml",
+        Some("filters/mesh-permissive.json"),
+    ),
+    (
+        "envoy/mesh-server-disable.yaml",
+        Some("filters/mesh-disable.json"),
+    ),
 ];
 
 fn files_in(dir: &str, ext: &str) -> Vec<PathBuf> {
@@ -59,6 +74,10 @@ fn shipped_configs_embed_the_filters_files() {
     for (config, filter) in SHIPPED {
         let cfg = envoy::load_config(&repo().join(config)).unwrap();
         let embedded = envoy::meshguard_configurations(&cfg);
+        let Some(filter) = filter else {
+            assert!(embedded.is_empty(), "{config}: unexpected meshguard filter");
+            continue;
+        };
         assert!(!embedded.is_empty(), "{config} has no meshguard filter");
         let want: Value =
             serde_json::from_str(&std::fs::read_to_string(repo().join(filter)).unwrap()).unwrap();
@@ -103,7 +122,19 @@ fn shipped_configs_pass_envoy_validate() {
     let p = require!();
     let dir = workdir("validate");
     certs::write_demo_set(&dir.join("certs")).unwrap();
-    for (config, _) in SHIPPED {
+    // The mesh configs' file-based SDS: a workload directory from the CLI's CA.
+    meshguard::ca::init(&dir.join("ca"), "cluster.local").unwrap();
+    let workload = dir.join("workload");
+    meshguard::ca::issue(
+        &dir.join("ca"),
+        "foo",
+        "httpbin",
+        meshguard::ca::DEFAULT_TTL,
+        &workload,
+    )
+    .unwrap();
+    let sds = mesh::write_sds(&repo(), &dir.join("sds"), &workload).unwrap();
+    for (config, filter) in SHIPPED {
         let mut cfg = envoy::load_config(&repo().join(config)).unwrap();
         envoy::localize_files(
             &mut cfg,
@@ -113,6 +144,7 @@ fn shipped_configs_pass_envoy_validate() {
                 certs: Some(&dir.join("certs")),
             },
         );
+        mesh::localize_sds(&mut cfg, &sds);
         let name = Path::new(config)
             .file_stem()
             .unwrap()
@@ -122,9 +154,10 @@ fn shipped_configs_pass_envoy_validate() {
         std::fs::write(&out, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
         let (ok, log) = envoy::validate(&p.envoy, &out, &dir).unwrap();
         assert!(ok, "{config} rejected by envoy --mode validate:\n{log}");
-        assert!(
+        assert_eq!(
             log.contains("meshguard: configured"),
-            "{config}: module not loaded?\n{log}"
+            filter.is_some(),
+            "{config}: module loaded as expected?\n{log}"
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod envoy;
 pub mod http;
 pub mod istio_rbac;
 pub mod keys;
+pub mod mesh;
 pub mod servers;
 
 /// Errors of the dev tools: they face developers and tests, so a message is enough.
