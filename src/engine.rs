@@ -19,14 +19,16 @@ pub struct Engine {
     authn: Authenticator,
     authz: Authorizer,
     refresh_interval: Duration,
+    kid_refetch_cooldown: Duration,
     summary: String,
 }
 
 /// The engine's answer for one request.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Remote keys (indices into [`Engine::remote_jwks`]) are not fetched yet: pause the
-    /// request, fetch, and decide again.
+    /// Remote keys (indices into [`Engine::remote_jwks`]) are not fetched yet, or lack a
+    /// token's `kid` while the key store allows a refetch: pause the request, (re)fetch, and
+    /// decide again.
     NeedKeys(Vec<usize>),
     Decided(Box<Decision>),
 }
@@ -56,6 +58,7 @@ impl Engine {
             authn,
             authz,
             refresh_interval: cfg.jwks.refresh_interval,
+            kid_refetch_cooldown: cfg.jwks.kid_refetch_cooldown,
             summary,
         })
     }
@@ -67,6 +70,11 @@ impl Engine {
 
     pub fn refresh_interval(&self) -> Duration {
         self.refresh_interval
+    }
+
+    /// Least time between two kid-miss refetches of one key set.
+    pub fn kid_refetch_cooldown(&self) -> Duration {
+        self.kid_refetch_cooldown
     }
 
     /// One line describing what was loaded, for the log.

@@ -235,3 +235,86 @@ fn jwks_fetch_faults_fail_closed_then_recover() {
         "unknown kid after recovery",
     );
 }
+
+const NO_KEY: &str = "Jwks doesn't have key to match kid or alg from Jwt";
+
+/// Unknown `kid` with cached remote keys (`kidRefetchCooldown: 5s`, 4 workers):
+/// - 20 tokens with random kids: all 401, and at most one extra JWKS fetch per cooldown;
+/// - keys rotated (a new kid published) while valid traffic flows: once the cooldown allows,
+///   the first token with the new kid waits for one refetch and passes, and no old-key token
+///   is refused meanwhile.
+#[test]
+fn unknown_kid_refetch_with_cooldown_and_key_rotation() {
+    let p = require!();
+    let cooldown = Duration::from_secs(5);
+    let randoms: Vec<String> = (0..20)
+        .map(|i| {
+            let k = keys::SigningKey::ec_p256(&format!("random-{i}")).unwrap();
+            token(&k, ISSUER, "mallory", json!({}))
+        })
+        .collect();
+    let mut spec = Spec::new("jwks-kid-refetch", Shipped::IngressGateway).filter(filter_with(
+        json!({}),
+        json!({ "kidRefetchCooldown": "5s" }),
+    ));
+    spec.concurrency = 4;
+    let g = Group::start(&p, spec);
+    let alice = valid_token("alice");
+    expect_upstream(&g.get_with_token("/headers", &alice), "first request");
+    assert_eq!(g.jwks.hits(), 1);
+
+    // Random kids, once the cooldown after the first fetch is over.
+    std::thread::sleep(cooldown + Duration::from_millis(300));
+    let start = Instant::now();
+    for (i, t) in randoms.iter().enumerate() {
+        expect_reply(
+            &g.get_with_token("/headers", t),
+            401,
+            NO_KEY,
+            &format!("random kid {i}"),
+        );
+    }
+    let elapsed = start.elapsed();
+    let extra = g.jwks.hits() - 1;
+    let allowed = 1 + (elapsed.as_millis() / cooldown.as_millis()) as usize;
+    eprintln!("20 random kids in {elapsed:?}: {extra} extra JWKS fetch(es)");
+    assert!(
+        (1..=allowed).contains(&extra),
+        "random kids caused {extra} fetches in {elapsed:?}: {:?}",
+        g.jwks.paths()
+    );
+
+    // Rotation: the server now also publishes the `stranger` key.
+    let rotated = token(&keys().stranger, ISSUER, "alice", json!({}));
+    g.jwks
+        .set_jwks(keys::jwks(&[&keys().rsa, &keys().ec, &keys().stranger]));
+    std::thread::sleep(cooldown + Duration::from_millis(300));
+    let hits_before = g.jwks.hits();
+    let (new_kid, old_traffic) = std::thread::scope(|s| {
+        let traffic = s.spawn(|| burst(&g, &alice, 4, 10));
+        std::thread::sleep(Duration::from_millis(50));
+        let first = g.get_with_token("/headers", &rotated);
+        (first, traffic.join().unwrap())
+    });
+    expect_upstream(&new_kid, "first token with the rotated-in kid");
+    assert!(
+        old_traffic.1.is_empty(),
+        "old-key tokens refused: {:?}",
+        old_traffic.1
+    );
+    // Every worker picks the new keys up: no refusal of the new kid from now on.
+    let (_, bad) = burst(&g, &rotated, 4, 5);
+    assert!(bad.is_empty(), "rotated-in kid refused: {bad:?}");
+    assert_eq!(
+        g.jwks.hits(),
+        hits_before + 1,
+        "one refetch for the rotation: {:?}",
+        g.jwks.paths()
+    );
+    expect_reply(
+        &g.get_with_token("/headers", &keys::tamper(&rotated)),
+        401,
+        "Jwt verification fails",
+        "tampered token with the new kid",
+    );
+}

@@ -67,6 +67,14 @@ pub enum KeyState {
 /// Where the adapter keeps remote key sets.
 pub trait KeyStore {
     fn keys(&self, uri: &str) -> KeyState;
+
+    /// The ready keys of `uri` lack a token's `kid`: true when a refetch may still bring it
+    /// (one is wanted or in flight, or the kid-miss cooldown allows one). The request then
+    /// waits ([`AuthnOutcome::NeedKeys`]) and the adapter refetches; false fails it with
+    /// "Jwks doesn't have key to match kid or alg from Jwt". The default never refetches.
+    fn kid_refetch(&self, _uri: &str) -> bool {
+        false
+    }
 }
 
 /// Compiled RequestAuthentication rules of one workload.
@@ -102,7 +110,8 @@ impl AuthnFailure {
 #[derive(Debug)]
 pub enum AuthnOutcome {
     /// Keys for these remote JWKS (indices into [`Authenticator::remote_jwks`]) are not there
-    /// yet: pause the request and ask again once they are.
+    /// yet, or lack a token's `kid` and the key store allows a refetch: pause the request,
+    /// (re)fetch, and ask again once the fetch is over.
     NeedKeys(Vec<usize>),
     Done {
         result: Result<AuthContext, AuthnFailure>,
@@ -375,8 +384,8 @@ impl Authenticator {
         if !jwt::audiences_allowed(&jwt, &rule.audiences) {
             return Err(JwtStatus::JwtAudienceNotAllowed);
         }
-        let jwks = match &rule.keys {
-            KeySource::Inline(k) => Arc::clone(k),
+        let (jwks, remote) = match &rule.keys {
+            KeySource::Inline(k) => (Arc::clone(k), None),
             KeySource::Remote(idx) => {
                 let uri = self
                     .remote
@@ -384,13 +393,26 @@ impl Authenticator {
                     .map(|r| r.uri.as_str())
                     .unwrap_or_default();
                 match keys.keys(uri) {
-                    KeyState::Ready(k) => k,
+                    KeyState::Ready(k) => (k, Some((*idx, uri))),
                     KeyState::Pending => return Ok(Verified::NeedKeys(*idx)),
                     KeyState::Failed => return Err(JwtStatus::JwksFetchFail),
                 }
             }
         };
-        jwks.verify(&jwt)?;
+        match jwks.verify(&jwt) {
+            Ok(()) => {}
+            // A kid the cached remote keys do not know: the keys may have been rotated.
+            Err(JwtStatus::JwksKidAlgMismatch) => {
+                let unknown_kid = jwt.kid.as_deref().is_some_and(|kid| !jwks.has_kid(kid));
+                return match remote {
+                    Some((idx, uri)) if unknown_kid && keys.kid_refetch(uri) => {
+                        Ok(Verified::NeedKeys(idx))
+                    }
+                    _ => Err(JwtStatus::JwksKidAlgMismatch),
+                };
+            }
+            Err(status) => return Err(status),
+        }
         Ok(Verified::Ready(rule_idx, Box::new(jwt)))
     }
 }

@@ -363,3 +363,72 @@ fn www_authenticate_realm() {
     let realm = www_authenticate(&request(&[], &long));
     assert!(realm.contains(&format!("http://example.com/{}\"", "x".repeat(255))));
 }
+
+/// Ready remote keys plus whether the store allows a kid-miss refetch.
+struct Refetching(KeyState, bool);
+
+impl KeyStore for Refetching {
+    fn keys(&self, _uri: &str) -> KeyState {
+        self.0.clone()
+    }
+    fn kid_refetch(&self, _uri: &str) -> bool {
+        self.1
+    }
+}
+
+#[test]
+fn unknown_kid_waits_for_a_refetch_only_when_the_store_allows_one() {
+    let uri = "https://keys.example.com/jwks";
+    let remote = authenticator(json!({"issuer": ISS, "jwksUri": uri}));
+    let ready = || KeyState::Ready(Arc::new(Jwks::parse(&jwks()).unwrap()));
+    let claims = json!({"iss": ISS, "sub": "a", "exp": NOW + 3600});
+    let with_kid = |kid: Option<&str>| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = kid.map(String::from);
+        let t = encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap();
+        request(&[("authorization", &format!("Bearer {t}"))], "/")
+    };
+    let rotated = with_kid(Some("k2"));
+
+    // Unknown kid, refetch allowed: the request waits for the key set.
+    assert!(matches!(
+        remote.authenticate(&rotated, &Refetching(ready(), true), NOW),
+        AuthnOutcome::NeedKeys(v) if v == vec![0]
+    ));
+    // Cooldown running: fails at once with Envoy's status.
+    let (r, _) = done(remote.authenticate(&rotated, &Refetching(ready(), false), NOW));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwksKidAlgMismatch);
+    // A known kid never waits, whatever the store allows.
+    let (r, _) = done(remote.authenticate(&with_kid(Some("k1")), &Refetching(ready(), true), NOW));
+    assert!(r.unwrap().jwt.is_some());
+    // A known kid with a bad signature fails as such, no refetch.
+    let bad = request(&[("authorization", &format!("Bearer {}x", good("a")))], "/");
+    let (r, _) = done(remote.authenticate(&bad, &Refetching(ready(), true), NOW));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwtVerificationFail);
+    // Inline keys are never refetched.
+    let inline = authenticator(inline_rule(json!({})));
+    let (r, _) = done(inline.authenticate(&rotated, &Refetching(ready(), true), NOW));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwksKidAlgMismatch);
+}
+
+#[test]
+fn kid_refetch_cooldown_setting() {
+    let with = |j: serde_json::Value| parse(&json!({ "jwks": j }).to_string());
+    assert_eq!(
+        with(json!({})).unwrap().jwks.kid_refetch_cooldown,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(
+        with(json!({ "kidRefetchCooldown": "5s" }))
+            .unwrap()
+            .jwks
+            .kid_refetch_cooldown,
+        std::time::Duration::from_secs(5)
+    );
+    assert_eq!(
+        with(json!({ "kidRefetchCooldown": "10ms" }))
+            .unwrap_err()
+            .path,
+        "jwks.kidRefetchCooldown"
+    );
+}

@@ -36,6 +36,9 @@ pub struct JwksSettings {
     pub clusters: BTreeMap<String, String>,
     /// How often remote key sets are refreshed.
     pub refresh_interval: Duration,
+    /// Least time between two fetches of one key set caused by tokens whose `kid` the cached
+    /// keys lack (process-wide), so random kids cannot flood the JWKS server.
+    pub kid_refetch_cooldown: Duration,
 }
 
 impl Default for JwksSettings {
@@ -43,6 +46,7 @@ impl Default for JwksSettings {
         Self {
             clusters: BTreeMap::new(),
             refresh_interval: Duration::from_secs(300),
+            kid_refetch_cooldown: Duration::from_secs(30),
         }
     }
 }
@@ -79,6 +83,7 @@ struct RawJwks {
     #[serde(default)]
     clusters: BTreeMap<String, String>,
     refresh_interval: Option<String>,
+    kid_refetch_cooldown: Option<String>,
 }
 
 /// An Istio resource as kubectl prints it.
@@ -115,6 +120,7 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
     let mut jwks = JwksSettings {
         clusters: Default::default(),
         refresh_interval: JwksSettings::default().refresh_interval,
+        kid_refetch_cooldown: JwksSettings::default().kid_refetch_cooldown,
     };
     if let Some(j) = raw.jwks {
         jwks.clusters = j.clusters;
@@ -128,6 +134,17 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
                 ));
             }
             jwks.refresh_interval = d;
+        }
+        if let Some(cooldown) = j.kid_refetch_cooldown {
+            let d = crate::duration::parse(&cooldown)
+                .map_err(|m| ConfigError::new("jwks.kidRefetchCooldown", m))?;
+            if d < Duration::from_secs(1) {
+                return Err(ConfigError::new(
+                    "jwks.kidRefetchCooldown",
+                    "must be at least 1s",
+                ));
+            }
+            jwks.kid_refetch_cooldown = d;
         }
     }
     let mut config = PluginConfig {

@@ -67,7 +67,7 @@ impl HttpContext for Filter {
             }
             Outcome::NeedKeys(needed) => {
                 let mut st = self.state.borrow_mut();
-                st.jwks.request_fetch(&needed);
+                st.jwks.request_fetch(&needed, now);
                 Metrics::inc(st.metrics.paused);
                 st.paused
                     .insert(self.context_id, PausedRequest { engine, attrs });

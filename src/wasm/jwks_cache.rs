@@ -36,6 +36,9 @@ struct Source {
     last_attempt_ms: u64,
     /// The last attempt failed and no keys are usable: requests fail closed.
     failed: bool,
+    /// A token's kid is missing from the keys: refetch (once the lease is won), unless
+    /// another VM attempted a fetch within the cooldown meanwhile.
+    refetch_wanted: bool,
     /// Shared-data version last loaded.
     seen_cas: Option<u32>,
 }
@@ -49,6 +52,7 @@ impl Source {
             fetched_at_ms: 0,
             last_attempt_ms: 0,
             failed: false,
+            refetch_wanted: false,
             seen_cas: None,
         }
     }
@@ -66,6 +70,11 @@ impl Source {
 pub(crate) struct JwksCache {
     sources: Vec<Source>,
     refresh_ms: u64,
+    /// Least time between a fetch attempt and a kid-miss refetch (process-wide: attempt
+    /// times are shared).
+    kid_cooldown_ms: u64,
+    /// The time of the last call that brought this cache up to date, for [`KeyStore`].
+    now_ms: u64,
     /// Callout token -> source index.
     in_flight: BTreeMap<u32, usize>,
 }
@@ -77,6 +86,17 @@ impl KeyStore for JwksCache {
             Some(Source { failed: true, .. }) | None => KeyState::Failed,
             Some(_) => KeyState::Pending,
         }
+    }
+
+    fn kid_refetch(&self, uri: &str) -> bool {
+        let Some(idx) = self.sources.iter().position(|s| s.remote.uri == uri) else {
+            return false;
+        };
+        self.in_flight.values().any(|&i| i == idx)
+            || self
+                .sources
+                .get(idx)
+                .is_some_and(|s| s.refetch_wanted || self.kid_cooldown_over(s, self.now_ms))
     }
 }
 
@@ -119,7 +139,12 @@ impl<'a> Record<'a> {
 impl JwksCache {
     /// Takes the remote key sets of a new configuration, keeping what is known of URIs that
     /// stay.
-    pub(crate) fn configure(&mut self, remotes: &[RemoteJwks], refresh: Duration) {
+    pub(crate) fn configure(
+        &mut self,
+        remotes: &[RemoteJwks],
+        refresh: Duration,
+        kid_cooldown: Duration,
+    ) {
         let mut old: Vec<Source> = std::mem::take(&mut self.sources);
         self.sources = remotes
             .iter()
@@ -133,6 +158,7 @@ impl JwksCache {
             })
             .collect();
         self.refresh_ms = refresh.as_millis() as u64;
+        self.kid_cooldown_ms = kid_cooldown.as_millis() as u64;
         self.in_flight.clear();
     }
 
@@ -145,6 +171,7 @@ impl JwksCache {
     /// worker sees keys another worker fetched since the last tick instead of failing
     /// closed for up to a tick. Costs a shared-data read per failed set only.
     pub(crate) fn sync_failed(&mut self, now: u64) {
+        self.now_ms = now;
         for idx in 0..self.sources.len() {
             if self.sources.get(idx).is_some_and(|s| s.failed) {
                 self.sync(idx, now);
@@ -152,15 +179,34 @@ impl JwksCache {
         }
     }
 
-    /// A request needs these key sets; the next tick fetches them.
-    pub(crate) fn request_fetch(&mut self, _needed: &[usize]) {}
+    fn kid_cooldown_over(&self, src: &Source, now: u64) -> bool {
+        now.saturating_sub(src.last_attempt_ms) >= self.kid_cooldown_ms
+    }
+
+    /// A request waits for these key sets. Those that have keys lack the request's kid: they
+    /// are refetched (by the next tick) when the cooldown allows; the first fetch of the
+    /// others is already due.
+    pub(crate) fn request_fetch(&mut self, needed: &[usize], now: u64) {
+        self.now_ms = now;
+        for &idx in needed {
+            let due = self
+                .sources
+                .get(idx)
+                .is_some_and(|s| s.keys.is_some() && self.kid_cooldown_over(s, now));
+            if let (true, Some(src)) = (due, self.sources.get_mut(idx)) {
+                src.refetch_wanted = true;
+            }
+        }
+    }
 
     /// Loads newer records from shared data, expires stale keys, starts due fetches.
     /// Returns true when some key set became usable or failed (paused requests can go on).
     pub(crate) fn tick(&mut self, now: u64, metrics: &Metrics) -> bool {
+        self.now_ms = now;
         let mut changed = false;
         for idx in 0..self.sources.len() {
             changed |= self.sync(idx, now);
+            changed |= self.drop_satisfied_refetch(idx, now);
             if self.fetch_due(idx, now) && self.try_lease(idx, now) {
                 changed |= self.dispatch(idx, now, metrics);
             }
@@ -213,12 +259,28 @@ impl JwksCache {
         changed
     }
 
+    /// A wanted kid-miss refetch that another VM's attempt (seen in shared data) made moot:
+    /// dropped, and true so the requests waiting for it are decided again.
+    fn drop_satisfied_refetch(&mut self, idx: usize, now: u64) -> bool {
+        let moot = self
+            .sources
+            .get(idx)
+            .is_some_and(|s| s.refetch_wanted && !self.kid_cooldown_over(s, now));
+        if let (true, Some(src)) = (moot, self.sources.get_mut(idx)) {
+            src.refetch_wanted = false;
+        }
+        moot
+    }
+
     fn fetch_due(&self, idx: usize, now: u64) -> bool {
         let Some(src) = self.sources.get(idx) else {
             return false;
         };
         if self.in_flight.values().any(|&i| i == idx) {
             return false;
+        }
+        if src.refetch_wanted {
+            return true;
         }
         let backoff_over = now.saturating_sub(src.last_attempt_ms) >= RETRY_BACKOFF_MS;
         match &src.keys {
@@ -277,9 +339,10 @@ impl JwksCache {
 
     /// Starts the callout. Returns true when it failed at once (state changed).
     fn dispatch(&mut self, idx: usize, now: u64, metrics: &Metrics) -> bool {
-        let Some(src) = self.sources.get(idx) else {
+        let Some(src) = self.sources.get_mut(idx) else {
             return false;
         };
+        src.refetch_wanted = false;
         let r = &src.remote;
         let headers = vec![
             (":method", "GET"),
@@ -315,6 +378,7 @@ impl JwksCache {
         now: u64,
         metrics: &Metrics,
     ) -> bool {
+        self.now_ms = now;
         let Some(idx) = self.in_flight.remove(&token) else {
             return false;
         };

@@ -126,8 +126,11 @@ impl RootContext for Root {
         }
         {
             let mut st = self.state.borrow_mut();
-            st.jwks
-                .configure(engine.remote_jwks(), engine.refresh_interval());
+            st.jwks.configure(
+                engine.remote_jwks(),
+                engine.refresh_interval(),
+                engine.kid_refetch_cooldown(),
+            );
             st.engine = Some(Rc::new(engine));
         }
         self.set_tick(FAST_TICK);
