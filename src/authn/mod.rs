@@ -2,6 +2,7 @@
 //! `jwtRule`, each `{provider OR allow_missing}`. So: no token passes (authorization decides),
 //! every present token must verify, and the verified payload becomes the request principal.
 
+mod cache;
 mod extract;
 mod outputs;
 pub mod spec;
@@ -11,6 +12,7 @@ use crate::config::{join, ConfigError, JwksSettings, Resource};
 use crate::jwt::{self, Jwks, Jwt, JwtStatus};
 use extract::Extractor;
 use spec::{JwtRule, RequestAuthenticationSpec};
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +87,10 @@ pub struct Authenticator {
     remote: Vec<RemoteJwks>,
     /// Output headers a client must not be able to forge: removed before verification.
     sanitize: Vec<String>,
+    /// Verified tokens (interior mutability: decided from `&self`, one thread per VM).
+    verified: RefCell<cache::TokenCache>,
+    /// Signature verifications done (cache misses), for tests and benchmarks.
+    signature_checks: Cell<u64>,
 }
 
 /// A failed authentication: Envoy's status decides code and body.
@@ -283,6 +289,16 @@ impl Authenticator {
         &self.remote
     }
 
+    /// Signatures verified so far (a verified-token cache hit verifies none).
+    pub fn signature_checks(&self) -> u64 {
+        self.signature_checks.get()
+    }
+
+    /// Tokens in the verified-token cache.
+    pub fn cached_tokens(&self) -> usize {
+        self.verified.borrow().len()
+    }
+
     /// True when no RequestAuthentication applies.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -362,14 +378,19 @@ impl Authenticator {
     }
 
     /// Envoy's per-token order: parse, issuer allowed at this location, time, audiences,
-    /// keys available, key selection and signature.
+    /// keys available, key selection and signature. A token in the verified-token cache
+    /// skips parsing and, while its rule still has the same key set, the signature.
     fn verify_token(
         &self,
         token: &extract::Token<'_>,
         keys: &dyn KeyStore,
         now_secs: u64,
     ) -> Result<Verified, JwtStatus> {
-        let jwt = Jwt::parse(&token.value)?;
+        let hit = self.verified.borrow_mut().get(&token.value);
+        let (jwt, hit) = match hit {
+            Some(cache::Hit { rule, jwt, keys }) => (jwt, Some((rule, keys))),
+            None => (Jwt::parse(&token.value)?, None),
+        };
         let rule_idx = token
             .rules
             .iter()
@@ -399,8 +420,22 @@ impl Authenticator {
                 }
             }
         };
+        if let Some((rule, cached_keys)) = &hit {
+            if *rule == rule_idx {
+                if Arc::ptr_eq(cached_keys, &jwks) {
+                    return Ok(Verified::Ready(rule_idx, Box::new(jwt)));
+                }
+                // The rule's key set changed since: its entries no longer vouch for anything.
+                self.verified.borrow_mut().keys_changed(rule_idx, &jwks);
+            }
+        }
+        self.signature_checks.set(self.signature_checks.get() + 1);
         match jwks.verify(&jwt) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.verified
+                    .borrow_mut()
+                    .insert(&token.value, rule_idx, &jwt, &jwks);
+            }
             // A kid the cached remote keys do not know: the keys may have been rotated.
             Err(JwtStatus::JwksKidAlgMismatch) => {
                 let unknown_kid = jwt.kid.as_deref().is_some_and(|kid| !jwks.has_kid(kid));

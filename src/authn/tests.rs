@@ -432,3 +432,93 @@ fn kid_refetch_cooldown_setting() {
         "jwks.kidRefetchCooldown"
     );
 }
+
+#[test]
+fn verified_token_cache_skips_only_the_signature() {
+    let uri = "https://keys.example.com/jwks";
+    let a = authenticator(json!({"issuer": ISS, "jwksUri": uri, "audiences": ["api"]}));
+    let set = Arc::new(Jwks::parse(&jwks()).unwrap());
+    let ready = Keys([(uri.to_string(), KeyState::Ready(Arc::clone(&set)))].into());
+    let bearer = |t: &str| request(&[("authorization", &format!("Bearer {t}"))], "/");
+    let t = token(json!({"iss": ISS, "sub": "a", "aud": "api", "exp": NOW + 100}));
+
+    for _ in 0..5 {
+        let (r, _) = done(a.authenticate(&bearer(&t), &ready, NOW));
+        assert_eq!(r.unwrap().jwt.unwrap().subject, "a");
+    }
+    assert_eq!(a.signature_checks(), 1, "four hits skipped the signature");
+    assert_eq!(a.cached_tokens(), 1);
+
+    // Time is checked on every hit: the cached token expires (past the 60 s skew).
+    let (r, _) = done(a.authenticate(&bearer(&t), &ready, NOW + 161));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwtExpired);
+    let (r, _) = done(a.authenticate(&bearer(&t), &ready, NOW + 50));
+    assert!(r.is_ok());
+
+    // Keys unavailable: the cache does not stand in for them.
+    let failed = Keys([(uri.to_string(), KeyState::Failed)].into());
+    let (r, _) = done(a.authenticate(&bearer(&t), &failed, NOW));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwksFetchFail);
+
+    // A new key set without the token's key: the entry is dropped, the token refused.
+    let other = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(b"another-secret-of-32-bytes-length!!");
+    let rotated = json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1", "k": other}]});
+    let rotated = Keys(
+        [(
+            uri.to_string(),
+            KeyState::Ready(Arc::new(Jwks::parse(&rotated.to_string()).unwrap())),
+        )]
+        .into(),
+    );
+    let (r, _) = done(a.authenticate(&bearer(&t), &rotated, NOW));
+    assert_eq!(r.unwrap_err().status, JwtStatus::JwtVerificationFail);
+    assert_eq!(a.cached_tokens(), 0);
+    assert_eq!(a.signature_checks(), 2);
+
+    // Bounded: 150 distinct tokens leave 100 entries; failures are never cached.
+    for i in 0..150 {
+        let t = token(json!({"iss": ISS, "sub": format!("u{i}"), "aud": "api", "exp": NOW + 100}));
+        assert!(done(a.authenticate(&bearer(&t), &ready, NOW)).0.is_ok());
+    }
+    assert_eq!(a.cached_tokens(), cache::CAPACITY);
+    let bad = format!("{}x", t);
+    let (r, _) = done(a.authenticate(&bearer(&bad), &ready, NOW));
+    assert!(r.is_err());
+    let (r, _) = done(a.authenticate(&bearer(&bad), &ready, NOW));
+    assert!(r.is_err(), "a failed token stays failed");
+}
+
+#[test]
+fn verified_token_cache_still_checks_audience_per_rule() {
+    // One issuer, two locations with different audiences: a token cached as verified under
+    // the first rule is still refused by the second rule's audience check.
+    let cfg = json!({
+        "workload": {"namespace": "foo"},
+        "policies": [{
+            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "foo"},
+            "spec": {"jwtRules": [
+                inline_rule(json!({"audiences": ["api"], "fromHeaders": [{"name": "x-a"}]})),
+                inline_rule(json!({"audiences": ["other"], "fromHeaders": [{"name": "x-b"}]}))
+            ]}
+        }]
+    });
+    let cfg = parse(&cfg.to_string()).unwrap();
+    let a = Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap();
+    let t = token(json!({"iss": ISS, "sub": "a", "aud": "api", "exp": NOW + 100}));
+    for _ in 0..2 {
+        assert!(
+            done(a.authenticate(&request(&[("x-a", &t)], "/"), &no_remote(), NOW))
+                .0
+                .is_ok()
+        );
+    }
+    assert_eq!(a.signature_checks(), 1);
+    for _ in 0..2 {
+        assert_eq!(
+            status_of(&a, &request(&[("x-b", &t)], "/")),
+            JwtStatus::JwtAudienceNotAllowed
+        );
+    }
+}
