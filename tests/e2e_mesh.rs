@@ -641,3 +641,122 @@ fn rotation_under_load_loses_no_request() {
         "after rotation",
     );
 }
+
+/// The client sidecar's side of ISTIO_MUTUAL: a server whose certificate names another
+/// workload (bar/httpbin answering as httpbin.foo) is refused — 503, nothing reaches the app.
+#[test]
+fn client_sidecar_refuses_a_server_with_another_identity() {
+    let p = require!();
+    let dir = workdir("mesh-server-identity");
+    let pki = Pki::new(&dir);
+    pki.issue("bar", "httpbin");
+    pki.issue("bar", "sleep");
+    let server = Server::start(
+        &p,
+        "mesh-server-identity-server",
+        "permissive",
+        "bar",
+        vec![],
+        &pki,
+    );
+    let client = Client::start(
+        &p,
+        "mesh-server-identity-client",
+        &pki.workload("bar", "sleep"),
+        server.addr,
+        server.addr,
+    );
+    expect_from(
+        &client.call("bar", "GET", "/ip"),
+        BAR_SLEEP,
+        "httpbin.bar is bar/httpbin",
+    );
+    let resp = client.call("foo", "GET", "/ip");
+    expect_status(&resp, 503, "httpbin.foo answered by bar/httpbin");
+    let stats = client.envoy.stats("httpbin_foo.ssl").unwrap();
+    assert!(
+        stats
+            .iter()
+            .any(|(k, v)| k.ends_with("ssl.fail_verify_san") && *v >= 1),
+        "{stats:?}"
+    );
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `meshguard ca init|issue` from the command line: what it prints, the files, the errors.
+#[test]
+fn cli_ca_init_and_issue() {
+    let dir = workdir("cli-ca");
+    let ca_dir = dir.join("ca").display().to_string();
+    let out = dir.join("w").display().to_string();
+    let (code, stdout, stderr) = cli(&[
+        "ca",
+        "init",
+        "--out",
+        &ca_dir,
+        "--trust-domain",
+        "td.example",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("trust domain td.example"), "{stdout}");
+    let (code, _, stderr) = cli(&["ca", "init", "--out", &ca_dir]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already holds a CA"), "{stderr}");
+
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["ca", "issue", "--ca", &ca_dir, "--out", &out];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let (code, stdout, stderr) = issue(&["--ns", "foo", "--sa", "sleep", "--ttl", "10m"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("issued spiffe://td.example/ns/foo/sa/sleep serial ")
+            && stdout.contains("valid 600s"),
+        "{stdout}"
+    );
+    let cert = std::fs::read_to_string(dir.join("w").join(ca::CERT_CHAIN)).unwrap();
+    let serial = ca::serial_of(&cert).unwrap();
+    assert!(stdout.contains(&serial), "{stdout}");
+    let (code, stdout, _) = issue(&["--ns", "foo", "--sa", "sleep"]);
+    assert_eq!(code, 0);
+    assert!(
+        !stdout.contains(&serial),
+        "re-issue has a new serial: {stdout}"
+    );
+    assert!(stdout.contains("valid 3600s"), "default ttl 1h: {stdout}");
+
+    for (extra, want) in [
+        (&["--ns", "Foo", "--sa", "sleep"][..], "bad namespace"),
+        (&["--ns", "foo", "--sa", "a_b"][..], "bad service account"),
+        (
+            &["--ns", "foo", "--sa", "sleep", "--ttl", "1y"][..],
+            "bad ttl",
+        ),
+        (
+            &["--ns", "foo", "--sa", "sleep", "--ttl", "365d"][..],
+            "out of range",
+        ),
+        (&["--ns", "foo"][..], "--sa is required"),
+    ] {
+        let (code, _, stderr) = issue(extra);
+        assert_eq!(code, 1, "{extra:?}");
+        assert!(stderr.contains(want), "{extra:?}: {stderr}");
+    }
+    let (code, _, stderr) = cli(&[
+        "ca", "issue", "--ca", &out, "--ns", "foo", "--sa", "x", "--out", &out,
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("meshguard ca init"), "{stderr}");
+}
