@@ -1,0 +1,275 @@
+//! Differential JWT test: a generated set of tokens (every algorithm the dev keys can sign,
+//! valid and each failure kind) sent to two real Envoys with the same keys — Envoy's own
+//! `jwt_authn` (configured as istiod would, `meshguard::devtools::istio_rbac`) and meshguard.
+//! Every token must get the same status, and the same body when refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use jsonwebtoken::{Algorithm, Header};
+use meshguard::devtools::envoy::{Envoy, Options, PLUGIN_NAME};
+use meshguard::devtools::http::{self, Call};
+use meshguard::devtools::istio_rbac;
+use meshguard::devtools::keys::{self, SigningKey};
+use meshguard::devtools::servers::{EchoUpstream, JwksServer};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+const AUD: &str = "api.meshguard.test";
+
+/// The published JWK of `key` under another kid, without `alg` (any algorithm of its type).
+fn any_alg(key: &SigningKey, kid: &str) -> Value {
+    let mut jwk = key.jwk().clone();
+    if let Some(o) = jwk.as_object_mut() {
+        o.remove("alg");
+        o.insert("kid".into(), json!(kid));
+    }
+    jwk
+}
+
+fn inline_jwks() -> String {
+    let k = keys();
+    json!({ "keys": [
+        k.rsa.jwk(), k.ec.jwk(), k.hmac.jwk(),
+        any_alg(&k.rsa, "rsa-any"), any_alg(&k.hmac, "hmac-any"),
+    ] })
+    .to_string()
+}
+
+fn filter_json() -> Value {
+    let ra = resource(
+        "RequestAuthentication",
+        "jwt",
+        "istio-system",
+        json!({ "jwtRules": [ { "issuer": ISSUER, "jwks": inline_jwks(), "audiences": [AUD] } ] }),
+    );
+    json!({
+        "workload": { "namespace": "istio-system", "labels": { "istio": "ingressgateway" } },
+        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
+        "policies": [ra],
+    })
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+/// `(label, token)` for every algorithm and failure kind.
+fn tokens() -> Vec<(String, String)> {
+    let k = keys();
+    let now = keys::now();
+    let signers: Vec<(&SigningKey, &str, Algorithm)> = vec![
+        (&k.rsa, "rsa-1", Algorithm::RS256),
+        (&k.rsa, "rsa-any", Algorithm::RS384),
+        (&k.rsa, "rsa-any", Algorithm::RS512),
+        (&k.rsa, "rsa-any", Algorithm::PS256),
+        (&k.rsa, "rsa-any", Algorithm::PS384),
+        (&k.rsa, "rsa-any", Algorithm::PS512),
+        (&k.ec, "ec-1", Algorithm::ES256),
+        (&k.hmac, "hmac-1", Algorithm::HS256),
+        (&k.hmac, "hmac-any", Algorithm::HS384),
+        (&k.hmac, "hmac-any", Algorithm::HS512),
+        // The key's JWK says RS256: no key for this alg.
+        (&k.rsa, "rsa-1", Algorithm::RS384),
+    ];
+    let mut out = Vec::new();
+    for (key, kid, alg) in signers {
+        for sub in ["alice", "bob"] {
+            let sign = |kid: Option<&str>, claims: Value| {
+                let mut h = Header::new(alg);
+                h.kid = kid.map(str::to_string);
+                key.sign_with_header(&h, &claims).unwrap()
+            };
+            let base = || {
+                let mut c = keys::claims(ISSUER, sub);
+                c["aud"] = json!(AUD);
+                c
+            };
+            let with = |f: &dyn Fn(&mut Value)| {
+                let mut c = base();
+                f(&mut c);
+                c
+            };
+            let l = |what: &str| format!("{alg:?} kid={kid} sub={sub}: {what}");
+            let valid = sign(Some(kid), base());
+            out.push((l("valid"), valid.clone()));
+            out.push((l("no kid"), sign(None, base())));
+            out.push((l("unknown kid"), sign(Some("nope"), base())));
+            out.push((l("tampered signature"), keys::tamper(&valid)));
+            let cut = valid.len() - 4;
+            out.push((l("truncated signature"), valid[..cut].to_string()));
+            let dot = valid.rfind('.').unwrap();
+            out.push((l("empty signature"), valid[..=dot].to_string()));
+            out.push((
+                l("expired"),
+                sign(Some(kid), with(&|c| c["exp"] = json!(now - 3600))),
+            ));
+            out.push((
+                l("expired within skew"),
+                sign(Some(kid), with(&|c| c["exp"] = json!(now - 20))),
+            ));
+            out.push((
+                l("not yet valid"),
+                sign(Some(kid), with(&|c| c["nbf"] = json!(now + 3600))),
+            ));
+            out.push((
+                l("nbf within skew"),
+                sign(Some(kid), with(&|c| c["nbf"] = json!(now + 20))),
+            ));
+            out.push((
+                l("wrong audience"),
+                sign(Some(kid), with(&|c| c["aud"] = json!(["other"]))),
+            ));
+            out.push((
+                l("audience as URL"),
+                sign(
+                    Some(kid),
+                    with(&|c| c["aud"] = json!(format!("https://{AUD}/"))),
+                ),
+            ));
+            out.push((
+                l("unknown issuer"),
+                sign(
+                    Some(kid),
+                    with(&|c| c["iss"] = json!("https://elsewhere.test")),
+                ),
+            ));
+            out.push((
+                l("no exp"),
+                sign(
+                    Some(kid),
+                    with(&|c| {
+                        if let Some(o) = c.as_object_mut() {
+                            o.remove("exp");
+                        }
+                    }),
+                ),
+            ));
+        }
+    }
+    // Malformed and unsupported tokens.
+    let payload = b64(&json!({ "iss": ISSUER, "sub": "x", "aud": AUD }).to_string());
+    for (what, header) in [
+        ("alg none", r#"{"alg":"none"}"#),
+        ("alg RS999", r#"{"alg":"RS999","kid":"rsa-1"}"#),
+        ("alg not a string", r#"{"alg":256}"#),
+        ("no alg", r#"{"typ":"JWT"}"#),
+        ("header not JSON", "{alg"),
+    ] {
+        out.push((
+            format!("{what}, signed"),
+            format!("{}.{payload}.c2ln", b64(header)),
+        ));
+        out.push((
+            format!("{what}, unsigned"),
+            format!("{}.{payload}.", b64(header)),
+        ));
+    }
+    for (what, t) in [
+        ("one part", "abc".to_string()),
+        ("two parts", "abc.def".to_string()),
+        ("four parts", "a.b.c.d".to_string()),
+        ("bad base64 header", format!("!!!.{payload}.c2ln")),
+        (
+            "payload not JSON",
+            format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64("nope")),
+        ),
+        (
+            "payload a JSON array",
+            format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64("[1]")),
+        ),
+    ] {
+        out.push((what.to_string(), t));
+    }
+    out
+}
+
+/// Replaces the meshguard filter of a rendered config with `filters`.
+fn replace_meshguard(cfg: &mut Value, filters: &[Value]) -> usize {
+    match cfg {
+        Value::Array(items) => {
+            let found = items
+                .iter()
+                .position(|f| f.pointer("/typed_config/config/name") == Some(&json!(PLUGIN_NAME)));
+            if let Some(i) = found {
+                items.splice(i..=i, filters.iter().cloned());
+                return 1;
+            }
+            items
+                .iter_mut()
+                .map(|v| replace_meshguard(v, filters))
+                .sum()
+        }
+        Value::Object(map) => map
+            .values_mut()
+            .map(|v| replace_meshguard(v, filters))
+            .sum(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn jwt_differential_against_envoy_jwt_authn() {
+    let p = require!();
+    let filter = filter_json();
+    let tokens = tokens();
+    assert!(tokens.len() >= 200, "{} tokens", tokens.len());
+
+    let mg = Group::start(
+        &p,
+        Spec::new("jwt-diff-meshguard", Shipped::IngressGateway).filter(filter.to_string()),
+    );
+
+    let jwks = JwksServer::start("127.0.0.1:0", remote_jwks()).unwrap();
+    let upstream = EchoUpstream::start("127.0.0.1:0").unwrap();
+    let mut cfg = render(
+        Shipped::IngressGateway,
+        &p,
+        &[("upstream", upstream.addr()), ("jwks", jwks.addr())],
+        None,
+        Some(&filter.to_string()),
+    );
+    let native_filters = istio_rbac::http_filters(&filter).unwrap();
+    assert_eq!(replace_meshguard(&mut cfg, &native_filters), 1);
+    let dir = workdir("jwt-diff-native");
+    let native = Envoy::start(&Options::new(&p.envoy, &dir), &cfg).unwrap();
+    let native_addr: SocketAddr = native.listener("ingress_http").unwrap();
+
+    let mut differences = Vec::new();
+    let (mut allowed, mut refused) = (0, 0);
+    for (what, t) in &tokens {
+        let call = Call::get("/headers").bearer(t);
+        let n = http::send(native_addr, &call).unwrap();
+        let m = mg.send(&call);
+        let same = n.status == m.status && (n.status == 200 || n.text() == m.text());
+        if !same {
+            differences.push(format!(
+                "{what}: envoy {} {:?}, meshguard {} {:?}",
+                n.status,
+                n.text(),
+                m.status,
+                m.text()
+            ));
+        }
+        if n.status == 200 {
+            allowed += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    eprintln!(
+        "JWT differential: {} tokens, envoy allowed {allowed} refused {refused}, {} differences",
+        tokens.len(),
+        differences.len()
+    );
+    assert!(
+        differences.is_empty(),
+        "{} of {} tokens differ:\n{}",
+        differences.len(),
+        tokens.len(),
+        differences.join("\n")
+    );
+    assert!(allowed >= 40 && refused >= 100, "{allowed} / {refused}");
+}
