@@ -1,4 +1,4 @@
-//! Differential JWT test: a generated set of tokens (every algorithm the dev keys can sign,
+//! Differential JWT test: a generated set of tokens (all 14 algorithms: RS/PS/ES/HS 256-512, EdDSA;
 //! valid and each failure kind) sent to two real Envoys with the same keys — Envoy's own
 //! `jwt_authn` (configured as istiod would, `meshguard::devtools::istio_rbac`) and meshguard.
 //! Every token must get the same status, and the same body when refused.
@@ -18,6 +18,74 @@ use std::net::SocketAddr;
 
 const AUD: &str = "api.meshguard.test";
 
+/// Keys the dev `SigningKey` cannot make (jsonwebtoken has no ES512): ES384, ES512 and
+/// EdDSA tokens are signed here directly, as raw JWS signatures.
+struct RawKeys {
+    p384: p384::ecdsa::SigningKey,
+    p521: p521::ecdsa::SigningKey,
+    ed: ed25519_dalek::SigningKey,
+}
+
+fn raw_keys() -> &'static RawKeys {
+    static K: std::sync::OnceLock<RawKeys> = std::sync::OnceLock::new();
+    K.get_or_init(|| RawKeys {
+        p384: p384::ecdsa::SigningKey::random(&mut rand_core::OsRng),
+        p521: p521::ecdsa::SigningKey::random(&mut rand_core::OsRng),
+        ed: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
+    })
+}
+
+fn raw_jwks() -> Vec<Value> {
+    let k = raw_keys();
+    let p384 = k.p384.verifying_key().to_encoded_point(false);
+    let p521 = p521::ecdsa::VerifyingKey::from(&k.p521).to_encoded_point(false);
+    let bytes = |b: Option<&[u8]>| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b.unwrap())
+    };
+    vec![
+        json!({ "kty": "EC", "crv": "P-384", "alg": "ES384", "kid": "ec-384",
+                "x": bytes(p384.x().map(|x| &x[..])), "y": bytes(p384.y().map(|y| &y[..])) }),
+        json!({ "kty": "EC", "crv": "P-521", "alg": "ES512", "kid": "ec-521",
+                "x": bytes(p521.x().map(|x| &x[..])), "y": bytes(p521.y().map(|y| &y[..])) }),
+        json!({ "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "kid": "ed-1",
+                "x": bytes(Some(k.ed.verifying_key().as_bytes().as_slice())) }),
+    ]
+}
+
+/// A JWS signed with one of the raw keys (`alg` ES384, ES512 or EdDSA).
+fn raw_sign(alg: &str, kid: Option<&str>, claims: &Value) -> String {
+    use p384::ecdsa::signature::Signer;
+    let mut header = json!({ "alg": alg, "typ": "JWT" });
+    if let Some(kid) = kid {
+        header["kid"] = json!(kid);
+    }
+    let input = format!("{}.{}", b64(&header.to_string()), b64(&claims.to_string()));
+    let k = raw_keys();
+    let sig: Vec<u8> = match alg {
+        "ES384" => {
+            let s: p384::ecdsa::Signature = k.p384.sign(input.as_bytes());
+            s.to_bytes().to_vec()
+        }
+        "ES512" => {
+            use p521::ecdsa::signature::RandomizedSigner;
+            let s: p521::ecdsa::Signature = k
+                .p521
+                .sign_with_rng(&mut rand_core::OsRng, input.as_bytes());
+            s.to_bytes().to_vec()
+        }
+        _ => {
+            use ed25519_dalek::Signer as _;
+            k.ed.sign(input.as_bytes()).to_bytes().to_vec()
+        }
+    };
+    use base64::Engine as _;
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
 /// The published JWK of `key` under another kid, without `alg` (any algorithm of its type).
 fn any_alg(key: &SigningKey, kid: &str) -> Value {
     let mut jwk = key.jwk().clone();
@@ -30,11 +98,15 @@ fn any_alg(key: &SigningKey, kid: &str) -> Value {
 
 fn inline_jwks() -> String {
     let k = keys();
-    json!({ "keys": [
-        k.rsa.jwk(), k.ec.jwk(), k.hmac.jwk(),
-        any_alg(&k.rsa, "rsa-any"), any_alg(&k.hmac, "hmac-any"),
-    ] })
-    .to_string()
+    let mut all = vec![
+        k.rsa.jwk().clone(),
+        k.ec.jwk().clone(),
+        k.hmac.jwk().clone(),
+        any_alg(&k.rsa, "rsa-any"),
+        any_alg(&k.hmac, "hmac-any"),
+    ];
+    all.extend(raw_jwks());
+    json!({ "keys": all }).to_string()
 }
 
 fn filter_json() -> Value {
@@ -60,7 +132,7 @@ fn b64(s: &str) -> String {
 fn tokens() -> Vec<(String, String)> {
     let k = keys();
     let now = keys::now();
-    let signers: Vec<(&SigningKey, &str, Algorithm)> = vec![
+    let jwt_signers: Vec<(&SigningKey, &str, Algorithm)> = vec![
         (&k.rsa, "rsa-1", Algorithm::RS256),
         (&k.rsa, "rsa-any", Algorithm::RS384),
         (&k.rsa, "rsa-any", Algorithm::RS512),
@@ -74,14 +146,28 @@ fn tokens() -> Vec<(String, String)> {
         // The key's JWK says RS256: no key for this alg.
         (&k.rsa, "rsa-1", Algorithm::RS384),
     ];
-    let mut out = Vec::new();
-    for (key, kid, alg) in signers {
-        for sub in ["alice", "bob"] {
-            let sign = |kid: Option<&str>, claims: Value| {
+    type Signer<'a> = Box<dyn Fn(Option<&str>, Value) -> String + 'a>;
+    let mut signers: Vec<(String, &str, Signer)> = jwt_signers
+        .into_iter()
+        .map(|(key, kid, alg)| {
+            let f: Signer = Box::new(move |kid: Option<&str>, claims: Value| {
                 let mut h = Header::new(alg);
                 h.kid = kid.map(str::to_string);
                 key.sign_with_header(&h, &claims).unwrap()
-            };
+            });
+            (format!("{alg:?}"), kid, f)
+        })
+        .collect();
+    for (alg, kid) in [("ES384", "ec-384"), ("ES512", "ec-521"), ("EdDSA", "ed-1")] {
+        let f: Signer =
+            Box::new(move |kid: Option<&str>, claims: Value| raw_sign(alg, kid, &claims));
+        signers.push((alg.to_string(), kid, f));
+    }
+    let mut out = Vec::new();
+    for (alg, kid, signer) in &signers {
+        let kid = *kid;
+        for sub in ["alice", "bob"] {
+            let sign = |kid: Option<&str>, claims: Value| signer(kid, claims);
             let base = || {
                 let mut c = keys::claims(ISSUER, sub);
                 c["aud"] = json!(AUD);
@@ -92,7 +178,7 @@ fn tokens() -> Vec<(String, String)> {
                 f(&mut c);
                 c
             };
-            let l = |what: &str| format!("{alg:?} kid={kid} sub={sub}: {what}");
+            let l = |what: &str| format!("{alg} kid={kid} sub={sub}: {what}");
             let valid = sign(Some(kid), base());
             out.push((l("valid"), valid.clone()));
             out.push((l("no kid"), sign(None, base())));
