@@ -126,9 +126,10 @@ fn refresh_once_per_interval_and_stale_keys_serve() {
     let hits = g.jwks.hits();
     let secs = start.elapsed().as_secs_f64();
     eprintln!("JWKS hits with 4 workers, refreshInterval 2s, after {secs:.1}s: {hits}");
-    // First fetch + one per 2 s (the 1 s refresh tick may add up to a second each).
+    // First fetch + one per 2 s (the 1 s refresh tick may add up to a second each); one
+    // fetch per worker would make it 4 times as many.
     assert!(
-        (3..=5).contains(&hits),
+        (2..=5).contains(&hits),
         "one fetch per refresh expected, got {hits}: {:?}",
         g.jwks.paths()
     );

@@ -1,4 +1,4 @@
-//! Differential JWT test: a generated set of tokens (all 14 algorithms: RS/PS/ES/HS 256-512, EdDSA;
+//! Differential JWT test: a generated set of tokens (all 13 algorithms: RS/PS/ES/HS 256-512, EdDSA;
 //! valid and each failure kind) sent to two real Envoys with the same keys — Envoy's own
 //! `jwt_authn` (configured as istiod would, `meshguard::devtools::istio_rbac`) and meshguard.
 //! Every token must get the same status, and the same body when refused.
