@@ -58,16 +58,29 @@ impl HttpContext for Filter {
         let outcome = {
             let mut st = self.state.borrow_mut();
             st.jwks.sync_failed(now);
-            engine.decide(&attrs, &st.jwks, now / 1000)
+            match engine.decide(&attrs, &st.jwks, now / 1000) {
+                // Marks what the request waits for; when nothing is left to wait for after
+                // all (e.g. a kid-miss refetch another worker just did), decide again with
+                // what the key store now knows.
+                Outcome::NeedKeys(needed) if !st.jwks.request_fetch(&needed, now) => {
+                    match engine.decide(&attrs, &st.jwks, now / 1000) {
+                        Outcome::NeedKeys(again) => {
+                            st.jwks.request_fetch(&again, now);
+                            Outcome::NeedKeys(again)
+                        }
+                        decided => decided,
+                    }
+                }
+                other => other,
+            }
         };
         match outcome {
             Outcome::Decided(decision) => {
                 let metrics = self.state.borrow().metrics;
                 act(&decision, &metrics, false)
             }
-            Outcome::NeedKeys(needed) => {
+            Outcome::NeedKeys(_) => {
                 let mut st = self.state.borrow_mut();
-                st.jwks.request_fetch(&needed, now);
                 Metrics::inc(st.metrics.paused);
                 st.paused
                     .insert(self.context_id, PausedRequest { engine, attrs });

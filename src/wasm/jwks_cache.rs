@@ -183,12 +183,18 @@ impl JwksCache {
         now.saturating_sub(src.last_attempt_ms) >= self.kid_cooldown_ms
     }
 
-    /// A request waits for these key sets. Those that have keys lack the request's kid: they
-    /// are refetched (by the next tick) when the cooldown allows; the first fetch of the
-    /// others is already due.
-    pub(crate) fn request_fetch(&mut self, needed: &[usize], now: u64) {
+    /// A request wants these key sets. Those that have keys lack the request's kid: they are
+    /// first reloaded from shared data (another VM may have fetched or tried since this
+    /// VM's last tick), then marked for a refetch (by the next tick) when the cooldown allows;
+    /// the first fetch of the others is already due. Returns false when nothing is left to
+    /// wait for (decide the request again now), true when it must wait.
+    pub(crate) fn request_fetch(&mut self, needed: &[usize], now: u64) -> bool {
         self.now_ms = now;
+        let mut wait = false;
         for &idx in needed {
+            if self.sources.get(idx).is_some_and(|s| s.keys.is_some()) {
+                self.sync(idx, now);
+            }
             let due = self
                 .sources
                 .get(idx)
@@ -196,7 +202,14 @@ impl JwksCache {
             if let (true, Some(src)) = (due, self.sources.get_mut(idx)) {
                 src.refetch_wanted = true;
             }
+            let in_flight = self.in_flight.values().any(|&i| i == idx);
+            wait |= in_flight
+                || self
+                    .sources
+                    .get(idx)
+                    .is_some_and(|s| s.keys.is_none() || s.refetch_wanted);
         }
+        wait
     }
 
     /// Loads newer records from shared data, expires stale keys, starts due fetches.
