@@ -2330,15 +2330,7 @@ fn curl_mtls(addr: SocketAddr, req: &Req) -> Result<Response, String> {
         cmd.arg("-H").arg(format!("{k}: {v}"));
     }
     cmd.arg(format!("https://{host}:{}{}", addr.port(), req.path));
-    let out = cmd.output().map_err(|e| format!("cannot run curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    http::parse_response(&out.stdout).map_err(|e| e.to_string())
+    run_curl(&mut cmd)
 }
 
 fn send(run: &Run, i: usize, c: &Case, req: &Req, id: &str) -> Result<Response, String> {

@@ -396,19 +396,15 @@ fn istio_mtls_migration_scenario() {
 /// not checked here (`-k`: it has a SPIFFE URI, no DNS name); what is tested is whether the
 /// server accepts the client.
 fn curl_with_cert(addr: SocketAddr, cert: &Path, key: &Path) -> Result<Response, String> {
-    let out = Command::new("curl")
-        .args(["-sS", "-i", "-k", "--http1.1", "--max-time", "10"])
-        .arg("--cert")
-        .arg(cert)
-        .arg("--key")
-        .arg(key)
-        .arg(format!("https://{addr}/ip"))
-        .output()
-        .map_err(|e| format!("cannot run curl: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    http::parse_response(&out.stdout).map_err(|e| e.to_string())
+    run_curl(
+        Command::new("curl")
+            .args(["-sS", "-i", "-k", "--http1.1", "--max-time", "10"])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg(format!("https://{addr}/ip")),
+    )
 }
 
 /// A STRICT server sidecar for foo/httpbin; a valid client certificate gets through (the

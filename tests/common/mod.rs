@@ -388,6 +388,12 @@ pub fn curl_tls(
         cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
     cmd.arg(format!("https://{addr}{path}"));
+    run_curl(&mut cmd)
+}
+
+/// Runs a prepared `curl -i` and parses its output. `Err` = curl failed (e.g. the TLS
+/// handshake was refused), with curl's exit status and message.
+pub fn run_curl(cmd: &mut Command) -> Result<Response, String> {
     let out = cmd.output().map_err(|e| format!("cannot run curl: {e}"))?;
     if !out.status.success() {
         return Err(format!(
