@@ -11,6 +11,7 @@ pub mod istio_rbac;
 pub mod keys;
 pub mod mesh;
 pub mod servers;
+pub mod workload;
 
 /// Errors of the dev tools: they face developers and tests, so a message is enough.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
