@@ -217,6 +217,8 @@ pub struct Options {
     /// `--component-log-level`, e.g. `wasm:info` (meshguard's own lines at any level).
     pub component_log_level: String,
     pub startup_timeout: Duration,
+    /// CPUs to pin Envoy to (`taskset -c LIST`), e.g. `0` for benchmarks.
+    pub cpu_list: Option<String>,
 }
 
 impl Options {
@@ -229,6 +231,7 @@ impl Options {
             log_level: "warning".into(),
             component_log_level: "wasm:info,config:info".into(),
             startup_timeout: Duration::from_secs(60),
+            cpu_list: None,
         }
     }
 }
@@ -252,7 +255,16 @@ impl Envoy {
             let _ = std::fs::remove_file(&admin_path);
             let log_path = opts.workdir.join("envoy.log");
             let log = File::create(&log_path)?;
-            let child = Command::new(&opts.bin)
+            // taskset execs Envoy: the child's pid stays Envoy's.
+            let mut command = match &opts.cpu_list {
+                Some(cpus) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", cpus]).arg(&opts.bin);
+                    c
+                }
+                None => Command::new(&opts.bin),
+            };
+            let child = command
                 .arg("-c")
                 .arg(&config_path)
                 .arg("--admin-address-path")
@@ -309,6 +321,11 @@ impl Envoy {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The Envoy process id (for /proc readings such as resident memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn admin(&self) -> SocketAddr {

@@ -1,0 +1,850 @@
+//! `make bench`: meshguard side by side with Envoy's own `jwt_authn` + RBAC and with no
+//! filter at all, in one run on one machine.
+//!
+//! Three kinds of Envoy (`--concurrency 1`, pinned to CPU 0) answer the same request with a
+//! direct response, so the filters are all the per-request work there is:
+//! - no filter (the limit),
+//! - native: `jwt_authn` (with `jwt_cache_config`) + RBAC, generated from the same Istio
+//!   resources the way istiod compiles them (`devtools::istio_rbac`),
+//! - meshguard with those resources.
+//!
+//! Scenarios: RS256 / ES256 tokens x one repeated token / 10,000 distinct tokens x 10 / 100 /
+//! 1000 AuthorizationPolicies (`devtools::workload`). For each: requests/s under wrk (closed
+//! loop, 32 connections; runs alternate A B C A B C to cancel drift), then p50/p99 latency at
+//! a fixed rate below saturation (half the slowest variant's throughput, at most 5,000/s) from
+//! an open-loop generator here. Every measured response must be a 200: a filter that refused
+//! requests would look fast.
+//!
+//! Environment: BENCH_SECONDS (2, per throughput run), BENCH_ROUNDS (2),
+//! BENCH_LATENCY_SECONDS (1.0), BENCH_DISTINCT (10000), BENCH_POLICIES (10,100,1000),
+//! BENCH_OUT (BENCHMARKS.md), ENVOY_BIN (.venv/bin/envoy), MESHGUARD_WASM (dist/meshguard.wasm).
+
+use meshguard::devtools::envoy::{Envoy, Options};
+use meshguard::devtools::keys::{self, SigningKey};
+use meshguard::devtools::{istio_rbac, workload, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CONNECTIONS: usize = 32;
+const LATENCY_CONNECTIONS: usize = 8;
+const MAX_FIXED_RATE: f64 = 5000.0;
+const TOKEN_TTL_SECS: u64 = 3 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Variant {
+    NoFilter,
+    Native,
+    Meshguard,
+}
+
+const VARIANTS: [Variant; 3] = [Variant::NoFilter, Variant::Native, Variant::Meshguard];
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::NoFilter => "no filter",
+            Variant::Native => "native jwt_authn+RBAC",
+            Variant::Meshguard => "meshguard",
+        }
+    }
+    fn slug(self) -> &'static str {
+        match self {
+            Variant::NoFilter => "nofilter",
+            Variant::Native => "native",
+            Variant::Meshguard => "meshguard",
+        }
+    }
+}
+
+struct Settings {
+    seconds: u64,
+    rounds: usize,
+    latency_seconds: f64,
+    distinct: usize,
+    policy_counts: Vec<usize>,
+    out: PathBuf,
+    envoy_bin: PathBuf,
+    wasm: PathBuf,
+    dir: PathBuf,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Settings {
+    fn from_env(root: &Path) -> Self {
+        let path = |name: &str, default: &str| {
+            root.join(std::env::var(name).unwrap_or_else(|_| default.to_string()))
+        };
+        Settings {
+            seconds: env_or("BENCH_SECONDS", 2),
+            rounds: env_or("BENCH_ROUNDS", 2usize).max(1),
+            latency_seconds: env_or("BENCH_LATENCY_SECONDS", 1.0),
+            distinct: env_or("BENCH_DISTINCT", 10_000usize).max(1),
+            policy_counts: std::env::var("BENCH_POLICIES")
+                .unwrap_or_else(|_| "10,100,1000".into())
+                .split(',')
+                .filter_map(|s| s.trim().parse().ok())
+                .collect(),
+            out: path("BENCH_OUT", "BENCHMARKS.md"),
+            envoy_bin: path("ENVOY_BIN", ".venv/bin/envoy"),
+            wasm: path("MESHGUARD_WASM", "dist/meshguard.wasm"),
+            dir: root.join(".run/bench"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Scenario {
+    alg: &'static str,
+    distinct: bool,
+    policies: usize,
+}
+
+impl Scenario {
+    fn label(&self) -> String {
+        format!(
+            "{} {} token{}, {} policies",
+            self.alg,
+            if self.distinct {
+                "distinct"
+            } else {
+                "repeated"
+            },
+            if self.distinct { "s" } else { "" },
+            self.policies
+        )
+    }
+    fn tokens_file(&self, dir: &Path) -> PathBuf {
+        dir.join(format!(
+            "tokens-{}-{}.txt",
+            self.alg,
+            if self.distinct {
+                "distinct"
+            } else {
+                "repeated"
+            }
+        ))
+    }
+}
+
+/// One Envoy of the run.
+struct Instance {
+    variant: Variant,
+    policies: usize,
+    envoy: Envoy,
+    addr: SocketAddr,
+    ready_ms: f64,
+    first_request_ms: f64,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let s = Settings::from_env(&root);
+    let started = Instant::now();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (what, p) in [("Envoy", &s.envoy_bin), ("meshguard.wasm", &s.wasm)] {
+        if !p.exists() {
+            return Err(format!(
+                "{what} not found at {} (run `make build setup`)",
+                p.display()
+            )
+            .into());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&s.dir);
+    std::fs::create_dir_all(&s.dir)?;
+
+    eprintln!("bench: minting {} RS256 and ES256 tokens", s.distinct + 1);
+    let rs = SigningKey::rsa("bench-rs256")?;
+    let es = SigningKey::ec_p256("bench-es256")?;
+    let jwks = keys::jwks(&[&rs, &es]);
+    for (alg, key) in [("RS256", &rs), ("ES256", &es)] {
+        let tokens = mint(key, s.distinct + 1)?;
+        std::fs::write(
+            s.dir.join(format!("tokens-{alg}-repeated.txt")),
+            format!("{}\n", tokens[0]),
+        )?;
+        std::fs::write(
+            s.dir.join(format!("tokens-{alg}-distinct.txt")),
+            tokens[1..].join("\n") + "\n",
+        )?;
+    }
+    // From here on the load generators (wrk, the fixed-rate threads) run on CPU 1 and
+    // every Envoy on CPU 0.
+    let pinned = pin_self_to_cpu1(cpus);
+    let lua = s.dir.join("tokens.lua");
+    std::fs::write(&lua, WRK_SCRIPT)?;
+
+    eprintln!("bench: starting Envoys");
+    let mut instances = Vec::new();
+    let max_policies = s.policy_counts.iter().copied().max().unwrap_or(10);
+    instances.push(start(&s, Variant::NoFilter, max_policies, &jwks, &rs)?);
+    for &n in &s.policy_counts {
+        for v in [Variant::Native, Variant::Meshguard] {
+            instances.push(start(&s, v, n, &jwks, &rs)?);
+        }
+    }
+    for inst in &instances {
+        sanity(inst, &rs, &es)?;
+    }
+
+    let mut scenarios = Vec::new();
+    for alg in ["RS256", "ES256"] {
+        for distinct in [false, true] {
+            for &policies in &s.policy_counts {
+                scenarios.push(Scenario {
+                    alg,
+                    distinct,
+                    policies,
+                });
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for sc in &scenarios {
+        eprintln!("bench: {}", sc.label());
+        let pick = |v: Variant| {
+            instances
+                .iter()
+                .find(|i| i.variant == v && (v == Variant::NoFilter || i.policies == sc.policies))
+        };
+        let chosen: Vec<&Instance> = VARIANTS.iter().filter_map(|&v| pick(v)).collect();
+        if chosen.len() != VARIANTS.len() {
+            return Err("internal: an Envoy is missing".into());
+        }
+        let tokens = sc.tokens_file(&s.dir);
+        let path = workload::request_path(sc.policies);
+        let mut r = ScenarioResult::default();
+        for inst in &chosen {
+            wrk(&lua, inst.addr, &tokens, &path, 1)?;
+        }
+        for _ in 0..s.rounds {
+            for inst in &chosen {
+                let rps = wrk(&lua, inst.addr, &tokens, &path, s.seconds)
+                    .map_err(|e| format!("{} ({}): {e}", inst.variant.name(), sc.label()))?;
+                r.rps.entry(inst.variant).or_default().push(rps);
+            }
+        }
+        let slowest = VARIANTS
+            .iter()
+            .map(|v| mean(&r.rps[v]))
+            .fold(f64::INFINITY, f64::min);
+        r.rate = (slowest / 2.0).min(MAX_FIXED_RATE).floor().max(100.0);
+        let requests = raw_requests(&tokens, &path)?;
+        for _ in 0..s.rounds {
+            for inst in &chosen {
+                let lat = fixed_rate(
+                    inst.addr,
+                    &requests,
+                    r.rate,
+                    s.latency_seconds / s.rounds as f64,
+                )
+                .map_err(|e| format!("{} ({}): {e}", inst.variant.name(), sc.label()))?;
+                r.latencies_us.entry(inst.variant).or_default().extend(lat);
+            }
+        }
+        results.push((*sc, r));
+    }
+
+    let memory = instances
+        .iter()
+        .map(|i| (i.variant, i.policies, rss_kib(i.envoy.pid())))
+        .collect::<Vec<_>>();
+    let vm_memory = instances
+        .iter()
+        .filter(|i| i.variant == Variant::Meshguard)
+        .map(|i| {
+            let stats = i.envoy.stats("meshguard.vm").unwrap_or_default();
+            (i.policies, stats.values().copied().max())
+        })
+        .collect::<Vec<_>>();
+    let report = render(
+        &s, &results, &instances, &memory, &vm_memory, pinned, started,
+    );
+    print!("{report}");
+    std::fs::write(&s.out, &report)?;
+    eprintln!(
+        "bench: table written to {} ({:.0} s)",
+        s.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[derive(Default)]
+struct ScenarioResult {
+    rps: BTreeMap<Variant, Vec<f64>>,
+    rate: f64,
+    latencies_us: BTreeMap<Variant, Vec<f64>>,
+}
+
+/// `taskset -cp 1 <self>`: later threads and children (wrk) inherit it. Returns whether the
+/// machine has a second CPU to pin to.
+fn pin_self_to_cpu1(cpus: usize) -> bool {
+    cpus > 1
+        && Command::new("taskset")
+            .args(["-cp", "1", &std::process::id().to_string()])
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// Token 0 is the repeated one; 1.. are distinct users. Signed on every CPU (RSA is slow).
+fn mint(key: &SigningKey, count: usize) -> Result<Vec<String>> {
+    let now = keys::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = count.div_ceil(threads);
+    let parts: Vec<Result<Vec<String>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t * chunk..((t + 1) * chunk).min(count))
+                        .map(|u| key.sign(&workload::claims(u, now, TOKEN_TTL_SECS)))
+                        .collect::<Result<Vec<String>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("signing thread failed".into()))
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(count);
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+fn bootstrap(http_filters: Vec<Value>) -> Value {
+    let mut filters = http_filters;
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": { "listeners": [{
+            "name": "bench",
+            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+            "filter_chains": [{ "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": "bench",
+                    "codec_type": "AUTO",
+                    "use_remote_address": true,
+                    "normalize_path": true,
+                    "route_config": { "virtual_hosts": [{
+                        "name": "all", "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" },
+                                     "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } } }]
+                    }] },
+                    "http_filters": filters,
+                }
+            }] }]
+        }] }
+    })
+}
+
+fn http_filters(s: &Settings, variant: Variant, filter: &Value) -> Result<Vec<Value>> {
+    Ok(match variant {
+        Variant::NoFilter => vec![],
+        Variant::Native => {
+            let mut filters = istio_rbac::http_filters(filter)?;
+            // Envoy's verified-token cache (default 100 entries, as meshguard's).
+            for f in &mut filters {
+                if let Some(providers) = f
+                    .pointer_mut("/typed_config/providers")
+                    .and_then(Value::as_object_mut)
+                {
+                    for p in providers.values_mut() {
+                        p["jwt_cache_config"] = json!({ "jwt_cache_size": 100 });
+                    }
+                }
+            }
+            filters
+        }
+        Variant::Meshguard => vec![json!({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "meshguard",
+                    "root_id": "meshguard",
+                    "vm_config": {
+                        "vm_id": "meshguard",
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": s.wasm.display().to_string() } }
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": filter.to_string()
+                    },
+                    "fail_open": false
+                }
+            }
+        })],
+    })
+}
+
+fn start(
+    s: &Settings,
+    variant: Variant,
+    policies: usize,
+    jwks: &str,
+    rs: &SigningKey,
+) -> Result<Instance> {
+    let filter = workload::filter_config(policies, jwks);
+    let config = bootstrap(http_filters(s, variant, &filter)?);
+    let mut opts = Options::new(
+        &s.envoy_bin,
+        s.dir.join(format!("envoy-{}-{policies}", variant.slug())),
+    );
+    opts.concurrency = 1;
+    opts.log_level = "warning".into();
+    opts.component_log_level = "wasm:warning".into();
+    opts.cpu_list = Some("0".into());
+    let t0 = Instant::now();
+    let envoy = Envoy::start(&opts, &config)?;
+    let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let addr = envoy.listener("bench")?;
+    let token = rs.sign(&workload::claims(0, keys::now(), TOKEN_TTL_SECS))?;
+    let t1 = Instant::now();
+    let status = get(addr, &workload::request_path(policies), Some(&token))?;
+    let first_request_ms = t1.elapsed().as_secs_f64() * 1e3;
+    if status != 200 {
+        return Err(format!(
+            "{} with {policies} policies answers {status}",
+            variant.name()
+        )
+        .into());
+    }
+    Ok(Instance {
+        variant,
+        policies,
+        envoy,
+        addr,
+        ready_ms,
+        first_request_ms,
+    })
+}
+
+/// The filters really filter: no token -> 403 (RBAC requires a principal), a bad signature
+/// -> 401, a valid ES256 token -> 200. The unfiltered Envoy answers 200 to all.
+fn sanity(inst: &Instance, rs: &SigningKey, es: &SigningKey) -> Result<()> {
+    let path = workload::request_path(inst.policies);
+    let now = keys::now();
+    let good = es.sign(&workload::claims(1, now, TOKEN_TTL_SECS))?;
+    let bad = keys::tamper(&rs.sign(&workload::claims(2, now, TOKEN_TTL_SECS))?);
+    let filtered = inst.variant != Variant::NoFilter;
+    for (token, want) in [
+        (None, if filtered { 403 } else { 200 }),
+        (Some(bad.as_str()), if filtered { 401 } else { 200 }),
+        (Some(good.as_str()), 200),
+    ] {
+        let got = get(inst.addr, &path, token)?;
+        if got != want {
+            return Err(format!(
+                "{} ({} policies): expected {want}, got {got}\n{}",
+                inst.variant.name(),
+                inst.policies,
+                inst.envoy.log()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn request_bytes(path: &str, token: Option<&str>) -> Vec<u8> {
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}\r\n",
+        workload::HOST
+    )
+    .into_bytes()
+}
+
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<u16> {
+    let mut conn = Conn::open(addr)?;
+    conn.round_trip(&request_bytes(path, token))
+}
+
+fn raw_requests(tokens_file: &Path, path: &str) -> Result<Vec<Vec<u8>>> {
+    Ok(std::fs::read_to_string(tokens_file)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|t| request_bytes(path, Some(t)))
+        .collect())
+}
+
+/// A keep-alive HTTP/1.1 client connection reading Content-Length responses.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    fn round_trip(&mut self, request: &[u8]) -> Result<u16> {
+        self.stream.write_all(request)?;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or("bad status line")?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or("no content-length")?;
+                let total = end + 4 + len;
+                if self.buf.len() >= total {
+                    self.buf.drain(..total);
+                    return Ok(status);
+                }
+            }
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Open-loop load at `rate` requests/s over a few connections, each sending on its own
+/// schedule; returns each request's latency (µs, from send to the whole response). Tokens
+/// rotate across all requests.
+fn fixed_rate(addr: SocketAddr, requests: &[Vec<u8>], rate: f64, secs: f64) -> Result<Vec<f64>> {
+    let conns = LATENCY_CONNECTIONS;
+    let interval = Duration::from_secs_f64(conns as f64 / rate);
+    let total = (rate * secs).ceil() as usize;
+    let per_conn = total.div_ceil(conns);
+    let start = Instant::now() + Duration::from_millis(20);
+    let parts: Vec<Result<Vec<f64>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..conns)
+            .map(|c| {
+                scope.spawn(move || -> Result<Vec<f64>> {
+                    let mut conn = Conn::open(addr)?;
+                    let offset = Duration::from_secs_f64(c as f64 / rate);
+                    let mut out = Vec::with_capacity(per_conn);
+                    for k in 0..per_conn {
+                        let due = start + offset + interval * k as u32;
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        let req = &requests[(k * conns + c) % requests.len()];
+                        let t = Instant::now();
+                        let status = conn.round_trip(req)?;
+                        out.push(t.elapsed().as_secs_f64() * 1e6);
+                        if status != 200 {
+                            return Err(format!("fixed-rate request answered {status}").into());
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("load thread failed".into()))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(total);
+    for p in parts {
+        all.extend(p?);
+    }
+    Ok(all)
+}
+
+const WRK_SCRIPT: &str = r#"-- Cycles through the tokens file, one request per token, preformatted once.
+local reqs = {}
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      reqs[#reqs + 1] = wrk.format("GET", args[2], { ["Host"] = args[3], ["Authorization"] = "Bearer " .. line })
+    end
+  end
+end
+function request()
+  i = i % #reqs + 1
+  return reqs[i]
+end
+"#;
+
+/// Closed-loop throughput with wrk; any non-2xx answer or socket error fails the run.
+fn wrk(lua: &Path, addr: SocketAddr, tokens: &Path, path: &str, secs: u64) -> Result<f64> {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s")])
+        .arg("-s")
+        .arg(lua)
+        .arg(format!("http://{addr}"))
+        .arg("--")
+        .arg(tokens)
+        .args([path, workload::HOST])
+        .output()
+        .map_err(|e| format!("cannot run wrk: {e} (apt-get install -y wrk)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("wrk failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        return Err(format!("wrk saw failed requests:\n{text}").into());
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}").into())
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn command_output(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    s: &Settings,
+    results: &[(Scenario, ScenarioResult)],
+    instances: &[Instance],
+    memory: &[(Variant, usize, Option<u64>)],
+    vm_memory: &[(usize, Option<u64>)],
+    (cpus, pinned): (usize, bool),
+    started: Instant,
+) -> String {
+    let mut o = String::new();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let envoy_version = command_output(&s.envoy_bin.display().to_string(), &["--version"]);
+    // "envoy  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
+    let envoy_version = envoy_version
+        .split("version:")
+        .nth(1)
+        .and_then(|v| v.trim().split('/').nth(1))
+        .unwrap_or("?")
+        .to_string();
+    let wasm_size = std::fs::metadata(&s.wasm).map_or(0, |m| m.len());
+    let _ = writeln!(o, "# meshguard benchmarks\n");
+    let _ =
+        writeln!(
+        o,
+        "Produced by `make bench` (`cargo run --release --example sidebyside`) on {} ({} CPUs{}), \
+         Envoy {envoy_version}, meshguard {} (`git describe`: {}).\n",
+        if cpu.is_empty() { "this machine".to_string() } else { cpu },
+        cpus,
+        if pinned { ", Envoy pinned to CPU 0, load on CPU 1" } else { ", not pinned" },
+        env!("CARGO_PKG_VERSION"),
+        command_output("git", &["describe", "--always", "--dirty"]),
+    );
+    let _ = writeln!(
+        o,
+        "Each Envoy: `--concurrency 1`, one listener, direct 200 response (no upstream), so the \
+         filters are all the per-request work. Native = `jwt_authn` (with `jwt_cache_config`, \
+         100 entries) + RBAC as istiod generates them from the same resources. Throughput: wrk \
+         -t1 -c{CONNECTIONS}, {} x {} s per variant, alternating A B C. Latency: open loop at \
+         the fixed rate shown (half the slowest variant, at most {MAX_FIXED_RATE}/s), {} \
+         connections, {:.1} s per variant; time from send to the whole response. Distinct = \
+         {} tokens cycled (more than either cache holds).\n",
+        s.rounds, s.seconds, LATENCY_CONNECTIONS, s.latency_seconds, s.distinct,
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | no filter req/s | native req/s | meshguard req/s | mg/native | mg/no filter | rate/s | p50 µs (none/native/mg) | p99 µs (none/native/mg) | p99 mg/native |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut worst_tput = f64::INFINITY;
+    let mut worst_p99 = 0.0f64;
+    let mut worst_nofilter = f64::INFINITY;
+    let mut cost: BTreeMap<(&str, bool, usize), f64> = BTreeMap::new();
+    for (sc, r) in results {
+        let rps = |v: Variant| mean(&r.rps[&v]);
+        let lat = |v: Variant| {
+            let mut l = r.latencies_us.get(&v).cloned().unwrap_or_default();
+            l.sort_by(f64::total_cmp);
+            (percentile(&l, 50.0), percentile(&l, 99.0))
+        };
+        let (n, na, m) = (
+            rps(Variant::NoFilter),
+            rps(Variant::Native),
+            rps(Variant::Meshguard),
+        );
+        let (ln, lna, lm) = (
+            lat(Variant::NoFilter),
+            lat(Variant::Native),
+            lat(Variant::Meshguard),
+        );
+        let p99_ratio = lm.1 / lna.1;
+        worst_tput = worst_tput.min(m / na);
+        worst_nofilter = worst_nofilter.min(m / n);
+        worst_p99 = worst_p99.max(p99_ratio);
+        // Filter time per request: meshguard's time minus the unfiltered Envoy's.
+        cost.insert((sc.alg, sc.distinct, sc.policies), 1e6 / m - 1e6 / n);
+        let _ = writeln!(
+            o,
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} |",
+            sc.label(), n, na, m, m / na, m / n, r.rate, ln.0, lna.0, lm.0, ln.1, lna.1, lm.1, p99_ratio
+        );
+    }
+    let _ = writeln!(o, "\n## Targets (this run)\n");
+    let _ = writeln!(
+        o,
+        "- throughput meshguard/native >= 1.0: worst {worst_tput:.2} ({})",
+        verdict(worst_tput >= 1.0)
+    );
+    let _ = writeln!(
+        o,
+        "- p99 meshguard/native <= 1.1: worst {worst_p99:.2} ({})",
+        verdict(worst_p99 <= 1.1)
+    );
+    let _ = writeln!(
+        o,
+        "- throughput meshguard/no filter >= 0.75: worst {worst_nofilter:.2} ({})",
+        verdict(worst_nofilter >= 0.75)
+    );
+    let (lo, hi) = (
+        s.policy_counts.iter().copied().min().unwrap_or(0),
+        s.policy_counts.iter().copied().max().unwrap_or(0),
+    );
+    for alg in ["RS256", "ES256"] {
+        for distinct in [false, true] {
+            if let (Some(a), Some(b)) = (
+                cost.get(&(alg, distinct, lo)),
+                cost.get(&(alg, distinct, hi)),
+            ) {
+                let ratio = if *a > 0.0 { b / a } else { f64::NAN };
+                let _ = writeln!(
+                    o,
+                    "- {hi} vs {lo} policies, {alg} {}: meshguard time per request {a:.1} µs -> {b:.1} µs = {ratio:.2}x (target <= 2x: {})",
+                    if distinct { "distinct" } else { "repeated" },
+                    verdict(ratio <= 2.0)
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        o,
+        "- `.wasm` size: {wasm_size} bytes = {:.3} MiB (target <= 1 MiB: {})",
+        wasm_size as f64 / 1048576.0,
+        verdict(wasm_size <= 1 << 20)
+    );
+    let _ = writeln!(o, "\n## Start-up and memory\n");
+    let _ = writeln!(o, "| Envoy | policies | ready after start (ms) | first request (ms) | RSS at end (MiB) | meshguard VM linear memory (KiB) |");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    for (inst, (_, _, rss)) in instances.iter().zip(memory) {
+        let vm = if inst.variant == Variant::Meshguard {
+            vm_memory
+                .iter()
+                .find(|(p, _)| *p == inst.policies)
+                .and_then(|(_, m)| *m)
+                .map_or("n/a".to_string(), |b| format!("{}", b / 1024))
+        } else {
+            "-".to_string()
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {:.0} | {:.2} | {} | {vm} |",
+            inst.variant.name(),
+            if inst.variant == Variant::NoFilter {
+                "-".to_string()
+            } else {
+                inst.policies.to_string()
+            },
+            inst.ready_ms,
+            inst.first_request_ms,
+            rss.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0)),
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nRSS includes Envoy itself (compare with the no-filter row); with `--concurrency 1` \
+         Envoy runs the wasm VM on the main thread and on the one worker. Whole run: {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    o
+}
