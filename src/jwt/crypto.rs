@@ -11,6 +11,8 @@ use ed25519_dalek::Verifier as _;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
+use super::der;
+use super::host_verify::{host_verify, Hash};
 use super::rsa_pub::RsaVerifier;
 
 /// The algorithms Envoy implements (`isImplemented` in jwt.cc).
@@ -52,13 +54,17 @@ impl Alg {
     }
 }
 
+/// A key's DER `SubjectPublicKeyInfo`, encoded once at load for the host's check
+/// (`host_verify`).
+pub(crate) type Spki = Box<[u8]>;
+
 /// One key, decoded into the form its algorithm family verifies with.
 #[derive(Clone)]
 pub(crate) enum KeyMaterial {
-    Rsa(Box<RsaVerifier>),
-    P256(p256::ecdsa::VerifyingKey),
-    P384(p384::ecdsa::VerifyingKey),
-    P521(Box<p521::ecdsa::VerifyingKey>),
+    Rsa(Box<RsaVerifier>, Spki),
+    P256(p256::ecdsa::VerifyingKey, Spki),
+    P384(p384::ecdsa::VerifyingKey, Spki),
+    P521(Box<p521::ecdsa::VerifyingKey>, Spki),
     /// An EC key Envoy loads but that we cannot verify with (a P-224 PEM key): it stays
     /// in the set, as in Envoy, and never verifies anything.
     EcUnsupported,
@@ -91,10 +97,10 @@ impl fmt::Debug for KeyMaterial {
     // Never print key bytes (HMAC secrets above all).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            KeyMaterial::Rsa(_) => "RSA",
-            KeyMaterial::P256(_) => "EC P-256",
-            KeyMaterial::P384(_) => "EC P-384",
-            KeyMaterial::P521(_) => "EC P-521",
+            KeyMaterial::Rsa(..) => "RSA",
+            KeyMaterial::P256(..) => "EC P-256",
+            KeyMaterial::P384(..) => "EC P-384",
+            KeyMaterial::P521(..) => "EC P-521",
             KeyMaterial::EcUnsupported => "EC (unsupported curve)",
             KeyMaterial::Hmac(_) => "oct",
             KeyMaterial::Ed25519(_) => "OKP Ed25519",
@@ -114,23 +120,38 @@ pub(crate) enum Check {
 impl KeyMaterial {
     /// Verifies `sig` over `input` for a token of algorithm `alg`. A key of another family
     /// than `alg` fails (it never verifies, whatever the signature).
+    ///
+    /// RS* and ES*: once the signature passed the checks that decide Envoy's outcome
+    /// (length, range, re-padding), the math goes to the thread's [`SignatureHost`] if one
+    /// is installed and answers, else it runs here.
+    ///
+    /// [`SignatureHost`]: super::host_verify::SignatureHost
     pub(crate) fn check(&self, alg: Alg, input: &[u8], sig: &[u8]) -> Check {
         let ok = match (self, alg) {
-            (KeyMaterial::Rsa(k), Alg::Rs256) => pkcs1::<Sha256>(k, input, sig),
-            (KeyMaterial::Rsa(k), Alg::Rs384) => pkcs1::<Sha384>(k, input, sig),
-            (KeyMaterial::Rsa(k), Alg::Rs512) => pkcs1::<Sha512>(k, input, sig),
-            (KeyMaterial::Rsa(k), Alg::Ps256) => pss::<Sha256>(k, input, sig),
-            (KeyMaterial::Rsa(k), Alg::Ps384) => pss::<Sha384>(k, input, sig),
-            (KeyMaterial::Rsa(k), Alg::Ps512) => pss::<Sha512>(k, input, sig),
-            (KeyMaterial::P256(k), Alg::Es256) => ec_signature(sig, 32)
-                .and_then(|s| p256::ecdsa::Signature::from_slice(&s).ok())
-                .is_some_and(|s| k.verify(input, &s).is_ok()),
-            (KeyMaterial::P384(k), Alg::Es384) => ec_signature(sig, 48)
-                .and_then(|s| p384::ecdsa::Signature::from_slice(&s).ok())
-                .is_some_and(|s| k.verify(input, &s).is_ok()),
-            (KeyMaterial::P521(k), Alg::Es512) => ec_signature(sig, 66)
-                .and_then(|s| p521::ecdsa::Signature::from_slice(&s).ok())
-                .is_some_and(|s| k.verify(input, &s).is_ok()),
+            (KeyMaterial::Rsa(k, spki), Alg::Rs256) => pkcs1::<Sha256>(k, spki, input, sig),
+            (KeyMaterial::Rsa(k, spki), Alg::Rs384) => pkcs1::<Sha384>(k, spki, input, sig),
+            (KeyMaterial::Rsa(k, spki), Alg::Rs512) => pkcs1::<Sha512>(k, spki, input, sig),
+            (KeyMaterial::Rsa(k, _), Alg::Ps256) => pss::<Sha256>(k, input, sig),
+            (KeyMaterial::Rsa(k, _), Alg::Ps384) => pss::<Sha384>(k, input, sig),
+            (KeyMaterial::Rsa(k, _), Alg::Ps512) => pss::<Sha512>(k, input, sig),
+            (KeyMaterial::P256(k, spki), Alg::Es256) => ec_signature(sig, 32)
+                .and_then(|rs| Some((p256::ecdsa::Signature::from_slice(&rs).ok()?, rs)))
+                .is_some_and(|(s, rs)| {
+                    ecdsa_on_host(Hash::Sha256, spki, &rs, input)
+                        .unwrap_or_else(|| k.verify(input, &s).is_ok())
+                }),
+            (KeyMaterial::P384(k, spki), Alg::Es384) => ec_signature(sig, 48)
+                .and_then(|rs| Some((p384::ecdsa::Signature::from_slice(&rs).ok()?, rs)))
+                .is_some_and(|(s, rs)| {
+                    ecdsa_on_host(Hash::Sha384, spki, &rs, input)
+                        .unwrap_or_else(|| k.verify(input, &s).is_ok())
+                }),
+            (KeyMaterial::P521(k, spki), Alg::Es512) => ec_signature(sig, 66)
+                .and_then(|rs| Some((p521::ecdsa::Signature::from_slice(&rs).ok()?, rs)))
+                .is_some_and(|(s, rs)| {
+                    ecdsa_on_host(Hash::Sha512, spki, &rs, input)
+                        .unwrap_or_else(|| k.verify(input, &s).is_ok())
+                }),
             (KeyMaterial::Hmac(k), Alg::Hs256) => hmac_ok(&k.h256, input, sig),
             (KeyMaterial::Hmac(k), Alg::Hs384) => hmac_ok(&k.h384, input, sig),
             (KeyMaterial::Hmac(k), Alg::Hs512) => hmac_ok(&k.h512, input, sig),
@@ -158,14 +179,31 @@ fn hmac_ok<M: Mac + Clone>(keyed: &M, input: &[u8], sig: &[u8]) -> bool {
     mac.verify_slice(sig).is_ok()
 }
 
+/// ECDSA on the host: `rs` is r || s, each padded to the field size and already checked
+/// to be in `[1, n)` (BoringSSL rejects the others too), sent as a DER `ECDSA-Sig-Value`.
+fn ecdsa_on_host(hash: Hash, spki: &[u8], rs: &[u8], input: &[u8]) -> Option<bool> {
+    let (r, s) = rs.split_at_checked(rs.len() / 2)?;
+    host_verify(hash, spki, &der::ecdsa_signature(r, s), input)
+}
+
 /// RSASSA-PKCS1-v1_5: the recovered block must equal `00 01 FF.. 00 DigestInfo H`
 /// byte for byte, as BoringSSL's `RSA_verify` compares it.
-fn pkcs1<D: Digest + DigestInfo>(key: &RsaVerifier, input: &[u8], sig: &[u8]) -> bool {
+///
+/// The checks that make a signature fail whatever the math says — length equal to the
+/// modulus', value below it, room for 8 bytes of padding — run here first, so the host
+/// (BoringSSL's `RSA_verify`, which applies the same three) is only asked the rest.
+fn pkcs1<D: Digest + DigestInfo>(key: &RsaVerifier, spki: &[u8], input: &[u8], sig: &[u8]) -> bool {
+    let t_len = D::PREFIX.len() + <D as Digest>::output_size();
+    if key.size() < t_len + 3 + 8 || !key.accepts(sig) {
+        return false;
+    }
+    if let Some(ok) = host_verify(D::HASH, spki, sig, input) {
+        return ok;
+    }
     let Some(em) = key.public_op(sig) else {
         return false;
     };
     let hash = D::digest(input);
-    let t_len = D::PREFIX.len() + hash.len();
     let Some(ps_len) = em.len().checked_sub(t_len + 3) else {
         return false;
     };
@@ -184,9 +222,12 @@ fn pkcs1<D: Digest + DigestInfo>(key: &RsaVerifier, input: &[u8], sig: &[u8]) ->
 /// The DER `DigestInfo` header that precedes the hash in a PKCS#1 v1.5 signature.
 trait DigestInfo {
     const PREFIX: &'static [u8];
+    /// The same digest, named for the host.
+    const HASH: Hash;
 }
 
 impl DigestInfo for Sha256 {
+    const HASH: Hash = Hash::Sha256;
     const PREFIX: &'static [u8] = &[
         0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
         0x05, 0x00, 0x04, 0x20,
@@ -194,6 +235,7 @@ impl DigestInfo for Sha256 {
 }
 
 impl DigestInfo for Sha384 {
+    const HASH: Hash = Hash::Sha384;
     const PREFIX: &'static [u8] = &[
         0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02,
         0x05, 0x00, 0x04, 0x30,
@@ -201,6 +243,7 @@ impl DigestInfo for Sha384 {
 }
 
 impl DigestInfo for Sha512 {
+    const HASH: Hash = Hash::Sha512;
     const PREFIX: &'static [u8] = &[
         0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03,
         0x05, 0x00, 0x04, 0x40,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
+use rsa::traits::PublicKeyParts as _;
 use serde_json::{Map, Value};
 
 use super::crypto::{Check, HmacKeys, KeyMaterial};
@@ -267,7 +268,11 @@ fn rsa_key(n: &[u8], e: &[u8]) -> Option<KeyMaterial> {
     let n = rsa::BigUint::from_bytes_be(n);
     let e = rsa::BigUint::from_bytes_be(e);
     let key = rsa::RsaPublicKey::new_with_max_size(n, e, MAX_MODULUS_BITS).ok()?;
-    Some(KeyMaterial::Rsa(Box::new(RsaVerifier::new(&key)?)))
+    let spki = der::rsa_spki(OID_RSA, &key.n().to_bytes_be(), &key.e().to_bytes_be());
+    Some(KeyMaterial::Rsa(
+        Box::new(RsaVerifier::new(&key)?),
+        spki.into(),
+    ))
 }
 
 fn strip_leading_zeros(bytes: &[u8]) -> &[u8] {
@@ -291,18 +296,26 @@ impl Curve {
         }
     }
 
-    /// A SEC1-encoded point on this curve as verifying key material.
+    /// A SEC1-encoded point on this curve as verifying key material, with its SPKI (the
+    /// point uncompressed, whatever form it came in).
     fn key(self, sec1: &[u8]) -> Option<KeyMaterial> {
+        let spki = |curve_oid, point: &[u8]| der::ec_spki(OID_EC, curve_oid, point).into();
         Some(match self {
             Curve::P256 => {
-                KeyMaterial::P256(p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()?)
+                let k = p256::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()?;
+                let spki = spki(OID_P256, k.to_encoded_point(false).as_bytes());
+                KeyMaterial::P256(k, spki)
             }
             Curve::P384 => {
-                KeyMaterial::P384(p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()?)
+                let k = p384::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()?;
+                let spki = spki(OID_P384, k.to_encoded_point(false).as_bytes());
+                KeyMaterial::P384(k, spki)
             }
-            Curve::P521 => KeyMaterial::P521(Box::new(
-                p521::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()?,
-            )),
+            Curve::P521 => {
+                let k = p521::ecdsa::VerifyingKey::from_sec1_bytes(sec1).ok()?;
+                let spki = spki(OID_P521, k.to_encoded_point(false).as_bytes());
+                KeyMaterial::P521(Box::new(k), spki)
+            }
         })
     }
 }
@@ -435,7 +448,7 @@ fn from_x509_map(doc: &Map<String, Value>) -> Result<Jwks, JwtStatus> {
         let der = pem_decode(cert, "CERTIFICATE").ok_or(JwtStatus::JwksX509ParseError)?;
         let spki = der::certificate_spki(Der(&der)).ok_or(JwtStatus::JwksX509ParseError)?;
         let material = match pem_key_spki(spki) {
-            Ok(material @ KeyMaterial::Rsa(_)) => material,
+            Ok(material @ KeyMaterial::Rsa(..)) => material,
             _ => return Err(JwtStatus::JwksX509GetPubkeyError),
         };
         keys.push(Jwk {

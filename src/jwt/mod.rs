@@ -21,6 +21,7 @@
 mod b64;
 mod crypto;
 mod der;
+pub mod host_verify;
 mod json;
 mod jwks;
 mod rsa_pub;

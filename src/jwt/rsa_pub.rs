@@ -80,16 +80,29 @@ impl RsaVerifier {
         top * LIMB_BITS + top_bits
     }
 
-    /// `sig^e mod n` as `k` big-endian bytes; `None` unless `sig` has exactly `k` bytes and
-    /// is below the modulus (BoringSSL's checks).
-    pub(crate) fn public_op(&self, sig: &[u8]) -> Option<Vec<u8>> {
+    /// Modulus length in bytes (BoringSSL's `RSA_size`).
+    pub(crate) fn size(&self) -> usize {
+        self.k
+    }
+
+    /// Whether `sig` has exactly `k` bytes and is below the modulus: BoringSSL's checks
+    /// before the public operation (`RSA_R_DATA_LEN_NOT_EQUAL_TO_MOD_LEN`,
+    /// `RSA_R_DATA_TOO_LARGE_FOR_MODULUS`).
+    pub(crate) fn accepts(&self, sig: &[u8]) -> bool {
+        self.signature_limbs(sig).is_some()
+    }
+
+    fn signature_limbs(&self, sig: &[u8]) -> Option<Vec<Limb>> {
         if sig.len() != self.k {
             return None;
         }
         let x = limbs(sig, self.n.len())?;
-        if !less_than(&x, &self.n) {
-            return None;
-        }
+        less_than(&x, &self.n).then_some(x)
+    }
+
+    /// `sig^e mod n` as `k` big-endian bytes; `None` unless [`RsaVerifier::accepts`] `sig`.
+    pub(crate) fn public_op(&self, sig: &[u8]) -> Option<Vec<u8>> {
+        let x = self.signature_limbs(sig)?;
         let s = self.n.len();
         let mut scratch = vec![0 as Limb; s + 2];
         let mut xm = vec![0 as Limb; s];

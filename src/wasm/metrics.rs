@@ -17,6 +17,9 @@ pub(crate) struct Metrics {
     pub jwks_fetch_success: Option<u32>,
     pub jwks_fetch_failed: Option<u32>,
     pub paused: Option<u32>,
+    /// Signature checks answered by Envoy's `verify_signature` / left to wasm after asking.
+    pub jwt_host_verifications: Option<u32>,
+    pub jwt_host_fallbacks: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -37,6 +40,8 @@ impl Metrics {
             jwks_fetch_success: counter("meshguard.jwks.fetch_success"),
             jwks_fetch_failed: counter("meshguard.jwks.fetch_failed"),
             paused: counter("meshguard.jwks.requests_paused"),
+            jwt_host_verifications: counter("meshguard.jwt.host_verifications"),
+            jwt_host_fallbacks: counter("meshguard.jwt.host_fallbacks"),
         }
     }
 

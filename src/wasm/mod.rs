@@ -3,6 +3,7 @@
 //! read request attributes, ask the engine, and act on its decision.
 
 mod host;
+mod host_crypto;
 mod http;
 mod jwks_cache;
 mod metrics;
@@ -101,6 +102,7 @@ impl RootContext for Root {
                 crate::GIT_HASH
             ),
         );
+        host_crypto::install(&self.state.borrow().metrics);
         true
     }
 

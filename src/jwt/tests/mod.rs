@@ -3,6 +3,7 @@
 //! algorithm, the RustCrypto signers directly for ES512 and odd-shaped signatures.
 
 mod bench;
+mod host_crypto;
 mod jwks_parse;
 mod parse;
 mod status;
