@@ -573,6 +573,15 @@ impl PathTemplate {
         }
     }
 
+    /// The literal text every matching path starts with (the template's leading literal),
+    /// if any: what the path index keys a template on.
+    pub fn literal_prefix(&self) -> Option<&str> {
+        match self.head.first() {
+            Some(TemplateTok::Lit(l)) => Some(l),
+            Some(TemplateTok::One) | None => None,
+        }
+    }
+
     pub fn matches(&self, path: &str) -> bool {
         let p = path.as_bytes();
         let mut pos = 0usize;

@@ -6,6 +6,8 @@
 //! - `compile`: Istio's translation of a rule into RBAC matchers (incl. conversion-error
 //!   handling), into the `model`.
 //! - `matcher`: the precomputed value matchers.
+//! - `index`: the policies of one action with a config-time path index, so a request
+//!   evaluates only the policies that can match its path.
 //!
 //! Decision (Istio): a matching DENY policy denies; with no ALLOW policy the request is
 //! allowed; a matching ALLOW policy allows; otherwise deny. AUDIT only marks the request.
@@ -13,17 +15,21 @@
 //! shadow engine per action, whose result is reported, never enforced.
 
 mod compile;
+mod index;
 mod matcher;
 mod model;
 pub mod spec;
 mod validate;
 
 #[cfg(test)]
+mod index_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::attrs::{AuthContext, RequestAttributes};
 use crate::config::{ConfigError, Resource, Workload};
-use model::{Ctx, Policy};
+use index::PolicySet;
+use model::{Ctx, Policy, Rule};
 pub use spec::Action;
 use spec::AuthorizationPolicySpec;
 
@@ -33,9 +39,9 @@ pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 /// Compiled authorization policies of one workload (immutable after config load).
 #[derive(Debug, Default)]
 pub struct Authorizer {
-    deny: Vec<Policy>,
-    allow: Vec<Policy>,
-    audit: Vec<Policy>,
+    deny: PolicySet,
+    allow: PolicySet,
+    audit: PolicySet,
     /// Dry-run policies per action, each evaluated like an Envoy shadow engine.
     shadow: Vec<ShadowEngine>,
     /// `no ALLOW policy matched (N ALLOW policies apply)`, precomputed.
@@ -46,7 +52,7 @@ pub struct Authorizer {
 #[derive(Debug)]
 struct ShadowEngine {
     action: Action,
-    policies: Vec<Policy>,
+    policies: PolicySet,
     /// `ns/a, ns/b`: named in the result when no policy matched.
     names: String,
 }
@@ -95,7 +101,8 @@ impl Authorizer {
         policies: &[Resource<AuthorizationPolicySpec>],
         _workload: &Workload,
     ) -> Result<Self, ConfigError> {
-        let mut a = Authorizer::default();
+        let mut warnings = Vec::new();
+        let (mut deny, mut allow, mut audit) = (Vec::new(), Vec::new(), Vec::new());
         let mut shadow: [(Action, Vec<Policy>); 3] = [
             (Action::Deny, vec![]),
             (Action::Allow, vec![]),
@@ -106,9 +113,9 @@ impl Authorizer {
             if !res.applies {
                 continue;
             }
-            let dry_run = dry_run(res, &mut a.warnings);
+            let dry_run = dry_run(res, &mut warnings);
             let action = res.spec.action();
-            let policy = compile::policy(res, &mut a.warnings);
+            let policy = compile::policy(res, &mut warnings);
             if dry_run {
                 if let Some((_, list)) = shadow.iter_mut().find(|(act, _)| *act == action) {
                     list.push(policy);
@@ -116,13 +123,13 @@ impl Authorizer {
                 continue;
             }
             match action {
-                Action::Deny => a.deny.push(policy),
-                Action::Audit => a.audit.push(policy),
+                Action::Deny => deny.push(policy),
+                Action::Audit => audit.push(policy),
                 // CUSTOM is rejected by validation.
-                Action::Allow | Action::Custom => a.allow.push(policy),
+                Action::Allow | Action::Custom => allow.push(policy),
             }
         }
-        a.shadow = shadow
+        let shadow = shadow
             .into_iter()
             .filter(|(_, list)| !list.is_empty())
             .map(|(action, policies)| ShadowEngine {
@@ -132,18 +139,41 @@ impl Authorizer {
                     .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                policies,
+                policies: PolicySet::new(policies),
             })
             .collect();
-        a.no_allow_match = match a.allow.len() {
+        let no_allow_match = match allow.len() {
             1 => "no ALLOW policy matched (1 ALLOW policy applies)".into(),
             n => format!("no ALLOW policy matched ({n} ALLOW policies apply)"),
         };
-        Ok(a)
+        Ok(Authorizer {
+            deny: PolicySet::new(deny),
+            allow: PolicySet::new(allow),
+            audit: PolicySet::new(audit),
+            shadow,
+            no_allow_match,
+            warnings,
+        })
     }
 
     /// Decides one request. No allocation beyond the decision's own strings.
     pub fn evaluate(&self, req: &RequestAttributes, auth: &AuthContext) -> AuthzDecision {
+        self.evaluate_with(req, auth, PolicySet::first_match)
+    }
+
+    /// [`Authorizer::evaluate`] scanning every policy, without the index: the reference the
+    /// index is tested against.
+    #[cfg(test)]
+    fn evaluate_linear(&self, req: &RequestAttributes, auth: &AuthContext) -> AuthzDecision {
+        self.evaluate_with(req, auth, PolicySet::first_match_linear)
+    }
+
+    fn evaluate_with(
+        &self,
+        req: &RequestAttributes,
+        auth: &AuthContext,
+        first_match: FirstMatch,
+    ) -> AuthzDecision {
         let ctx = Ctx::new(req, auth);
         let audit = first_match(&self.audit, &ctx).map(|(p, _)| p.name.clone());
         let dry_run = self
@@ -194,11 +224,8 @@ impl Authorizer {
     }
 }
 
-fn first_match<'p>(policies: &'p [Policy], ctx: &Ctx) -> Option<(&'p Policy, &'p model::Rule)> {
-    policies
-        .iter()
-        .find_map(|p| p.matching_rule(ctx).map(|r| (p, r)))
-}
+/// How a policy set finds its first matching policy (indexed, or linear in tests).
+type FirstMatch = for<'p, 'c> fn(&'p PolicySet, &Ctx<'c>) -> Option<(&'p Policy, &'p Rule)>;
 
 /// `istio.io/dry-run`, parsed like Go's `strconv.ParseBool` (what Istio uses). An invalid
 /// value is logged by Istio and the policy is enforced; we do the same, with a warning.

@@ -148,6 +148,11 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// The path without query and fragment, as `paths` match it.
+    pub fn path(&self) -> &'a str {
+        self.path
+    }
+
     /// A header's value as Envoy's header matcher sees it: repeated headers are joined
     /// with `,`; None when absent.
     fn header(&self, name: &HeaderName) -> Option<Cow<'a, str>> {
