@@ -277,7 +277,13 @@ fn run() -> Result<()> {
         })
         .collect::<Vec<_>>();
     let report = render(
-        &s, &results, &instances, &memory, &vm_memory, (cpus, pinned), started,
+        &s,
+        &results,
+        &instances,
+        &memory,
+        &vm_memory,
+        (cpus, pinned),
+        started,
     );
     print!("{report}");
     std::fs::write(&s.out, &report)?;
