@@ -62,10 +62,11 @@ run: setup build
 demo-check: setup build
 	MESHGUARD_DEMO_CHECK=1 bash envoy/demo.sh
 
-## bench: requests/s of the demo under wrk, with and without meshguard (needs wrk)
+## bench: meshguard side by side with Envoy's jwt_authn + RBAC and with no filter; writes BENCHMARKS.md
 bench: setup build
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
-	bash envoy/bench.sh
+	@command -v taskset >/dev/null || { apt-get update && apt-get install -y util-linux; }
+	$(CARGO) run --release --example sidebyside
 
 clean:
 	rm -rf dist .run

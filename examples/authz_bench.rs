@@ -42,11 +42,11 @@ fn main() {
     let claims = workload::claims(7, now, 3600);
     let token = key.sign(&claims).unwrap();
     let auth = AuthContext {
-        jwt: Some(VerifiedJwt {
+        jwt: Some(std::sync::Arc::new(VerifiedJwt {
             issuer: workload::ISSUER.into(),
             subject: "user-00007".into(),
             claims: claims.as_object().unwrap().clone(),
-        }),
+        })),
     };
     println!("policies | decide ns/req | authz ns/req | authz ns/req (denied path)");
     let mut results = Vec::new();

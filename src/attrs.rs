@@ -2,6 +2,7 @@
 //! properties; tests build them directly.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Everything about one request that authentication and authorization may look at.
 #[derive(Debug, Clone, Default)]
@@ -121,12 +122,48 @@ impl VerifiedJwt {
     }
 }
 
+/// The request facts a compiled configuration reads beyond headers. In Envoy each is a
+/// property lookup (a few µs per request together), so the adapter fetches only these;
+/// the rest stay at their defaults (absent), which nothing reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// `connection.mtls` and the client certificate's URI SANs.
+    pub peer_identity: bool,
+    /// `source.address` (`remote` and `direct_remote`).
+    pub source_address: bool,
+    /// `destination.address`.
+    pub destination: bool,
+    /// `connection.requested_server_name`.
+    pub sni: bool,
+}
+
+impl Needs {
+    pub fn all() -> Self {
+        Needs {
+            peer_identity: true,
+            source_address: true,
+            destination: true,
+            sni: true,
+        }
+    }
+
+    pub fn union(self, other: Needs) -> Needs {
+        Needs {
+            peer_identity: self.peer_identity || other.peer_identity,
+            source_address: self.source_address || other.source_address,
+            destination: self.destination || other.destination,
+            sni: self.sni || other.sni,
+        }
+    }
+}
+
 /// What authentication established about the request's end user.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuthContext {
     /// The token whose payload authorization matches against (Envoy's jwt_authn metadata).
     /// None when the request carried no token.
-    pub jwt: Option<VerifiedJwt>,
+    /// Shared with the verified-token cache: a cache hit copies no claims.
+    pub jwt: Option<Arc<VerifiedJwt>>,
 }
 
 #[cfg(test)]

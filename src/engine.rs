@@ -2,7 +2,7 @@
 //! (PeerAuthentication), then authentication (RequestAuthentication), then authorization
 //! (AuthorizationPolicy) — the order of Istio's listener and filter chain.
 
-use crate::attrs::RequestAttributes;
+use crate::attrs::{Needs, RequestAttributes};
 use crate::authn::{www_authenticate, Authenticator, AuthnOutcome, KeyStore, RemoteJwks};
 use crate::authz::Authorizer;
 use crate::config::{self, ConfigError, PluginConfig};
@@ -21,6 +21,9 @@ pub struct Engine {
     refresh_interval: Duration,
     kid_refetch_cooldown: Duration,
     summary: String,
+    needs: Needs,
+    /// Regular headers authorization conditions read (lower case).
+    authz_headers: Vec<Box<str>>,
 }
 
 /// The engine's answer for one request.
@@ -53,7 +56,10 @@ impl Engine {
             count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
             authn.remote_jwks().len(),
         );
+        let (authz_needs, authz_headers) = authz.reads();
         Ok(Engine {
+            needs: peer.needs().union(authz_needs),
+            authz_headers,
             peer,
             authn,
             authz,
@@ -61,6 +67,11 @@ impl Engine {
             kid_refetch_cooldown: cfg.jwks.kid_refetch_cooldown,
             summary,
         })
+    }
+
+    /// The connection facts decisions read: the adapter fetches only these.
+    pub fn needs(&self) -> Needs {
+        self.needs
     }
 
     /// Remote key sets to fetch.
@@ -136,7 +147,7 @@ impl Engine {
         // Authorization sees the request after authentication changed it, as RBAC does
         // after jwt_authn.
         let authorized_view;
-        let view = if mutations.is_empty() {
+        let view = if !self.authz_sees(&mutations) {
             req
         } else {
             let mut copy = req.clone();
@@ -169,5 +180,105 @@ impl Engine {
             audit: authz.audit,
             dry_run: authz.dry_run,
         }))
+    }
+
+    /// Whether authentication's header changes are visible to authorization: a changed
+    /// `:path` always is; a removed or added header only when some condition reads it. When
+    /// not, authorization reads the request as it came (no copy).
+    fn authz_sees(&self, m: &crate::authn::HeaderMutations) -> bool {
+        m.path.is_some()
+            || m.remove
+                .iter()
+                .chain(m.add.iter().map(|(name, _)| name))
+                .any(|name| {
+                    self.authz_headers
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case(name))
+                })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn engine(policies: serde_json::Value) -> Engine {
+        let cfg = json!({ "workload": { "namespace": "ns" }, "policies": policies });
+        Engine::from_json(&cfg.to_string()).unwrap()
+    }
+
+    fn allow(rule: serde_json::Value) -> serde_json::Value {
+        json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "p", "namespace": "ns" },
+                "spec": { "action": "ALLOW", "rules": [rule] } })
+    }
+
+    #[test]
+    fn needs_name_only_the_connection_facts_some_condition_reads() {
+        let paths =
+            allow(json!({ "to": [{ "operation": { "paths": ["/a/*"], "methods": ["GET"] } }] }));
+        assert_eq!(engine(json!([paths])).needs(), Needs::default());
+        let cases = [
+            (
+                json!({ "from": [{ "source": { "principals": ["td/ns/a/sa/b"] } }] }),
+                "peer",
+            ),
+            (
+                json!({ "from": [{ "source": { "notNamespaces": ["x"] } }] }),
+                "peer",
+            ),
+            (
+                json!({ "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }] }),
+                "source",
+            ),
+            (
+                json!({ "from": [{ "source": { "remoteIpBlocks": ["10.0.0.0/8"] } }] }),
+                "source",
+            ),
+            (
+                json!({ "to": [{ "operation": { "ports": ["8080"] } }] }),
+                "destination",
+            ),
+            (
+                json!({ "when": [{ "key": "destination.ip", "values": ["10.0.0.1"] }] }),
+                "destination",
+            ),
+            (
+                json!({ "when": [{ "key": "connection.sni", "values": ["a.example"] }] }),
+                "sni",
+            ),
+        ];
+        for (rule, what) in cases {
+            let n = engine(json!([allow(rule.clone())])).needs();
+            let want = Needs {
+                peer_identity: what == "peer",
+                source_address: what == "source",
+                destination: what == "destination",
+                sni: what == "sni",
+            };
+            assert_eq!(n, want, "{rule}");
+        }
+        let strict = json!({ "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                             "metadata": { "name": "default", "namespace": "ns" },
+                             "spec": { "mtls": { "mode": "STRICT" } } });
+        let n = engine(json!([strict])).needs();
+        assert!(n.peer_identity && n.destination && !n.source_address && !n.sni);
+    }
+
+    #[test]
+    fn authorization_copies_the_request_only_for_changes_it_can_see() {
+        let reads_x_user =
+            allow(json!({ "when": [{ "key": "request.headers[X-User]", "values": ["alice"] }] }));
+        let e = engine(json!([reads_x_user]));
+        let mut m = crate::authn::HeaderMutations::default();
+        assert!(!e.authz_sees(&m));
+        m.remove.push("authorization".into());
+        assert!(!e.authz_sees(&m));
+        m.add.push(("x-user".into(), "bob".into()));
+        assert!(e.authz_sees(&m));
+        let mut path_only = crate::authn::HeaderMutations::default();
+        path_only.path = Some("/a".into());
+        assert!(e.authz_sees(&path_only));
     }
 }

@@ -98,7 +98,12 @@ pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigEr
                 j.principal()
             ))
     );
-    let decision = authz.evaluate(&req, &AuthContext { jwt });
+    let decision = authz.evaluate(
+        &req,
+        &AuthContext {
+            jwt: jwt.map(Into::into),
+        },
+    );
     let _ = writeln!(
         text,
         "decision:  {} ({})",

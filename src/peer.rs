@@ -3,7 +3,7 @@
 //! the filter adds an L7 check so that a STRICT workload never serves a plaintext request,
 //! even behind a listener that was configured too leniently.
 
-use crate::attrs::RequestAttributes;
+use crate::attrs::{Needs, RequestAttributes};
 use crate::config::{join, ConfigError, PolicySpec, Resource, WorkloadSelector};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -182,6 +182,16 @@ impl PeerPolicy {
     }
 
     /// Some(reason) when the request must be refused: STRICT and the connection is not mTLS.
+    /// STRICT anywhere needs `connection.mtls`; the mode may depend on the destination port.
+    pub fn needs(&self) -> Needs {
+        let any = self.mesh.is_some() || self.namespace.is_some() || self.workload.is_some();
+        Needs {
+            peer_identity: any,
+            destination: any,
+            ..Needs::default()
+        }
+    }
+
     pub fn check(&self, req: &RequestAttributes) -> Option<String> {
         if self.mesh.is_none() && self.namespace.is_none() && self.workload.is_none() {
             return None;

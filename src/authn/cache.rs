@@ -4,6 +4,7 @@
 //! An entry holds the key set it verified against: it only counts while the rule still
 //! has that very key set (so a rotated-out key stops verifying at once).
 
+use crate::attrs::VerifiedJwt;
 use crate::jwt::{Jwks, Jwt};
 use std::collections::HashMap;
 use std::fmt;
@@ -16,7 +17,8 @@ pub(crate) const MAX_TOKEN_BYTES: usize = 4096;
 
 struct Entry {
     rule: usize,
-    jwt: Jwt,
+    jwt: Arc<Jwt>,
+    view: Arc<VerifiedJwt>,
     keys: Arc<Jwks>,
     last_used: u64,
 }
@@ -24,7 +26,9 @@ struct Entry {
 /// What a hit gives back: the parsed token, the rule and key set it verified with.
 pub(crate) struct Hit {
     pub rule: usize,
-    pub jwt: Jwt,
+    pub jwt: Arc<Jwt>,
+    /// Authorization's view of the token under `rule` (space-delimited claims split).
+    pub view: Arc<VerifiedJwt>,
     pub keys: Arc<Jwks>,
 }
 
@@ -51,12 +55,20 @@ impl TokenCache {
         e.last_used = clock;
         Some(Hit {
             rule: e.rule,
-            jwt: e.jwt.clone(),
+            jwt: Arc::clone(&e.jwt),
+            view: Arc::clone(&e.view),
             keys: Arc::clone(&e.keys),
         })
     }
 
-    pub(crate) fn insert(&mut self, raw: &str, rule: usize, jwt: &Jwt, keys: &Arc<Jwks>) {
+    pub(crate) fn insert(
+        &mut self,
+        raw: &str,
+        rule: usize,
+        jwt: &Arc<Jwt>,
+        view: &Arc<VerifiedJwt>,
+        keys: &Arc<Jwks>,
+    ) {
         if raw.len() > MAX_TOKEN_BYTES {
             return;
         }
@@ -75,7 +87,8 @@ impl TokenCache {
             raw.to_string(),
             Entry {
                 rule,
-                jwt: jwt.clone(),
+                jwt: Arc::clone(jwt),
+                view: Arc::clone(view),
                 keys: Arc::clone(keys),
                 last_used: self.clock,
             },

@@ -332,7 +332,7 @@ impl Authenticator {
         // Envoy verifies the last extracted token first; every token must verify.
         for token in tokens.iter().rev() {
             match self.verify_token(token, keys, now_secs) {
-                Ok(Verified::Ready(rule, jwt)) => verified.push((token, rule, jwt)),
+                Ok(Verified::Ready(rule, jwt, view)) => verified.push((token, rule, jwt, view)),
                 Ok(Verified::NeedKeys(idx)) => {
                     if !pending.contains(&idx) {
                         pending.push(idx);
@@ -354,7 +354,7 @@ impl Authenticator {
         }
         // `verified` is in reverse extraction order; the earliest extracted token defines the
         // principal (Envoy writes metadata in verification order, the last write wins).
-        for (token, rule_idx, jwt) in verified.into_iter().rev() {
+        for (token, rule_idx, jwt, view) in verified.into_iter().rev() {
             let Some(rule) = self.rules.get(rule_idx) else {
                 continue;
             };
@@ -368,7 +368,7 @@ impl Authenticator {
                 token.location.remove(req, &mut mutations);
             }
             if ctx.jwt.is_none() {
-                ctx.jwt = Some(verified_jwt(*jwt, &rule.space_delimited));
+                ctx.jwt = Some(view);
             }
         }
         AuthnOutcome::Done {
@@ -388,8 +388,13 @@ impl Authenticator {
     ) -> Result<Verified, JwtStatus> {
         let hit = self.verified.borrow_mut().get(&token.value);
         let (jwt, hit) = match hit {
-            Some(cache::Hit { rule, jwt, keys }) => (jwt, Some((rule, keys))),
-            None => (Jwt::parse(&token.value)?, None),
+            Some(cache::Hit {
+                rule,
+                jwt,
+                view,
+                keys,
+            }) => (jwt, Some((rule, view, keys))),
+            None => (Arc::new(Jwt::parse(&token.value)?), None),
         };
         let rule_idx = token
             .rules
@@ -420,21 +425,23 @@ impl Authenticator {
                 }
             }
         };
-        if let Some((rule, cached_keys)) = &hit {
-            if *rule == rule_idx {
-                if Arc::ptr_eq(cached_keys, &jwks) {
-                    return Ok(Verified::Ready(rule_idx, Box::new(jwt)));
+        if let Some((rule, view, cached_keys)) = hit {
+            if rule == rule_idx {
+                if Arc::ptr_eq(&cached_keys, &jwks) {
+                    return Ok(Verified::Ready(rule_idx, jwt, view));
                 }
                 // The rule's key set changed since: its entries no longer vouch for anything.
                 self.verified.borrow_mut().keys_changed(rule_idx, &jwks);
             }
         }
         self.signature_checks.set(self.signature_checks.get() + 1);
-        match jwks.verify(&jwt) {
+        let view = match jwks.verify(&jwt) {
             Ok(()) => {
+                let view = Arc::new(verified_jwt(&jwt, &rule.space_delimited));
                 self.verified
                     .borrow_mut()
-                    .insert(&token.value, rule_idx, &jwt, &jwks);
+                    .insert(&token.value, rule_idx, &jwt, &view, &jwks);
+                view
             }
             // A kid the cached remote keys do not know: the keys may have been rotated.
             Err(JwtStatus::JwksKidAlgMismatch) => {
@@ -447,13 +454,14 @@ impl Authenticator {
                 };
             }
             Err(status) => return Err(status),
-        }
-        Ok(Verified::Ready(rule_idx, Box::new(jwt)))
+        };
+        Ok(Verified::Ready(rule_idx, jwt, view))
     }
 }
 
 enum Verified {
-    Ready(usize, Box<Jwt>),
+    /// The rule, the parsed token and authorization's view of it.
+    Ready(usize, Arc<Jwt>, Arc<VerifiedJwt>),
     NeedKeys(usize),
 }
 
@@ -483,8 +491,8 @@ fn split_uri(uri: &str) -> Option<(String, String)> {
 
 /// Builds the authorization view of a verified token, splitting space-delimited claims
 /// (Envoy `normalize_payload_in_metadata`).
-fn verified_jwt(jwt: Jwt, space_delimited: &[String]) -> VerifiedJwt {
-    let mut claims = jwt.payload;
+fn verified_jwt(jwt: &Jwt, space_delimited: &[String]) -> VerifiedJwt {
+    let mut claims = jwt.payload.clone();
     for name in space_delimited {
         if let Some(serde_json::Value::String(s)) = claims.get(name) {
             let parts = s
@@ -496,8 +504,8 @@ fn verified_jwt(jwt: Jwt, space_delimited: &[String]) -> VerifiedJwt {
         }
     }
     VerifiedJwt {
-        issuer: jwt.iss,
-        subject: jwt.sub,
+        issuer: jwt.iss.clone(),
+        subject: jwt.sub.clone(),
         claims,
     }
 }

@@ -44,6 +44,11 @@ impl PolicySet {
         PolicySet { policies, index }
     }
 
+    /// The policies, in evaluation order.
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
     pub fn len(&self) -> usize {
         self.policies.len()
     }

@@ -164,11 +164,11 @@ fn request(path: &str, method: &str, host: &str) -> RequestAttributes {
 fn jwt() -> AuthContext {
     let claims = json!({ "iss": "iss", "sub": "u" });
     AuthContext {
-        jwt: Some(VerifiedJwt {
+        jwt: Some(std::sync::Arc::new(VerifiedJwt {
             issuer: "iss".into(),
             subject: "u".into(),
             claims: claims.as_object().cloned().unwrap_or_default(),
-        }),
+        })),
     }
 }
 

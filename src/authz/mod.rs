@@ -26,10 +26,10 @@ mod index_tests;
 #[cfg(test)]
 mod tests;
 
-use crate::attrs::{AuthContext, RequestAttributes};
+use crate::attrs::{AuthContext, Needs, RequestAttributes};
 use crate::config::{ConfigError, Resource, Workload};
 use index::PolicySet;
-use model::{Ctx, Policy, Rule};
+use model::{Cond, Ctx, HeaderName, Policy, Rule};
 pub use spec::Action;
 use spec::AuthorizationPolicySpec;
 
@@ -209,6 +209,48 @@ impl Authorizer {
             audit,
             dry_run,
         }
+    }
+
+    /// What the conditions read besides `:path`, `:method`, `:authority` and the JWT: the
+    /// connection facts, and the regular headers (lower case) of `request.headers[...]`.
+    pub fn reads(&self) -> (Needs, Vec<Box<str>>) {
+        let mut needs = Needs::default();
+        let mut headers: Vec<Box<str>> = Vec::new();
+        let sets = [&self.deny, &self.allow, &self.audit]
+            .into_iter()
+            .chain(self.shadow.iter().map(|e| &e.policies));
+        for set in sets {
+            for rule in set.policies().iter().flat_map(|p| &p.rules) {
+                let conds = rule
+                    .from
+                    .iter()
+                    .chain(rule.to.iter())
+                    .flat_map(|c| c.iter())
+                    .chain(rule.when.iter());
+                for cond in conds {
+                    match cond {
+                        Cond::PeerId(_) => needs.peer_identity = true,
+                        Cond::DirectRemoteIp(_) | Cond::RemoteIp(_) => needs.source_address = true,
+                        Cond::DestinationIp(_) | Cond::DestinationPort(_) => {
+                            needs.destination = true
+                        }
+                        Cond::Sni(_) => needs.sni = true,
+                        Cond::Header(HeaderName::Regular(name), _) => {
+                            if !headers.contains(name) {
+                                headers.push(name.clone());
+                            }
+                        }
+                        Cond::Header(..)
+                        | Cond::RequestPrincipal(_)
+                        | Cond::Host(_)
+                        | Cond::Method(_)
+                        | Cond::Path(_)
+                        | Cond::Claim(..) => {}
+                    }
+                }
+            }
+        }
+        (needs, headers)
     }
 
     /// Non-fatal findings of compilation (rules or values Istio would drop, an unparsable

@@ -111,11 +111,14 @@ fn jwt(claims: Value) -> AuthContext {
             .to_string()
     };
     AuthContext {
-        jwt: Some(VerifiedJwt {
-            issuer: s("iss"),
-            subject: s("sub"),
-            claims,
-        }),
+        jwt: Some(
+            VerifiedJwt {
+                issuer: s("iss"),
+                subject: s("sub"),
+                claims,
+            }
+            .into(),
+        ),
     }
 }
 

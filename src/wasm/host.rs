@@ -2,7 +2,7 @@
 //! never a panic. Maps are read as bytes because the SDK's string variant panics on
 //! non-UTF-8 header values.
 
-use crate::attrs::{ConnectionInfo, RequestAttributes};
+use crate::attrs::{ConnectionInfo, Needs, RequestAttributes};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use std::net::SocketAddr;
@@ -52,10 +52,14 @@ pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads everything the engine may need about the current request.
-pub(crate) fn request_attributes() -> RequestAttributes {
+/// Reads what the engine needs about the current request: every header (one hostcall),
+/// and only the connection properties the configuration reads (`needs`).
+pub(crate) fn request_attributes(needs: Needs) -> RequestAttributes {
     let mut attrs = RequestAttributes::default();
-    for (name, value) in map(MapType::HttpRequestHeaders) {
+    for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default() {
+        // Valid UTF-8 (the usual case) is kept without a copy.
+        let value = String::from_utf8(value)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         match name.as_str() {
             ":method" => attrs.method = value,
             ":path" => attrs.path = value,
@@ -65,12 +69,16 @@ pub(crate) fn request_attributes() -> RequestAttributes {
             _ => attrs.headers.push((name, value)),
         }
     }
-    // `source.address` is the client address after XFF handling; Envoy exposes no separate
-    // attribute for the physical peer to wasm, so both views use it (see README).
-    attrs.remote = property_addr(&["source", "address"]);
-    attrs.direct_remote = attrs.remote;
-    attrs.destination = property_addr(&["destination", "address"]);
-    let mtls = property_bool(&["connection", "mtls"]);
+    if needs.source_address {
+        // `source.address` is the client address after XFF handling; Envoy exposes no
+        // separate attribute for the physical peer to wasm, so both views use it (README).
+        attrs.remote = property_addr(&["source", "address"]);
+        attrs.direct_remote = attrs.remote;
+    }
+    if needs.destination {
+        attrs.destination = property_addr(&["destination", "address"]);
+    }
+    let mtls = needs.peer_identity && property_bool(&["connection", "mtls"]);
     let peer_uri_sans = if mtls {
         property_string(&["connection", "uri_san_peer_certificate"])
             .filter(|s| !s.is_empty())
@@ -82,7 +90,11 @@ pub(crate) fn request_attributes() -> RequestAttributes {
     attrs.connection = ConnectionInfo {
         mtls,
         peer_uri_sans,
-        sni: property_string(&["connection", "requested_server_name"]).filter(|s| !s.is_empty()),
+        sni: if needs.sni {
+            property_string(&["connection", "requested_server_name"]).filter(|s| !s.is_empty())
+        } else {
+            None
+        },
     };
     attrs
 }

@@ -53,7 +53,7 @@ impl HttpContext for Filter {
             );
             return Action::Pause;
         };
-        let attrs = host::request_attributes();
+        let attrs = host::request_attributes(engine.needs());
         let now = host::now_ms();
         let outcome = {
             let mut st = self.state.borrow_mut();
