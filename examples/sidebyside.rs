@@ -16,7 +16,7 @@
 //! requests would look fast.
 //!
 //! Environment: BENCH_SECONDS (2, per throughput run), BENCH_ROUNDS (2),
-//! BENCH_LATENCY_SECONDS (1.0), BENCH_DISTINCT (10000), BENCH_POLICIES (10,100,1000),
+//! BENCH_LATENCY_SECONDS (2.0), BENCH_DISTINCT (10000), BENCH_POLICIES (10,100,1000),
 //! BENCH_OUT (BENCHMARKS.md), ENVOY_BIN (.venv/bin/envoy), MESHGUARD_WASM (dist/meshguard.wasm).
 
 use meshguard::devtools::envoy::{Envoy, Options};
@@ -89,7 +89,7 @@ impl Settings {
         Settings {
             seconds: env_or("BENCH_SECONDS", 2),
             rounds: env_or("BENCH_ROUNDS", 2usize).max(1),
-            latency_seconds: env_or("BENCH_LATENCY_SECONDS", 1.0),
+            latency_seconds: env_or("BENCH_LATENCY_SECONDS", 2.0),
             distinct: env_or("BENCH_DISTINCT", 10_000usize).max(1),
             policy_counts: std::env::var("BENCH_POLICIES")
                 .unwrap_or_else(|_| "10,100,1000".into())

@@ -20,6 +20,8 @@ pub(crate) struct Metrics {
     /// Signature checks answered by Envoy's `verify_signature` / left to wasm after asking.
     pub jwt_host_verifications: Option<u32>,
     pub jwt_host_fallbacks: Option<u32>,
+    /// Gauge: this VM's linear memory (the last VM to tick writes it).
+    pub vm_memory_bytes: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -42,6 +44,19 @@ impl Metrics {
             paused: counter("meshguard.jwks.requests_paused"),
             jwt_host_verifications: counter("meshguard.jwt.host_verifications"),
             jwt_host_fallbacks: counter("meshguard.jwt.host_fallbacks"),
+            vm_memory_bytes: hostcalls::define_metric(
+                MetricType::Gauge,
+                "meshguard.vm.memory_bytes",
+            )
+            .ok(),
+        }
+    }
+
+    /// Records the module's linear memory size (pages of 64 KiB) in its gauge.
+    pub(crate) fn record_memory(&self) {
+        if let Some(id) = self.vm_memory_bytes {
+            let bytes = core::arch::wasm32::memory_size(0) as u64 * 65536;
+            let _ = hostcalls::record_metric(id, bytes);
         }
     }
 

@@ -152,6 +152,7 @@ impl RootContext for Root {
             http::resume_paused(&self.state, self.context_id);
         }
         let busy = busy || !self.state.borrow().paused.is_empty();
+        self.state.borrow().metrics.record_memory();
         self.set_tick(if busy { FAST_TICK } else { SLOW_TICK });
     }
 
