@@ -277,8 +277,10 @@ mod tests {
         assert!(!e.authz_sees(&m));
         m.add.push(("x-user".into(), "bob".into()));
         assert!(e.authz_sees(&m));
-        let mut path_only = crate::authn::HeaderMutations::default();
-        path_only.path = Some("/a".into());
+        let path_only = crate::authn::HeaderMutations {
+            path: Some("/a".into()),
+            ..Default::default()
+        };
         assert!(e.authz_sees(&path_only));
     }
 }
