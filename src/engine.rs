@@ -22,6 +22,7 @@ pub struct Engine {
     kid_refetch_cooldown: Duration,
     summary: String,
     needs: Needs,
+    peer_needs: Needs,
     /// Regular headers authorization conditions read (lower case).
     authz_headers: Vec<Box<str>>,
 }
@@ -59,6 +60,7 @@ impl Engine {
         let (authz_needs, authz_headers) = authz.reads();
         Ok(Engine {
             needs: peer.needs().union(authz_needs),
+            peer_needs: peer.needs(),
             authz_headers,
             peer,
             authn,
@@ -69,9 +71,18 @@ impl Engine {
         })
     }
 
-    /// The connection facts decisions read: the adapter fetches only these.
+    /// The connection facts any decision may read (an upper bound of [`Engine::needs_for`]).
     pub fn needs(&self) -> Needs {
         self.needs
+    }
+
+    /// The connection facts deciding `req` may read, given its path: the adapter fetches only
+    /// these (each is a host property lookup, about a microsecond in Envoy).
+    pub fn needs_for(&self, req: &RequestAttributes) -> Needs {
+        if self.needs == Needs::default() {
+            return self.needs;
+        }
+        self.peer_needs.union(self.authz.needs_for(req.path_only()))
     }
 
     /// Remote key sets to fetch.
@@ -264,6 +275,33 @@ mod tests {
                              "spec": { "mtls": { "mode": "STRICT" } } });
         let n = engine(json!([strict])).needs();
         assert!(n.peer_identity && n.destination && !n.source_address && !n.sni);
+    }
+
+    #[test]
+    fn needs_for_a_path_are_those_of_its_candidate_policies() {
+        use crate::devtools::workload;
+        let key = crate::devtools::keys::SigningKey::hmac("k");
+        let cfg = workload::filter_config(1000, &crate::devtools::keys::jwks(&[&key]));
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
+        let req = |path: &str| RequestAttributes {
+            path: path.into(),
+            ..Default::default()
+        };
+        // svc-0005 is the mTLS-peer policy: only its paths read the peer identity.
+        assert!(e.needs().peer_identity);
+        assert_eq!(
+            e.needs_for(&req(&workload::request_path(1000))),
+            Needs::default()
+        );
+        assert!(
+            e.needs_for(&req("/api/v1/svc-0005/items?x=1"))
+                .peer_identity
+        );
+        assert_eq!(e.needs_for(&req("/elsewhere")), Needs::default());
+        // A policy without paths is a candidate everywhere.
+        let any_path = allow(json!({ "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }] }));
+        let e = engine(json!([any_path]));
+        assert!(e.needs_for(&req("/x")).source_address);
     }
 
     #[test]

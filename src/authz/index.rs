@@ -17,6 +17,7 @@
 
 use super::matcher::{PathMatch, StrMatch};
 use super::model::{Cond, Ctx, Policy, Rule};
+use crate::attrs::Needs;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -36,12 +37,43 @@ pub(crate) struct PolicySet {
     /// None when there is nothing to gain (no policy has an indexable path) or the lists
     /// would exceed the budget: then every policy is evaluated.
     index: Option<PathIndex>,
+    /// Per policy, the connection facts it reads; and their union over the policies
+    /// evaluated for every request (all of them without an index).
+    needs: Box<[Needs]>,
+    always_needs: Needs,
 }
 
 impl PolicySet {
     pub fn new(policies: Vec<Policy>) -> Self {
         let index = PathIndex::build(&policies);
-        PolicySet { policies, index }
+        let needs: Box<[Needs]> = policies.iter().map(Policy::needs).collect();
+        let always_needs = match &index {
+            Some(ix) => ix
+                .always
+                .iter()
+                .filter_map(|&id| needs.get(usize::try_from(id).ok()?))
+                .fold(Needs::default(), |a, &n| a.union(n)),
+            None => needs.iter().fold(Needs::default(), |a, &n| a.union(n)),
+        };
+        PolicySet {
+            policies,
+            index,
+            needs,
+            always_needs,
+        }
+    }
+
+    /// The connection facts evaluating a request on `path` (without query) may read: only
+    /// the candidate policies' (the index makes this a lookup, not a scan).
+    pub fn needs_for(&self, path: &str) -> Needs {
+        let Some(index) = &self.index else {
+            return self.always_needs;
+        };
+        index
+            .candidates(path.as_bytes())
+            .iter()
+            .filter_map(|&id| self.needs.get(usize::try_from(id).ok()?))
+            .fold(self.always_needs, |a, &n| a.union(n))
     }
 
     /// The policies, in evaluation order.

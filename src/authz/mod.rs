@@ -228,29 +228,25 @@ impl Authorizer {
                     .flat_map(|c| c.iter())
                     .chain(rule.when.iter());
                 for cond in conds {
-                    match cond {
-                        Cond::PeerId(_) => needs.peer_identity = true,
-                        Cond::DirectRemoteIp(_) | Cond::RemoteIp(_) => needs.source_address = true,
-                        Cond::DestinationIp(_) | Cond::DestinationPort(_) => {
-                            needs.destination = true
+                    needs = needs.union(cond.needs());
+                    if let Cond::Header(HeaderName::Regular(name), _) = cond {
+                        if !headers.contains(name) {
+                            headers.push(name.clone());
                         }
-                        Cond::Sni(_) => needs.sni = true,
-                        Cond::Header(HeaderName::Regular(name), _) => {
-                            if !headers.contains(name) {
-                                headers.push(name.clone());
-                            }
-                        }
-                        Cond::Header(..)
-                        | Cond::RequestPrincipal(_)
-                        | Cond::Host(_)
-                        | Cond::Method(_)
-                        | Cond::Path(_)
-                        | Cond::Claim(..) => {}
                     }
                 }
             }
         }
         (needs, headers)
+    }
+
+    /// The connection facts deciding a request on `path` (without query) may read: those of
+    /// the policies the path index leaves as candidates, in every action and dry-run set.
+    pub fn needs_for(&self, path: &str) -> Needs {
+        [&self.deny, &self.allow, &self.audit]
+            .into_iter()
+            .chain(self.shadow.iter().map(|e| &e.policies))
+            .fold(Needs::default(), |n, set| n.union(set.needs_for(path)))
     }
 
     /// Non-fatal findings of compilation (rules or values Istio would drop, an unparsable

@@ -6,7 +6,7 @@
 //! is one attribute with "any of values AND none of notValues".
 
 use super::matcher::{Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch};
-use crate::attrs::{AuthContext, RequestAttributes};
+use crate::attrs::{AuthContext, Needs, RequestAttributes};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -90,6 +90,26 @@ pub(crate) enum Cond {
     /// `request.auth.claims[a][b]`, `request.auth.audiences` (`aud`),
     /// `request.auth.presenter` (`azp`): a string claim, or any string element of a list claim.
     Claim(Box<[Box<str>]>, Field<StrMatch>),
+}
+
+impl Cond {
+    /// The connection facts this condition reads.
+    pub fn needs(&self) -> Needs {
+        let mut n = Needs::default();
+        match self {
+            Cond::PeerId(_) => n.peer_identity = true,
+            Cond::DirectRemoteIp(_) | Cond::RemoteIp(_) => n.source_address = true,
+            Cond::DestinationIp(_) | Cond::DestinationPort(_) => n.destination = true,
+            Cond::Sni(_) => n.sni = true,
+            Cond::RequestPrincipal(_)
+            | Cond::Host(_)
+            | Cond::Method(_)
+            | Cond::Path(_)
+            | Cond::Header(..)
+            | Cond::Claim(..) => {}
+        }
+        n
+    }
 }
 
 /// Request facts looked up once per evaluation and shared by every condition.
@@ -289,6 +309,23 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
+    /// Every condition of every rule.
+    pub fn conds(&self) -> impl Iterator<Item = &Cond> {
+        self.rules.iter().flat_map(|r| {
+            r.from
+                .iter()
+                .chain(r.to.iter())
+                .flat_map(|c| c.iter())
+                .chain(r.when.iter())
+        })
+    }
+
+    /// The connection facts evaluating this policy may read.
+    pub fn needs(&self) -> Needs {
+        self.conds()
+            .fold(Needs::default(), |n, c| n.union(c.needs()))
+    }
+
     /// The first matching rule.
     pub fn matching_rule(&self, ctx: &Ctx) -> Option<&Rule> {
         self.rules.iter().find(|r| r.matches(ctx))

@@ -52,9 +52,9 @@ pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads what the engine needs about the current request: every header (one hostcall),
-/// and only the connection properties the configuration reads (`needs`).
-pub(crate) fn request_attributes(needs: Needs) -> RequestAttributes {
+/// The current request's headers (one hostcall). Connection facts are left absent: see
+/// [`add_connection_facts`].
+pub(crate) fn request_attributes() -> RequestAttributes {
     let mut attrs = RequestAttributes::default();
     for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default() {
         // Valid UTF-8 (the usual case) is kept without a copy.
@@ -69,6 +69,11 @@ pub(crate) fn request_attributes(needs: Needs) -> RequestAttributes {
             _ => attrs.headers.push((name, value)),
         }
     }
+    attrs
+}
+
+/// Fills in only the connection facts in `needs` (each is a property lookup).
+pub(crate) fn add_connection_facts(attrs: &mut RequestAttributes, needs: Needs) {
     if needs.source_address {
         // `source.address` is the client address after XFF handling; Envoy exposes no
         // separate attribute for the physical peer to wasm, so both views use it (README).
@@ -96,7 +101,6 @@ pub(crate) fn request_attributes(needs: Needs) -> RequestAttributes {
             None
         },
     };
-    attrs
 }
 
 extern "C" {

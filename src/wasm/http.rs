@@ -53,7 +53,9 @@ impl HttpContext for Filter {
             );
             return Action::Pause;
         };
-        let attrs = host::request_attributes(engine.needs());
+        let mut attrs = host::request_attributes();
+        let needs = engine.needs_for(&attrs);
+        host::add_connection_facts(&mut attrs, needs);
         let now = host::now_ms();
         let outcome = {
             let mut st = self.state.borrow_mut();
