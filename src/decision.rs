@@ -42,7 +42,9 @@ pub struct Decision {
     /// Request changes to apply when allowed (token removal, output headers).
     pub mutations: HeaderMutations,
     /// Istio request principal `iss/sub`, when a token verified.
-    pub request_principal: Option<String>,
+    /// The verified token behind the request principal (`iss/sub`, see
+    /// [`Decision::request_principal`]); formatted only when a log line needs it.
+    pub jwt: Option<std::sync::Arc<crate::attrs::VerifiedJwt>>,
     /// The matching AUDIT policy: the request is marked for audit.
     pub audit: Option<String>,
     /// Results of dry-run policies.
@@ -50,6 +52,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Istio's request principal `iss/sub`, when a token was verified.
+    pub fn request_principal(&self) -> Option<String> {
+        self.jwt.as_ref().map(|j| j.principal())
+    }
+
     pub fn allowed(&self) -> bool {
         self.verdict == Verdict::Allow
     }

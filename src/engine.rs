@@ -123,7 +123,7 @@ impl Engine {
                 stage: Stage::Peer,
                 reason,
                 mutations: Default::default(),
-                request_principal: None,
+                jwt: None,
                 audit: None,
                 dry_run: Vec::new(),
             }));
@@ -145,7 +145,7 @@ impl Engine {
                     stage: Stage::Authn,
                     reason: format!("JWT from {}: {message}", failure.location),
                     mutations,
-                    request_principal: None,
+                    jwt: None,
                     audit: None,
                     dry_run: Vec::new(),
                 }));
@@ -187,7 +187,7 @@ impl Engine {
             stage: Stage::Authz,
             reason: authz.reason,
             mutations,
-            request_principal: auth.jwt.as_ref().map(|j| j.principal()),
+            jwt: auth.jwt,
             audit: authz.audit,
             dry_run: authz.dry_run,
         }))

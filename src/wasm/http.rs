@@ -182,7 +182,7 @@ fn act(decision: &Decision, metrics: &Metrics, resume: bool) -> Action {
 }
 
 fn principal(decision: &Decision) -> String {
-    match &decision.request_principal {
+    match &decision.request_principal() {
         Some(p) => format!("request principal {p}"),
         None => "no request principal".into(),
     }
