@@ -15,7 +15,7 @@
 //! an open-loop generator here. Every measured response must be a 200: a filter that refused
 //! requests would look fast.
 //!
-//! Environment: BENCH_SECONDS (2, per throughput run), BENCH_ROUNDS (2),
+//! Environment: BENCH_SECONDS (1, per throughput run), BENCH_ROUNDS (3),
 //! BENCH_LATENCY_SECONDS (2.0), BENCH_DISTINCT (10000), BENCH_POLICIES (10,100,1000),
 //! BENCH_SCENARIOS (all; e.g. "ES256 distinct" keeps matching labels),
 //! BENCH_OUT (BENCHMARKS.md), ENVOY_BIN (.venv/bin/envoy), MESHGUARD_WASM (dist/meshguard.wasm).
@@ -93,8 +93,8 @@ impl Settings {
             root.join(std::env::var(name).unwrap_or_else(|_| default.to_string()))
         };
         Settings {
-            seconds: env_or("BENCH_SECONDS", 2),
-            rounds: env_or("BENCH_ROUNDS", 2usize).max(1),
+            seconds: env_or("BENCH_SECONDS", 1),
+            rounds: env_or("BENCH_ROUNDS", 3usize).max(1),
             latency_seconds: env_or("BENCH_LATENCY_SECONDS", 2.0),
             distinct: env_or("BENCH_DISTINCT", 10_000usize).max(1),
             policy_counts: std::env::var("BENCH_POLICIES")
@@ -255,7 +255,7 @@ fn run() -> Result<()> {
         }
         let slowest = VARIANTS
             .iter()
-            .map(|v| mean(&r.rps[v]))
+            .map(|v| median(&r.rps[v]))
             .fold(f64::INFINITY, f64::min);
         r.rate = (slowest * RATE_FRACTION)
             .min(MAX_FIXED_RATE)
@@ -271,11 +271,11 @@ fn run() -> Result<()> {
                     s.latency_seconds / LATENCY_ROUNDS as f64,
                 )
                 .map_err(|e| format!("{} ({}): {e}", inst.variant.name(), sc.label()))?;
-                r.latencies_us.entry(inst.variant).or_default().extend(lat);
+                r.latencies_us.entry(inst.variant).or_default().push(lat);
             }
         }
-        for (v, lat) in &r.latencies_us {
-            let mut l = lat.clone();
+        for (v, windows) in &r.latencies_us {
+            let mut l: Vec<f64> = windows.concat();
             l.sort_by(f64::total_cmp);
             let p = |q| percentile(&l, q);
             eprintln!(
@@ -326,7 +326,8 @@ fn run() -> Result<()> {
 struct ScenarioResult {
     rps: BTreeMap<Variant, Vec<f64>>,
     rate: f64,
-    latencies_us: BTreeMap<Variant, Vec<f64>>,
+    /// Per variant, one list of latencies per alternating window.
+    latencies_us: BTreeMap<Variant, Vec<Vec<f64>>>,
 }
 
 /// `taskset -cp 1 <self>`: later threads and children (wrk) inherit it. Returns whether the
@@ -674,12 +675,28 @@ fn wrk(lua: &Path, addr: SocketAddr, tokens: &Path, path: &str, secs: u64) -> Re
         .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}").into())
 }
 
-fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        0.0
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
+/// The median: one noisy window (a neighbour on the host, a stray interrupt) does not move it.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
+}
+
+/// Median over the alternating windows of each window's percentile `p`.
+fn window_percentile(windows: &[Vec<f64>], p: f64) -> f64 {
+    let per_window: Vec<f64> = windows
+        .iter()
+        .map(|w| {
+            let mut w = w.clone();
+            w.sort_by(f64::total_cmp);
+            percentile(&w, p)
+        })
+        .collect();
+    median(&per_window)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -760,10 +777,10 @@ fn render(
         "Each Envoy: `--concurrency 1`, one listener, direct 200 response (no upstream), so the \
          filters are all the per-request work. Native = `jwt_authn` (with `jwt_cache_config`, \
          100 entries) + RBAC as istiod generates them from the same resources. Throughput: wrk \
-         -t1 -c{CONNECTIONS}, {} x {} s per variant, alternating A B C. Latency: open loop at \
-         the fixed rate shown ({:.0}% of the slowest variant, at most {MAX_FIXED_RATE}/s), {} \
-         connections, {:.1} s per variant in {LATENCY_ROUNDS} alternating windows; time from \
-         send to the whole response. Distinct = {} tokens cycled (more than either cache \
+         -t1 -c{CONNECTIONS}, {} x {} s per variant, alternating A B C, median. Latency: open loop \
+         at the fixed rate shown ({:.0}% of the slowest variant, at most {MAX_FIXED_RATE}/s), {} \
+         connections, {:.1} s per variant in {LATENCY_ROUNDS} alternating windows, median of \
+         the windows' percentiles; time from send to the whole response. Distinct = {} tokens cycled (more than either cache \
          holds).\n",
         s.rounds,
         s.seconds,
@@ -782,11 +799,10 @@ fn render(
     let mut worst_nofilter = f64::INFINITY;
     let mut cost: BTreeMap<(&str, bool, usize), f64> = BTreeMap::new();
     for (sc, r) in results {
-        let rps = |v: Variant| mean(&r.rps[&v]);
+        let rps = |v: Variant| median(&r.rps[&v]);
         let lat = |v: Variant| {
-            let mut l = r.latencies_us.get(&v).cloned().unwrap_or_default();
-            l.sort_by(f64::total_cmp);
-            (percentile(&l, 50.0), percentile(&l, 99.0))
+            let w = r.latencies_us.get(&v).map_or(&[][..], Vec::as_slice);
+            (window_percentile(w, 50.0), window_percentile(w, 99.0))
         };
         let (n, na, m) = (
             rps(Variant::NoFilter),
