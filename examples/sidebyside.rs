@@ -244,13 +244,16 @@ fn run() -> Result<()> {
         let path = workload::request_path(sc.policies);
         let mut r = ScenarioResult::default();
         for inst in &chosen {
-            wrk(&lua, inst.addr, &tokens, &path, 1)?;
+            wrk(&lua, inst.addr, &tokens, &path, 1, inst.envoy.pid())?;
         }
         for _ in 0..s.rounds {
             for inst in &chosen {
-                let rps = wrk(&lua, inst.addr, &tokens, &path, s.seconds)
+                let run = wrk(&lua, inst.addr, &tokens, &path, s.seconds, inst.envoy.pid())
                     .map_err(|e| format!("{} ({}): {e}", inst.variant.name(), sc.label()))?;
-                r.rps.entry(inst.variant).or_default().push(rps);
+                r.rps.entry(inst.variant).or_default().push(run.rps);
+                if let Some(cpu) = run.cpu_us {
+                    r.cpu_us.entry(inst.variant).or_default().push(cpu);
+                }
             }
         }
         let slowest = VARIANTS
@@ -325,6 +328,8 @@ fn run() -> Result<()> {
 #[derive(Default)]
 struct ScenarioResult {
     rps: BTreeMap<Variant, Vec<f64>>,
+    /// Envoy CPU time per request (µs) in each throughput run.
+    cpu_us: BTreeMap<Variant, Vec<f64>>,
     rate: f64,
     /// Per variant, one list of latencies per alternating window.
     latencies_us: BTreeMap<Variant, Vec<Vec<f64>>>,
@@ -651,7 +656,21 @@ end
 "#;
 
 /// Closed-loop throughput with wrk; any non-2xx answer or socket error fails the run.
-fn wrk(lua: &Path, addr: SocketAddr, tokens: &Path, path: &str, secs: u64) -> Result<f64> {
+/// One wrk run: requests/s, and the Envoy's CPU time per request (µs) over the run.
+struct Run {
+    rps: f64,
+    cpu_us: Option<f64>,
+}
+
+fn wrk(
+    lua: &Path,
+    addr: SocketAddr,
+    tokens: &Path,
+    path: &str,
+    secs: u64,
+    pid: u32,
+) -> Result<Run> {
+    let cpu_before = cpu_ticks(pid);
     let out = Command::new("wrk")
         .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s")])
         .arg("-s")
@@ -669,10 +688,44 @@ fn wrk(lua: &Path, addr: SocketAddr, tokens: &Path, path: &str, secs: u64) -> Re
     if text.contains("Non-2xx") || text.contains("Socket errors") {
         return Err(format!("wrk saw failed requests:\n{text}").into());
     }
-    text.lines()
+    let cpu_after = cpu_ticks(pid);
+    let rps: f64 = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}").into())
+        .ok_or_else(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    // "  123456 requests in 1.00s, ..."
+    let requests: Option<f64> = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok());
+    let cpu_us = match (cpu_before, cpu_after, requests) {
+        (Some(b), Some(a), Some(n)) if n > 0.0 && a > b => {
+            Some((a - b) as f64 * 1e6 / clock_ticks_per_sec() / n)
+        }
+        _ => None,
+    };
+    Ok(Run { rps, cpu_us })
+}
+
+/// utime + stime of a process, in clock ticks (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        command_output("getconf", &["CLK_TCK"])
+            .parse()
+            .unwrap_or(100.0)
+    })
 }
 
 /// The median: one noisy window (a neighbour on the host, a stray interrupt) does not move it.
@@ -791,46 +844,75 @@ fn render(
     );
     let _ = writeln!(
         o,
-        "| scenario | no filter req/s | native req/s | meshguard req/s | mg/native | mg/no filter | rate/s | p50 µs (none/native/mg) | p99 µs (none/native/mg) | p99 mg/native |"
+        "Envoy CPU µs/req is the Envoy process's CPU time (utime + stime from /proc) over the \
+         throughput runs divided by the requests served: the capacity a worker has, unlike \
+         req/s unaffected by other tenants of a shared host. \"by CPU\" ratios are \
+         capacity ratios (native µs / meshguard µs).\n"
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut worst_tput = f64::INFINITY;
+    let _ = writeln!(o, "### Throughput\n");
+    let _ = writeln!(
+        o,
+        "| scenario | req/s none / native / meshguard | mg/native | mg/no filter | Envoy CPU µs/req none / native / meshguard | mg/native by CPU | mg/no filter by CPU |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|");
+    let mut latency_rows = String::new();
+    let (mut worst_tput, mut worst_tput_cpu) = (f64::INFINITY, f64::INFINITY);
+    let (mut worst_nofilter, mut worst_nofilter_cpu) = (f64::INFINITY, f64::INFINITY);
     let mut worst_p99 = 0.0f64;
-    let mut worst_nofilter = f64::INFINITY;
     let mut cost: BTreeMap<(&str, bool, usize), f64> = BTreeMap::new();
     for (sc, r) in results {
         let rps = |v: Variant| median(&r.rps[&v]);
+        let cpu = |v: Variant| r.cpu_us.get(&v).map_or(f64::NAN, |c| median(c));
         let lat = |v: Variant| {
             let w = r.latencies_us.get(&v).map_or(&[][..], Vec::as_slice);
             (window_percentile(w, 50.0), window_percentile(w, 99.0))
         };
-        let (n, na, m) = (
-            rps(Variant::NoFilter),
-            rps(Variant::Native),
-            rps(Variant::Meshguard),
-        );
-        let (ln, lna, lm) = (
-            lat(Variant::NoFilter),
-            lat(Variant::Native),
-            lat(Variant::Meshguard),
-        );
+        let [n, na, m] = VARIANTS.map(rps);
+        let [cn, cna, cm] = VARIANTS.map(cpu);
+        let [ln, lna, lm] = VARIANTS.map(lat);
         let p99_ratio = lm.1 / lna.1;
         worst_tput = worst_tput.min(m / na);
+        worst_tput_cpu = worst_tput_cpu.min(cna / cm);
         worst_nofilter = worst_nofilter.min(m / n);
+        worst_nofilter_cpu = worst_nofilter_cpu.min(cn / cm);
         worst_p99 = worst_p99.max(p99_ratio);
-        // Filter time per request: meshguard's time minus the unfiltered Envoy's.
-        cost.insert((sc.alg, sc.distinct, sc.policies), 1e6 / m - 1e6 / n);
+        // meshguard's own CPU time per request: its Envoy's minus the unfiltered Envoy's.
+        cost.insert((sc.alg, sc.distinct, sc.policies), cm - cn);
         let _ = writeln!(
             o,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} |",
-            sc.label(), n, na, m, m / na, m / n, r.rate, ln.0, lna.0, lm.0, ln.1, lna.1, lm.1, p99_ratio
+            "| {} | {n:.0} / {na:.0} / {m:.0} | {:.2} | {:.2} | {cn:.1} / {cna:.1} / {cm:.1} | {:.2} | {:.2} |",
+            sc.label(),
+            m / na,
+            m / n,
+            cna / cm,
+            cn / cm,
+        );
+        let _ = writeln!(
+            latency_rows,
+            "| {} | {:.0} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {p99_ratio:.2} |",
+            sc.label(),
+            r.rate,
+            ln.0,
+            lna.0,
+            lm.0,
+            ln.1,
+            lna.1,
+            lm.1,
         );
     }
+    let _ = writeln!(o, "\n### Latency at a fixed rate\n");
+    let _ = writeln!(
+        o,
+        "| scenario | rate/s | p50 µs none / native / meshguard | p99 µs none / native / meshguard | p99 mg/native |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+    o.push_str(&latency_rows);
     let _ = writeln!(o, "\n## Targets (this run)\n");
     let _ = writeln!(
         o,
-        "- throughput meshguard/native >= 1.0: worst {worst_tput:.2} ({})",
-        verdict(worst_tput >= 1.0)
+        "- throughput meshguard/native >= 1.0: worst {worst_tput:.2} by req/s ({}), {worst_tput_cpu:.2} by CPU ({})",
+        verdict(worst_tput >= 1.0),
+        verdict(worst_tput_cpu >= 1.0)
     );
     let _ = writeln!(
         o,
@@ -839,8 +921,9 @@ fn render(
     );
     let _ = writeln!(
         o,
-        "- throughput meshguard/no filter >= 0.75: worst {worst_nofilter:.2} ({})",
-        verdict(worst_nofilter >= 0.75)
+        "- throughput meshguard/no filter >= 0.75: worst {worst_nofilter:.2} by req/s ({}), {worst_nofilter_cpu:.2} by CPU ({})",
+        verdict(worst_nofilter >= 0.75),
+        verdict(worst_nofilter_cpu >= 0.75)
     );
     let (lo, hi) = (
         s.policy_counts.iter().copied().min().unwrap_or(0),
@@ -855,7 +938,7 @@ fn render(
                 let ratio = if *a > 0.0 { b / a } else { f64::NAN };
                 let _ = writeln!(
                     o,
-                    "- {hi} vs {lo} policies, {alg} {}: meshguard time per request {a:.1} µs -> {b:.1} µs = {ratio:.2}x (target <= 2x: {})",
+                    "- {hi} vs {lo} policies, {alg} {}: meshguard's CPU time per request (over no filter) {a:.1} µs -> {b:.1} µs = {ratio:.2}x (target <= 2x: {})",
                     if distinct { "distinct" } else { "repeated" },
                     verdict(ratio <= 2.0)
                 );
