@@ -360,15 +360,28 @@ fn mint(key: &SigningKey, count: usize) -> Result<Vec<String>> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("signing thread failed".into()))
-            })
-            .collect()
+        join_all(handles, "signing")
     });
-    let mut out = Vec::with_capacity(count);
+    concat(parts)
+}
+
+/// Joins scoped threads; a thread that panicked is an error, not a panic here.
+fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<Vec<T>>>>,
+    what: &str,
+) -> Vec<Result<Vec<T>>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(format!("{what} thread failed").into()))
+        })
+        .collect()
+}
+
+/// The threads' results in thread order, or the first error.
+fn concat<T>(parts: Vec<Result<Vec<T>>>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
     for p in parts {
         out.extend(p?);
     }
@@ -624,19 +637,9 @@ fn fixed_rate(addr: SocketAddr, requests: &[Vec<u8>], rate: f64, secs: f64) -> R
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("load thread failed".into()))
-            })
-            .collect()
+        join_all(handles, "load")
     });
-    let mut all = Vec::with_capacity(total);
-    for p in parts {
-        all.extend(p?);
-    }
-    Ok(all)
+    concat(parts)
 }
 
 const WRK_SCRIPT: &str = r#"-- Cycles through the tokens file, one request per token, preformatted once.
