@@ -848,9 +848,10 @@ fn render(
     let _ = writeln!(
         o,
         "Envoy CPU µs/req is the Envoy process's CPU time (utime + stime from /proc) over the \
-         throughput runs divided by the requests served: the capacity a worker has, unlike \
-         req/s unaffected by other tenants of a shared host. \"by CPU\" ratios are \
-         capacity ratios (native µs / meshguard µs).\n"
+         throughput runs divided by the requests served: the capacity a worker has. It moves \
+         less than req/s when other tenants share the host, but time the hypervisor takes \
+         can still be charged to the process (compare the no-filter column across rows). \
+         \"by CPU\" ratios are capacity ratios (native µs / meshguard µs).\n"
     );
     let _ = writeln!(o, "### Throughput\n");
     let _ = writeln!(
