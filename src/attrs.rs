@@ -138,15 +138,6 @@ pub struct Needs {
 }
 
 impl Needs {
-    pub fn all() -> Self {
-        Needs {
-            peer_identity: true,
-            source_address: true,
-            destination: true,
-            sni: true,
-        }
-    }
-
     pub fn union(self, other: Needs) -> Needs {
         Needs {
             peer_identity: self.peer_identity || other.peer_identity,

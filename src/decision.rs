@@ -41,7 +41,6 @@ pub struct Decision {
     pub reason: String,
     /// Request changes to apply when allowed (token removal, output headers).
     pub mutations: HeaderMutations,
-    /// Istio request principal `iss/sub`, when a token verified.
     /// The verified token behind the request principal (`iss/sub`, see
     /// [`Decision::request_principal`]); formatted only when a log line needs it.
     pub jwt: Option<std::sync::Arc<crate::attrs::VerifiedJwt>>,

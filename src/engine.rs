@@ -57,11 +57,10 @@ impl Engine {
             count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
             authn.remote_jwks().len(),
         );
-        let (authz_needs, authz_headers) = authz.reads();
         Ok(Engine {
-            needs: peer.needs().union(authz_needs),
+            needs: peer.needs().union(authz.needs()),
             peer_needs: peer.needs(),
-            authz_headers,
+            authz_headers: authz.read_headers(),
             peer,
             authn,
             authz,

@@ -181,10 +181,15 @@ impl PeerPolicy {
         effective
     }
 
-    /// Some(reason) when the request must be refused: STRICT and the connection is not mTLS.
-    /// STRICT anywhere needs `connection.mtls`; the mode may depend on the destination port.
+    /// No PeerAuthentication applies at any level: nothing to check.
+    fn is_unset(&self) -> bool {
+        self.mesh.is_none() && self.namespace.is_none() && self.workload.is_none()
+    }
+
+    /// Any PeerAuthentication reads `connection.mtls`; the mode may depend on the
+    /// destination port.
     pub fn needs(&self) -> Needs {
-        let any = self.mesh.is_some() || self.namespace.is_some() || self.workload.is_some();
+        let any = !self.is_unset();
         Needs {
             peer_identity: any,
             destination: any,
@@ -192,8 +197,9 @@ impl PeerPolicy {
         }
     }
 
+    /// Some(reason) when the request must be refused: STRICT and the connection is not mTLS.
     pub fn check(&self, req: &RequestAttributes) -> Option<String> {
-        if self.mesh.is_none() && self.namespace.is_none() && self.workload.is_none() {
+        if self.is_unset() {
             return None;
         }
         let effective = self.mode_for(req.destination.map(|d| d.port()));

@@ -211,42 +211,42 @@ impl Authorizer {
         }
     }
 
-    /// What the conditions read besides `:path`, `:method`, `:authority` and the JWT: the
-    /// connection facts, and the regular headers (lower case) of `request.headers[...]`.
-    pub fn reads(&self) -> (Needs, Vec<Box<str>>) {
-        let mut needs = Needs::default();
-        let mut headers: Vec<Box<str>> = Vec::new();
-        let sets = [&self.deny, &self.allow, &self.audit]
+    /// Every policy set: the enforced actions, then the dry-run engines.
+    fn sets(&self) -> impl Iterator<Item = &PolicySet> {
+        [&self.deny, &self.allow, &self.audit]
             .into_iter()
-            .chain(self.shadow.iter().map(|e| &e.policies));
-        for set in sets {
-            for rule in set.policies().iter().flat_map(|p| &p.rules) {
-                let conds = rule
-                    .from
-                    .iter()
-                    .chain(rule.to.iter())
-                    .flat_map(|c| c.iter())
-                    .chain(rule.when.iter());
-                for cond in conds {
-                    needs = needs.union(cond.needs());
-                    if let Cond::Header(HeaderName::Regular(name), _) = cond {
-                        if !headers.contains(name) {
-                            headers.push(name.clone());
-                        }
-                    }
-                }
-            }
-        }
-        (needs, headers)
+            .chain(self.shadow.iter().map(|e| &e.policies))
+    }
+
+    /// The connection facts any request may make the conditions read.
+    pub fn needs(&self) -> Needs {
+        self.sets()
+            .flat_map(PolicySet::policies)
+            .fold(Needs::default(), |n, p| n.union(p.needs()))
     }
 
     /// The connection facts deciding a request on `path` (without query) may read: those of
     /// the policies the path index leaves as candidates, in every action and dry-run set.
     pub fn needs_for(&self, path: &str) -> Needs {
-        [&self.deny, &self.allow, &self.audit]
-            .into_iter()
-            .chain(self.shadow.iter().map(|e| &e.policies))
+        self.sets()
             .fold(Needs::default(), |n, set| n.union(set.needs_for(path)))
+    }
+
+    /// The regular headers (lower case) that `request.headers[...]` conditions read.
+    pub fn read_headers(&self) -> Vec<Box<str>> {
+        let mut headers: Vec<Box<str>> = Vec::new();
+        for cond in self
+            .sets()
+            .flat_map(PolicySet::policies)
+            .flat_map(Policy::conds)
+        {
+            if let Cond::Header(HeaderName::Regular(name), _) = cond {
+                if !headers.contains(name) {
+                    headers.push(name.clone());
+                }
+            }
+        }
+        headers
     }
 
     /// Non-fatal findings of compilation (rules or values Istio would drop, an unparsable
