@@ -14,6 +14,7 @@ pub mod config;
 pub mod decision;
 pub mod duration;
 pub mod engine;
+mod fast_hash;
 pub mod jwt;
 pub mod peer;
 

@@ -5,10 +5,10 @@
 //! has that very key set (so a rotated-out key stops verifying at once).
 
 use crate::attrs::VerifiedJwt;
+use crate::fast_hash::FastBuildHasher;
 use crate::jwt::{Jwks, Jwt};
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Entries kept (Envoy's default).
@@ -33,34 +33,9 @@ pub(crate) struct Hit {
     pub keys: Arc<Jwks>,
 }
 
-/// Hashes a token eight bytes at a time (multiply-rotate, as FxHash). Tokens are long and
-/// hashed on every request; SipHash's flooding resistance buys nothing for a map capped at
-/// `CAPACITY` entries.
-#[derive(Default)]
-struct TokenHasher(u64);
-
-impl Hasher for TokenHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 #[derive(Default)]
 pub(crate) struct TokenCache {
-    entries: HashMap<String, Entry, BuildHasherDefault<TokenHasher>>,
+    entries: HashMap<String, Entry, FastBuildHasher>,
     clock: u64,
 }
 

@@ -18,8 +18,8 @@
 use super::matcher::{PathMatch, StrMatch};
 use super::model::{Cond, Ctx, Policy, Rule};
 use crate::attrs::Needs;
+use crate::fast_hash::FastBuildHasher;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 /// A policy's position in its set (config order).
 type Id = u32;
@@ -190,30 +190,7 @@ fn policy_keys(p: &Policy) -> Option<Vec<Key<'_>>> {
     Some(keys)
 }
 
-/// String keys hashed with FNV-1a: the keys are short paths and SipHash's flood resistance
-/// is not needed (the table's keys come from the configuration; requests only look up).
-#[derive(Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
-type Map<V> = HashMap<Box<[u8]>, V, BuildHasherDefault<Fnv>>;
+type Map<V> = HashMap<Box<[u8]>, V, FastBuildHasher>;
 
 #[derive(Debug)]
 struct PathIndex {
