@@ -48,7 +48,12 @@ pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
     hostcalls::get_map_bytes(map)
         .unwrap_or_default()
         .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        // Valid UTF-8 (the usual case) is kept without a copy.
+        .map(|(k, v)| {
+            let v = String::from_utf8(v)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+            (k, v)
+        })
         .collect()
 }
 
@@ -56,10 +61,7 @@ pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
 /// [`add_connection_facts`].
 pub(crate) fn request_attributes() -> RequestAttributes {
     let mut attrs = RequestAttributes::default();
-    for (name, value) in hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default() {
-        // Valid UTF-8 (the usual case) is kept without a copy.
-        let value = String::from_utf8(value)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    for (name, value) in map(MapType::HttpRequestHeaders) {
         match name.as_str() {
             ":method" => attrs.method = value,
             ":path" => attrs.path = value,
