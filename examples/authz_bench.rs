@@ -6,20 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshguard::attrs::{AuthContext, RequestAttributes, VerifiedJwt};
-use meshguard::authn::{KeyState, KeyStore};
+use meshguard::authn::InlineKeysOnly;
 use meshguard::authz::Authorizer;
 use meshguard::devtools::keys::{self, SigningKey};
 use meshguard::devtools::workload;
 use meshguard::engine::{Engine, Outcome};
 use std::hint::black_box;
 use std::time::Instant;
-
-struct NoRemote;
-impl KeyStore for NoRemote {
-    fn keys(&self, _uri: &str) -> KeyState {
-        KeyState::Failed
-    }
-}
 
 /// Best of `rounds` runs of `iters` calls, in ns per call (the minimum filters out noise from
 /// other processes on the machine).
@@ -65,7 +58,7 @@ fn main() {
         };
         let allowed = req(workload::request_path(n));
         let elsewhere = req("/elsewhere/x?q=1".into());
-        match engine.decide(&allowed, &NoRemote, now) {
+        match engine.decide(&allowed, &InlineKeysOnly, now) {
             Outcome::Decided(d) => assert!(d.allowed(), "{n}: refused"),
             Outcome::NeedKeys(_) => panic!("inline keys"),
         }
@@ -74,7 +67,7 @@ fn main() {
         let iters = 200_000 / n.max(10) * 10;
         let iters = iters.clamp(2_000, 200_000);
         let decide = ns_per_call(5, iters, || {
-            black_box(engine.decide(black_box(&allowed), &NoRemote, now));
+            black_box(engine.decide(black_box(&allowed), &InlineKeysOnly, now));
         });
         let authz_ns = ns_per_call(5, iters, || {
             black_box(authz.evaluate(black_box(&allowed), black_box(&auth)));

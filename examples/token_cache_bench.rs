@@ -4,18 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshguard::attrs::RequestAttributes;
-use meshguard::authn::{KeyState, KeyStore};
+use meshguard::authn::InlineKeysOnly;
 use meshguard::devtools::keys::{self, SigningKey};
 use meshguard::engine::{Engine, Outcome};
 use serde_json::json;
 use std::time::Instant;
-
-struct NoRemote;
-impl KeyStore for NoRemote {
-    fn keys(&self, _uri: &str) -> KeyState {
-        KeyState::Failed
-    }
-}
 
 fn main() {
     let iss = "https://issuer.bench";
@@ -45,7 +38,7 @@ fn main() {
         let reqs: Vec<RequestAttributes> = (0..tokens.len()).map(|i| req(&tokens[i])).collect();
         let start = Instant::now();
         for i in 0..n {
-            match engine.decide(&reqs[pick(i)], &NoRemote, now) {
+            match engine.decide(&reqs[pick(i)], &InlineKeysOnly, now) {
                 Outcome::Decided(d) => assert!(d.allowed(), "{label}: refused"),
                 Outcome::NeedKeys(_) => panic!("inline keys"),
             }

@@ -79,6 +79,17 @@ pub trait KeyStore {
     }
 }
 
+/// The key store of a configuration whose keys are all inline (`jwks`): any remote key set
+/// counts as failed. For deciding without a proxy (benchmarks, tools, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InlineKeysOnly;
+
+impl KeyStore for InlineKeysOnly {
+    fn keys(&self, _uri: &str) -> KeyState {
+        KeyState::Failed
+    }
+}
+
 /// Compiled RequestAuthentication rules of one workload.
 #[derive(Debug, Default)]
 pub struct Authenticator {

@@ -128,16 +128,9 @@ pub fn claims(user: usize, now: u64, ttl_secs: u64) -> Value {
 mod tests {
     use super::*;
     use crate::attrs::RequestAttributes;
-    use crate::authn::{KeyState, KeyStore};
+    use crate::authn::InlineKeysOnly;
     use crate::devtools::keys::{self, SigningKey};
     use crate::engine::{Engine, Outcome};
-
-    struct NoRemote;
-    impl KeyStore for NoRemote {
-        fn keys(&self, _uri: &str) -> KeyState {
-            KeyState::Failed
-        }
-    }
 
     fn decide(engine: &Engine, path: &str, token: Option<&str>) -> bool {
         let mut headers = Vec::new();
@@ -152,7 +145,7 @@ mod tests {
             headers,
             ..Default::default()
         };
-        match engine.decide(&req, &NoRemote, keys::now()) {
+        match engine.decide(&req, &InlineKeysOnly, keys::now()) {
             Outcome::Decided(d) => d.allowed(),
             Outcome::NeedKeys(_) => panic!("inline keys only"),
         }
