@@ -22,7 +22,7 @@
 
 use meshguard::devtools::envoy::{Envoy, Options};
 use meshguard::devtools::keys::{self, SigningKey};
-use meshguard::devtools::{istio_rbac, workload, Result};
+use meshguard::devtools::{http, istio_rbac, workload, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -529,29 +529,33 @@ fn sanity(inst: &Instance, rs: &SigningKey, es: &SigningKey) -> Result<()> {
     Ok(())
 }
 
-fn request_bytes(path: &str, token: Option<&str>) -> Vec<u8> {
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+/// A keep-alive GET of `path` with `token`, as the fixed-rate load sends it.
+fn request_bytes(path: &str, token: &str) -> Vec<u8> {
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{auth}\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
         workload::HOST
     )
     .into_bytes()
 }
 
+/// One request on its own connection: the status.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<u16> {
-    let mut conn = Conn::open(addr)?;
-    conn.round_trip(&request_bytes(path, token))
+    let mut call = http::Call::get(path).header("host", workload::HOST);
+    if let Some(t) = token {
+        call = call.bearer(t);
+    }
+    Ok(http::send(addr, &call)?.status)
 }
 
 fn raw_requests(tokens_file: &Path, path: &str) -> Result<Vec<Vec<u8>>> {
     Ok(std::fs::read_to_string(tokens_file)?
         .lines()
         .filter(|l| !l.is_empty())
-        .map(|t| request_bytes(path, Some(t)))
+        .map(|t| request_bytes(path, t))
         .collect())
 }
 
-/// A keep-alive HTTP/1.1 client connection reading Content-Length responses.
+/// A keep-alive HTTP/1.1 client connection, one request in flight at a time.
 struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
@@ -570,37 +574,19 @@ impl Conn {
 
     fn round_trip(&mut self, request: &[u8]) -> Result<u16> {
         self.stream.write_all(request)?;
+        self.buf.clear();
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_ascii_lowercase();
-                let status = head
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or("bad status line")?;
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or("no content-length")?;
-                let total = end + 4 + len;
-                if self.buf.len() >= total {
-                    self.buf.drain(..total);
-                    return Ok(status);
-                }
-            }
             let n = self.stream.read(&mut chunk)?;
             if n == 0 {
                 return Err("connection closed".into());
             }
             self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(resp) = http::complete_response(&self.buf) {
+                return Ok(resp.status);
+            }
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Open-loop load at `rate` requests/s over a few connections, each sending on its own

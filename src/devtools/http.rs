@@ -317,6 +317,15 @@ pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
     parse(raw, false).map(|(resp, _)| resp)
 }
 
+/// The response in `raw` when all of it has arrived by its framing (content-length, chunked,
+/// or no body by definition); None while more is to come. For keep-alive clients.
+pub fn complete_response(raw: &[u8]) -> Option<Response> {
+    match parse(raw, false) {
+        Ok((resp, true)) => Some(resp),
+        _ => None,
+    }
+}
+
 /// Parses a response; the flag tells whether its length was known from its framing
 /// (content-length, chunked, or no body by definition) rather than from the end of input.
 fn parse(raw: &[u8], head_only: bool) -> io::Result<(Response, bool)> {
