@@ -21,6 +21,8 @@ const AUD: &str = "api.meshguard.test";
 /// Keys the dev `SigningKey` cannot make (jsonwebtoken has no ES512): ES384, ES512 and
 /// EdDSA tokens are signed here directly, as raw JWS signatures.
 struct RawKeys {
+    /// Signs RS256 over raw JSON text (duplicate members, odd numbers) and PS* with any salt.
+    rsa: rsa::RsaPrivateKey,
     p384: p384::ecdsa::SigningKey,
     p521: p521::ecdsa::SigningKey,
     ed: ed25519_dalek::SigningKey,
@@ -29,6 +31,7 @@ struct RawKeys {
 fn raw_keys() -> &'static RawKeys {
     static K: std::sync::OnceLock<RawKeys> = std::sync::OnceLock::new();
     K.get_or_init(|| RawKeys {
+        rsa: rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap(),
         p384: p384::ecdsa::SigningKey::random(&mut rand_core::OsRng),
         p521: p521::ecdsa::SigningKey::random(&mut rand_core::OsRng),
         ed: ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng),
@@ -43,7 +46,13 @@ fn raw_jwks() -> Vec<Value> {
         use base64::Engine as _;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b.unwrap())
     };
+    let rsa_public = rsa::RsaPublicKey::from(&k.rsa);
     vec![
+        {
+            use rsa::traits::PublicKeyParts;
+            json!({ "kty": "RSA", "kid": "raw-rsa", "n": bytes(Some(&rsa_public.n().to_bytes_be())),
+                    "e": bytes(Some(&rsa_public.e().to_bytes_be())) })
+        },
         json!({ "kty": "EC", "crv": "P-384", "alg": "ES384", "kid": "ec-384",
                 "x": bytes(p384.x().map(|x| &x[..])), "y": bytes(p384.y().map(|y| &y[..])) }),
         json!({ "kty": "EC", "crv": "P-521", "alg": "ES512", "kid": "ec-521",
@@ -84,6 +93,188 @@ fn raw_sign(alg: &str, kid: Option<&str>, claims: &Value) -> String {
         "{input}.{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
     )
+}
+
+/// A token whose header and payload are exactly `header` and `payload` (any JSON text, valid
+/// or not), signed RS256 by the raw RSA key (kid `raw-rsa` when the header names it).
+fn raw_rs256(header: &str, payload: &str) -> String {
+    use sha2::Digest as _;
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let digest = sha2::Sha256::digest(input.as_bytes());
+    let sig = raw_keys()
+        .rsa
+        .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+        .unwrap();
+    use base64::Engine as _;
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+/// PS256/384/512 by the raw RSA key with the given salt length (the hash length is what
+/// RFC 7518 prescribes; other lengths are where verifiers disagree).
+fn raw_pss(alg: &str, salt_len: usize, claims: &Value) -> String {
+    use sha2::Digest as _;
+    let header = json!({ "alg": alg, "kid": "raw-rsa" }).to_string();
+    let input = format!("{}.{}", b64(&header), b64(&claims.to_string()));
+    let key = &raw_keys().rsa;
+    let mut rng = rand_core::OsRng;
+    let sig = match alg {
+        "PS256" => key.sign_with_rng(
+            &mut rng,
+            rsa::Pss::new_with_salt::<sha2::Sha256>(salt_len),
+            &sha2::Sha256::digest(input.as_bytes()),
+        ),
+        "PS384" => key.sign_with_rng(
+            &mut rng,
+            rsa::Pss::new_with_salt::<sha2::Sha384>(salt_len),
+            &sha2::Sha384::digest(input.as_bytes()),
+        ),
+        _ => key.sign_with_rng(
+            &mut rng,
+            rsa::Pss::new_with_salt::<sha2::Sha512>(salt_len),
+            &sha2::Sha512::digest(input.as_bytes()),
+        ),
+    }
+    .unwrap();
+    use base64::Engine as _;
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig)
+    )
+}
+
+/// Tokens whose JSON is where parsers differ: repeated members (a reader keeping the last
+/// `exp` or `sub` would admit what the first forbids), numbers in odd notations, `null`.
+fn json_edge_tokens() -> Vec<(String, String)> {
+    let now = keys::now();
+    let (past, future) = (now - 3600, now + 3600);
+    let h = r#"{"alg":"RS256","kid":"raw-rsa"}"#;
+    let p = |rest: &str| format!(r#"{{"iss":"{ISSUER}","aud":"{AUD}",{rest}}}"#);
+    let mut out = vec![
+        (
+            "valid raw RS256",
+            h.to_string(),
+            p(&format!(r#""sub":"a","exp":{future}"#)),
+        ),
+        (
+            "two exp, expired last",
+            h.into(),
+            p(&format!(r#""sub":"a","exp":{future},"exp":{past}"#)),
+        ),
+        (
+            "two exp, expired first",
+            h.into(),
+            p(&format!(r#""sub":"a","exp":{past},"exp":{future}"#)),
+        ),
+        (
+            "two sub",
+            h.into(),
+            p(&format!(r#""sub":"a","sub":"admin","exp":{future}"#)),
+        ),
+        (
+            "two aud",
+            h.into(),
+            p(&format!(r#""sub":"a","aud":"other","exp":{future}"#)),
+        ),
+        (
+            "two iss",
+            h.into(),
+            format!(
+                r#"{{"iss":"https://elsewhere.test","iss":"{ISSUER}","aud":"{AUD}","sub":"a","exp":{future}}}"#
+            ),
+        ),
+        (
+            "two groups",
+            h.into(),
+            p(&format!(
+                r#""sub":"a","groups":["dev"],"groups":["admins"],"exp":{future}"#
+            )),
+        ),
+        (
+            "nested duplicate",
+            h.into(),
+            p(&format!(
+                r#""sub":"a","org":{{"id":1,"id":2}},"exp":{future}"#
+            )),
+        ),
+        (
+            "escaped duplicate sub",
+            h.into(),
+            p(&format!(r#""sub":"a","sub":"b","exp":{future}"#)),
+        ),
+        (
+            "header two alg",
+            r#"{"alg":"RS256","kid":"raw-rsa","alg":"none"}"#.into(),
+            p(&format!(r#""sub":"a","exp":{future}"#)),
+        ),
+        (
+            "header two kid",
+            r#"{"alg":"RS256","kid":"nope","kid":"raw-rsa"}"#.into(),
+            p(&format!(r#""sub":"a","exp":{future}"#)),
+        ),
+        (
+            "header trailing comma",
+            r#"{"alg":"RS256","kid":"raw-rsa",}"#.into(),
+            p(&format!(r#""sub":"a","exp":{future}"#)),
+        ),
+        (
+            "exp in exponent notation",
+            h.into(),
+            p(&format!(r#""sub":"a","exp":{}e1"#, future / 10 + 1)),
+        ),
+        (
+            "exp fractional",
+            h.into(),
+            p(&format!(r#""sub":"a","exp":{future}.75"#)),
+        ),
+        (
+            "exp as string",
+            h.into(),
+            p(&format!(r#""sub":"a","exp":"{future}""#)),
+        ),
+        ("exp negative", h.into(), p(r#""sub":"a","exp":-1"#)),
+        (
+            "exp 2^64",
+            h.into(),
+            p(r#""sub":"a","exp":18446744073709551616"#),
+        ),
+        ("exp 1e400", h.into(), p(r#""sub":"a","exp":1e400"#)),
+        ("exp null", h.into(), p(r#""sub":"a","exp":null"#)),
+        (
+            "iat huge",
+            h.into(),
+            p(&format!(r#""sub":"a","iat":1e300,"exp":{future}"#)),
+        ),
+        (
+            "sub a number",
+            h.into(),
+            p(&format!(r#""sub":7,"exp":{future}"#)),
+        ),
+        ("payload null", h.into(), "null".into()),
+        (
+            "header null",
+            "null".into(),
+            p(&format!(r#""sub":"a","exp":{future}"#)),
+        ),
+        (
+            "payload with leading zero",
+            h.into(),
+            p(&format!(r#""sub":"a","exp":0{future}"#)),
+        ),
+    ];
+    let mut tokens: Vec<(String, String)> = out
+        .drain(..)
+        .map(|(what, h, p)| (format!("json edge: {what}"), raw_rs256(&h, &p)))
+        .collect();
+    let claims = json!({ "iss": ISSUER, "aud": AUD, "sub": "pss", "exp": future });
+    for (alg, hash_len) in [("PS256", 32), ("PS384", 48), ("PS512", 64)] {
+        for salt in [0, 20, hash_len, hash_len + 1, 100] {
+            tokens.push((format!("{alg} salt {salt}"), raw_pss(alg, salt, &claims)));
+        }
+    }
+    tokens
 }
 
 /// The published JWK of `key` under another kid, without `alg` (any algorithm of its type).
@@ -235,6 +426,7 @@ fn tokens() -> Vec<(String, String)> {
             ));
         }
     }
+    out.extend(json_edge_tokens());
     // Malformed and unsupported tokens.
     let payload = b64(&json!({ "iss": ISSUER, "sub": "x", "aud": AUD }).to_string());
     for (what, header) in [

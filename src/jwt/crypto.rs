@@ -250,9 +250,10 @@ impl DigestInfo for Sha512 {
     ];
 }
 
-/// RSASSA-PSS with MGF1 of the same hash and the salt length recovered from the
-/// signature, as BoringSSL's default (`RSA_PSS_SALTLEN_AUTO`) verification in Envoy:
-/// issuers using a salt other than the hash length still verify.
+/// RSASSA-PSS with MGF1 of the same hash and a salt exactly as long as the hash, as RFC 7518
+/// 3.5 prescribes and Envoy's `jwt_authn` (BoringSSL's default, `RSA_PSS_SALTLEN_DIGEST`)
+/// enforces: any other salt length is "Jwt verification fails" (checked side by side in
+/// tests/e2e_jwt_differential.rs).
 fn pss<D: Digest>(key: &RsaVerifier, input: &[u8], sig: &[u8]) -> bool {
     let Some(mut em) = key.public_op(sig) else {
         return false;
@@ -260,7 +261,7 @@ fn pss<D: Digest>(key: &RsaVerifier, input: &[u8], sig: &[u8]) -> bool {
     emsa_pss_verify::<D>(&D::digest(input), &mut em, key.bits()).unwrap_or(false)
 }
 
-/// EMSA-PSS-VERIFY (RFC 8017 9.1.2) with salt-length recovery, following BoringSSL's
+/// EMSA-PSS-VERIFY (RFC 8017 9.1.2) with sLen = hLen, following BoringSSL's
 /// `RSA_verify_PKCS1_PSS_mgf1` step by step.
 fn emsa_pss_verify<D: Digest>(m_hash: &[u8], em: &mut [u8], mod_bits: usize) -> Option<bool> {
     let h_len = <D as Digest>::output_size();
@@ -286,6 +287,9 @@ fn emsa_pss_verify<D: Digest>(m_hash: &[u8], em: &mut [u8], mod_bits: usize) -> 
         return Some(false);
     }
     let salt = db.get(one + 1..)?;
+    if salt.len() != h_len {
+        return Some(false);
+    }
     let expected = D::new()
         .chain_update([0u8; 8])
         .chain_update(m_hash)

@@ -110,11 +110,13 @@ fn header_bad_json() {
         r#""alg""#,
         r#"{"alg":"RS256""#,
         " ",
-        "null",
         r#"{"alg":"RS256"}x"#,
+        r#"{"alg":"RS256","alg":"RS256"}"#,
     ] {
         assert_eq!(header_err(h), JwtStatus::JwtHeaderParseErrorBadJson, "{h}");
     }
+    // A `null` header is protobuf's empty Struct: no `alg` (e2e_jwt_differential checks it).
+    assert_eq!(header_err("null"), JwtStatus::JwtHeaderBadAlg);
 }
 
 #[test]

@@ -385,21 +385,29 @@ fn pss_token(private: &RsaPrivateKey, alg: &str, salt_len: usize) -> String {
 }
 
 #[test]
-fn pss_salt_length_is_recovered_like_boringssl() {
+fn pss_salt_must_be_the_hash_length_like_envoy() {
     let k = rsa_a();
     let jwks = jwks_of(&[Key::Rsa(k).jwk(None, None)]);
-    // 2048-bit key: emLen 256, so SHA-256 allows salts up to 256 - 32 - 2 = 222 bytes.
-    for (alg, salt) in [
-        ("PS256", 0),
-        ("PS256", 20),
-        ("PS256", 32),
-        ("PS256", 222),
-        ("PS384", 48),
-        ("PS384", 0),
+    // 2048-bit key: emLen 256, so SHA-256 could carry salts up to 256 - 32 - 2 = 222 bytes.
+    for (alg, salt, verifies) in [
+        ("PS256", 32, true),
+        ("PS384", 48, true),
+        ("PS256", 0, false),
+        ("PS256", 20, false),
+        ("PS256", 31, false),
+        ("PS256", 33, false),
+        ("PS256", 222, false),
+        ("PS384", 0, false),
+        ("PS384", 32, false),
     ] {
+        let want = if verifies {
+            Ok(())
+        } else {
+            Err(JwtStatus::JwtVerificationFail)
+        };
         assert_eq!(
             verify(&jwks, &pss_token(&k.private, alg, salt)),
-            Ok(()),
+            want,
             "{alg} salt {salt}"
         );
     }
