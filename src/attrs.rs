@@ -33,8 +33,12 @@ pub struct RequestAttributes {
 pub struct ConnectionInfo {
     /// `connection.mtls`: TLS with a validated client certificate.
     pub mtls: bool,
-    /// `connection.uri_san_peer_certificate`: URI SANs of the client certificate.
+    /// Every URI SAN of the client certificate, in certificate order.
     pub peer_uri_sans: Vec<String>,
+    /// Every DNS SAN of the client certificate, in certificate order.
+    pub peer_dns_sans: Vec<String>,
+    /// `connection.subject_peer_certificate` (RFC 2253), the last name RBAC tries.
+    pub peer_subject: Option<String>,
     /// `connection.requested_server_name`.
     pub sni: Option<String>,
 }

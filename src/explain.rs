@@ -49,7 +49,7 @@ pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigEr
         connection: ConnectionInfo {
             mtls: d.peer.is_some(),
             peer_uri_sans: d.peer.iter().cloned().collect(),
-            sni: None,
+            ..ConnectionInfo::default()
         },
     };
     let mut text = String::new();

@@ -17,6 +17,7 @@ pub mod engine;
 mod fast_hash;
 pub mod jwt;
 pub mod peer;
+pub mod peer_cert;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ca;

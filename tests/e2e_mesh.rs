@@ -487,7 +487,7 @@ fn expired_client_certificate_is_refused() {
                 now - Duration::from_secs(7200),
                 now - Duration::from_secs(3600),
             )),
-            omit_spiffe: false,
+            ..IssueOptions::default()
         };
         write_issued(dir, &ca.issue_with(&bar_sleep(), &opts).unwrap());
     });

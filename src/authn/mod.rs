@@ -159,22 +159,19 @@ impl Authenticator {
             }
             for (i, rule) in policy.spec.jwt_rules.iter().enumerate() {
                 let path = format!("{spec_path}.jwtRules[{i}]");
-                let compiled = out.compile_rule(rule, &path, jwks)?;
-                if policy.applies {
-                    out.extractor.add_rule(rule, out.rules.len());
-                    if let Some(h) = &compiled.payload_header {
-                        out.sanitize.push(h.clone());
-                    }
-                    for (h, _) in &compiled.claim_headers {
-                        out.sanitize.push(h.clone());
-                    }
-                    out.rules.push(compiled);
-                } else if let KeySource::Remote(idx) = compiled.keys {
-                    // Validated only; do not fetch keys for rules that never apply.
-                    if idx + 1 == out.remote.len() {
-                        out.remote.pop();
-                    }
+                // Rules of policies that do not apply are validated only: they register no
+                // key set (a shared jwksUri must not be fetched, or indexed, on their behalf).
+                let Some(compiled) = out.compile_rule(rule, &path, jwks, policy.applies)? else {
+                    continue;
+                };
+                out.extractor.add_rule(rule, out.rules.len());
+                if let Some(h) = &compiled.payload_header {
+                    out.sanitize.push(h.clone());
                 }
+                for (h, _) in &compiled.claim_headers {
+                    out.sanitize.push(h.clone());
+                }
+                out.rules.push(compiled);
             }
         }
         out.sanitize.sort();
@@ -182,12 +179,14 @@ impl Authenticator {
         Ok(out)
     }
 
+    /// Validates `rule`; compiles it (and registers its remote key set) only if `applies`.
     fn compile_rule(
         &mut self,
         rule: &JwtRule,
         path: &str,
         settings: &JwksSettings,
-    ) -> Result<CompiledRule, ConfigError> {
+        applies: bool,
+    ) -> Result<Option<CompiledRule>, ConfigError> {
         if rule.issuer.is_empty() {
             return Err(ConfigError::new(join(path, "issuer"), "issuer must be set"));
         }
@@ -257,6 +256,9 @@ impl Authenticator {
                     path: uri_path,
                     timeout,
                 };
+                if !applies {
+                    return Ok(None);
+                }
                 let idx = match self.remote.iter().position(|r| r.uri == remote.uri) {
                     Some(idx) => idx,
                     None => {
@@ -275,9 +277,12 @@ impl Authenticator {
                 ));
             }
         };
+        if !applies {
+            return Ok(None);
+        }
         let mut space_delimited: Vec<String> = DEFAULT_SPACE_DELIMITED.map(String::from).to_vec();
         space_delimited.extend(rule.space_delimited_claims.iter().cloned());
-        Ok(CompiledRule {
+        Ok(Some(CompiledRule {
             issuer: rule.issuer.clone(),
             audiences: rule.audiences.clone(),
             keys,
@@ -292,7 +297,7 @@ impl Authenticator {
                 .map(|c| (c.header.to_ascii_lowercase(), c.claim.clone()))
                 .collect(),
             space_delimited,
-        })
+        }))
     }
 
     /// Remote key sets the adapter must fetch (deduplicated by URI).
@@ -407,18 +412,48 @@ impl Authenticator {
             }) => (jwt, Some((rule, view, keys))),
             None => (Arc::new(Jwt::parse(&token.value)?), None),
         };
-        let rule_idx = token
+        // Istio makes one provider per jwtRule, and Envoy tries each provider: a token of
+        // an issuer that two RequestAuthentications name (other keys or audiences) passes
+        // when any of them verifies it. The first rule's failure is the one reported.
+        let mut first_failure = None;
+        let mut candidates = token
             .rules
             .iter()
             .copied()
-            .find(|&i| self.rules.get(i).is_some_and(|r| r.issuer == jwt.iss))
-            .ok_or(JwtStatus::JwtUnknownIssuer)?;
+            .filter(|&i| self.rules.get(i).is_some_and(|r| r.issuer == jwt.iss))
+            .peekable();
+        if candidates.peek().is_none() {
+            return Err(JwtStatus::JwtUnknownIssuer);
+        }
+        for rule_idx in candidates {
+            let cached = hit.as_ref().filter(|(rule, _, _)| *rule == rule_idx);
+            match self.verify_with_rule(token, &jwt, rule_idx, cached, keys, now_secs) {
+                Err(status) => {
+                    first_failure.get_or_insert(status);
+                }
+                verified => return verified,
+            }
+        }
+        Err(first_failure.unwrap_or(JwtStatus::JwtUnknownIssuer))
+    }
+
+    /// One rule's checks for a parsed token: time, audiences, keys available, key
+    /// selection and signature (skipped for a cache entry of this rule and key set).
+    fn verify_with_rule(
+        &self,
+        token: &extract::Token<'_>,
+        jwt: &Arc<Jwt>,
+        rule_idx: usize,
+        cached: Option<&(usize, Arc<VerifiedJwt>, Arc<Jwks>)>,
+        keys: &dyn KeyStore,
+        now_secs: u64,
+    ) -> Result<Verified, JwtStatus> {
         let rule = self
             .rules
             .get(rule_idx)
             .ok_or(JwtStatus::JwtUnknownIssuer)?;
-        jwt::check_time(&jwt, now_secs, CLOCK_SKEW_SECS)?;
-        if !jwt::audiences_allowed(&jwt, &rule.audiences) {
+        jwt::check_time(jwt, now_secs, CLOCK_SKEW_SECS)?;
+        if !jwt::audiences_allowed(jwt, &rule.audiences) {
             return Err(JwtStatus::JwtAudienceNotAllowed);
         }
         let (jwks, remote) = match &rule.keys {
@@ -436,22 +471,20 @@ impl Authenticator {
                 }
             }
         };
-        if let Some((rule, view, cached_keys)) = hit {
-            if rule == rule_idx {
-                if Arc::ptr_eq(&cached_keys, &jwks) {
-                    return Ok(Verified::Ready(rule_idx, jwt, view));
-                }
-                // The rule's key set changed since: its entries no longer vouch for anything.
-                self.verified.borrow_mut().keys_changed(rule_idx, &jwks);
+        if let Some((_, view, cached_keys)) = cached {
+            if Arc::ptr_eq(cached_keys, &jwks) {
+                return Ok(Verified::Ready(rule_idx, Arc::clone(jwt), Arc::clone(view)));
             }
+            // The rule's key set changed since: its entries no longer vouch for anything.
+            self.verified.borrow_mut().keys_changed(rule_idx, &jwks);
         }
         self.signature_checks.set(self.signature_checks.get() + 1);
-        let view = match jwks.verify(&jwt) {
+        let view = match jwks.verify(jwt) {
             Ok(()) => {
-                let view = Arc::new(verified_jwt(&jwt, &rule.space_delimited));
+                let view = Arc::new(verified_jwt(jwt, &rule.space_delimited));
                 self.verified
                     .borrow_mut()
-                    .insert(&token.value, rule_idx, &jwt, &view, &jwks);
+                    .insert(&token.value, rule_idx, jwt, &view, &jwks);
                 view
             }
             // A kid the cached remote keys do not know: the keys may have been rotated.
@@ -466,7 +499,7 @@ impl Authenticator {
             }
             Err(status) => return Err(status),
         };
-        Ok(Verified::Ready(rule_idx, jwt, view))
+        Ok(Verified::Ready(rule_idx, Arc::clone(jwt), view))
     }
 }
 

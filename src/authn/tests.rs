@@ -522,3 +522,97 @@ fn verified_token_cache_still_checks_audience_per_rule() {
         );
     }
 }
+
+fn authenticator_of(policies: serde_json::Value) -> Authenticator {
+    let cfg = json!({ "workload": {"namespace": "foo"}, "policies": policies });
+    let cfg = parse(&cfg.to_string()).unwrap();
+    Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap()
+}
+
+fn ra(name: &str, ns: &str, rules: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"jwtRules": rules}
+    })
+}
+
+#[test]
+fn an_issuer_in_two_request_authentications_passes_if_either_verifies() {
+    let other_secret = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(b"another-secret-of-reasonable-length-32b");
+    let other_jwks =
+        json!({"keys": [{"kty": "oct", "alg": "HS256", "kid": "k1", "k": other_secret}]})
+            .to_string();
+    // The first names other keys and another audience; the second is the token's.
+    let a = authenticator_of(json!([
+        ra(
+            "first",
+            "foo",
+            json!([{"issuer": ISS, "jwks": other_jwks, "audiences": ["a"]}])
+        ),
+        ra(
+            "second",
+            "foo",
+            json!([{"issuer": ISS, "jwks": jwks(), "audiences": ["b"]}])
+        ),
+    ]));
+    let t = token(json!({"iss": ISS, "sub": "s", "exp": NOW + 60, "aud": "b"}));
+    let req = request(&[("authorization", &format!("Bearer {t}"))], "/");
+    let (r, _) = done(a.authenticate(&req, &no_remote(), NOW));
+    assert_eq!(r.unwrap().jwt.unwrap().subject, "s");
+    // Neither verifies: the first rule's failure is reported.
+    let t = token(json!({"iss": ISS, "sub": "s", "exp": NOW + 60, "aud": "c"}));
+    let req = request(&[("authorization", &format!("Bearer {t}"))], "/");
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtAudienceNotAllowed);
+    let t = token(json!({"iss": ISS, "sub": "s", "exp": NOW + 60, "aud": "a"}));
+    let req = request(&[("authorization", &format!("Bearer {t}"))], "/");
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtVerificationFail);
+}
+
+#[test]
+fn a_policy_that_does_not_apply_registers_no_key_set() {
+    let shared = "https://keys.example.com/jwks";
+    let other = "https://other.example.com/jwks";
+    // As `kubectl get -A` lists them: bar's rules (not this workload's) share foo's URI,
+    // and a further remote key set follows.
+    let a = authenticator_of(json!([
+        ra(
+            "bar-jwt",
+            "bar",
+            json!([{"issuer": "https://bar", "jwksUri": shared}])
+        ),
+        ra(
+            "foo-jwt",
+            "foo",
+            json!([
+                {"issuer": ISS, "jwksUri": shared},
+                {"issuer": "https://two", "jwksUri": other},
+            ])
+        ),
+        ra(
+            "baz-jwt",
+            "baz",
+            json!([{"issuer": "https://baz", "jwksUri": other}])
+        ),
+    ]));
+    let uris: Vec<&str> = a.remote_jwks().iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(uris, [shared, other]);
+    let ready = Keys(
+        [(
+            shared.to_string(),
+            KeyState::Ready(Arc::new(Jwks::parse(&jwks()).unwrap())),
+        )]
+        .into(),
+    );
+    // ISS's token is checked against the shared URI's keys, not `other`'s (pending here).
+    let req = request(&[("authorization", &format!("Bearer {}", good("a")))], "/");
+    let (r, _) = done(a.authenticate(&req, &ready, NOW));
+    assert_eq!(r.unwrap().jwt.unwrap().subject, "a");
+    // A rule of a policy that does not apply is still validated.
+    let cfg = json!({ "workload": {"namespace": "foo"}, "policies": [
+        ra("bar-jwt", "bar", json!([{"issuer": "https://bar", "jwksUri": "ftp://x"}]))
+    ]});
+    let cfg = parse(&cfg.to_string()).unwrap();
+    assert!(Authenticator::compile(&cfg.request_authentications, &cfg.jwks).is_err());
+}

@@ -6,7 +6,7 @@
 //! is one attribute with "any of values AND none of notValues".
 
 use super::matcher::{Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch};
-use crate::attrs::{AuthContext, Needs, RequestAttributes};
+use crate::attrs::{AuthContext, ConnectionInfo, Needs, RequestAttributes};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -52,7 +52,9 @@ impl HeaderName {
     pub fn new(name: &str) -> Self {
         let lower = name.to_ascii_lowercase();
         match lower.as_str() {
-            ":authority" => HeaderName::Authority,
+            // Envoy's request header map files the legacy `host` under `:authority`
+            // (HTTP/1's Host becomes `:authority`), so RBAC's matcher on `host` reads it.
+            ":authority" | "host" => HeaderName::Authority,
             ":method" => HeaderName::Method,
             ":path" => HeaderName::Path,
             ":scheme" => HeaderName::Scheme,
@@ -116,8 +118,9 @@ impl Cond {
 pub(crate) struct Ctx<'a> {
     req: &'a RequestAttributes,
     path: &'a str,
-    /// URI SANs of the client certificate; empty without mTLS.
-    sans: &'a [String],
+    /// The client certificate's names Envoy's `authenticated` matcher tries, in its order
+    /// (URI SANs, DNS SANs, subject); nothing without mTLS.
+    peer: Option<&'a ConnectionInfo>,
     direct_ip: Option<IpAddr>,
     remote_ip: Option<IpAddr>,
     dest_ip: Option<IpAddr>,
@@ -130,11 +133,7 @@ pub(crate) struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     pub fn new(req: &'a RequestAttributes, auth: &'a AuthContext) -> Self {
-        let sans: &[String] = if req.connection.mtls {
-            &req.connection.peer_uri_sans
-        } else {
-            &[]
-        };
+        let peer = req.connection.mtls.then_some(&req.connection);
         let jwt = auth.jwt.as_ref();
         // The payload is what Envoy's metadata matchers see; the struct fields are a fallback
         // for a payload without the claim (a subject of "" means "no sub").
@@ -156,7 +155,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             req,
             path: req.path_only(),
-            sans,
+            peer,
             direct_ip: req.direct_remote_ip(),
             remote_ip: req.remote_ip(),
             dest_ip: req.destination.map(|a| a.ip()),
@@ -166,6 +165,17 @@ impl<'a> Ctx<'a> {
             iss,
             sub,
         }
+    }
+
+    /// Envoy's `AuthenticatedMatcher` order: every URI SAN, every DNS SAN, the subject.
+    fn peer_names(&self) -> impl Iterator<Item = &'a str> {
+        self.peer.into_iter().flat_map(|c| {
+            c.peer_uri_sans
+                .iter()
+                .chain(&c.peer_dns_sans)
+                .chain(&c.peer_subject)
+                .map(String::as_str)
+        })
     }
 
     /// The path without query and fragment, as `paths` match it.
@@ -230,7 +240,7 @@ impl<'a> Ctx<'a> {
 impl Cond {
     pub fn matches(&self, ctx: &Ctx) -> bool {
         match self {
-            Cond::PeerId(f) => f.eval(|m| ctx.sans.iter().any(|san| m.matches(san))),
+            Cond::PeerId(f) => f.eval(|m| ctx.peer_names().any(|name| m.matches(name))),
             Cond::RequestPrincipal(f) => f.eval(|m| m.matches(ctx.iss, ctx.sub)),
             Cond::DirectRemoteIp(f) => f.eval(|c| ctx.direct_ip.is_some_and(|ip| c.contains(ip))),
             Cond::RemoteIp(f) => f.eval(|c| ctx.remote_ip.is_some_and(|ip| c.contains(ip))),

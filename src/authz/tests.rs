@@ -1312,6 +1312,34 @@ mod when {
     }
 
     #[test]
+    fn host_header_is_the_authority() {
+        // HTTP/1's Host arrives as `:authority`; Envoy's header map answers `host` with it.
+        for key in [
+            "request.headers[host]",
+            "request.headers[Host]",
+            "request.headers[:authority]",
+        ] {
+            assert!(
+                when_matches(key, json!(["httpbin.foo:8000"]), NONE, &req(), &no_auth()),
+                "{key}"
+            );
+            assert!(
+                when_matches(key, json!(["httpbin.*"]), NONE, &req(), &no_auth()),
+                "{key}"
+            );
+            // Header values stay case-sensitive here (unlike `hosts`).
+            assert!(
+                !when_matches(key, json!(["HTTPBIN.foo:8000"]), NONE, &req(), &no_auth()),
+                "{key}"
+            );
+            assert!(
+                when_matches(key, NONE, json!(["evil.com"]), &req(), &no_auth()),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
     fn request_header_presence() {
         // `*` = present, even with an empty value.
         assert!(when_matches(

@@ -46,6 +46,10 @@ pub struct IssueOptions {
     pub validity: Option<(SystemTime, SystemTime)>,
     /// Leave out the SPIFFE URI SAN (a certificate no mesh peer accepts as a workload).
     pub omit_spiffe: bool,
+    /// Further URI SANs before and after the SPIFFE one (several identities in one
+    /// certificate: RBAC tries each).
+    pub uri_sans_before: Vec<String>,
+    pub uri_sans_after: Vec<String>,
 }
 
 impl IssueOptions {
@@ -54,7 +58,7 @@ impl IssueOptions {
         let now = SystemTime::now();
         Self {
             validity: Some((now - Duration::from_secs(60), now + ttl)),
-            omit_spiffe: false,
+            ..Self::default()
         }
     }
 }
@@ -172,6 +176,16 @@ impl MeshCa {
             );
         } else {
             params.subject_alt_names = vec![SanType::URI(spiffe.as_str().try_into()?)];
+        }
+        for (i, uri) in opts.uri_sans_before.iter().enumerate() {
+            params
+                .subject_alt_names
+                .insert(i, SanType::URI(uri.as_str().try_into()?));
+        }
+        for uri in &opts.uri_sans_after {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
         }
         if let Some((not_before, not_after)) = opts.validity {
             params.not_before = not_before.into();

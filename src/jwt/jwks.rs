@@ -465,7 +465,7 @@ fn from_x509_map(doc: &Map<String, Value>) -> Result<Jwks, JwtStatus> {
 
 /// The DER inside the first `-----BEGIN {label}-----` block (standard base64, whitespace
 /// ignored), as `PEM_read_bio_*` finds it; text around the block is ignored.
-fn pem_decode(text: &str, label: &str) -> Option<Vec<u8>> {
+pub(crate) fn pem_decode(text: &str, label: &str) -> Option<Vec<u8>> {
     let begin = format!("-----BEGIN {label}-----");
     let end = format!("-----END {label}-----");
     let mut lines = text.lines();

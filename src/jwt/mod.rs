@@ -20,10 +20,10 @@
 
 mod b64;
 mod crypto;
-mod der;
+pub(crate) mod der;
 pub mod host_verify;
 mod json;
-mod jwks;
+pub(crate) mod jwks;
 mod rsa_pub;
 mod status;
 mod token;

@@ -86,23 +86,46 @@ pub(crate) fn add_connection_facts(attrs: &mut RequestAttributes, needs: Needs) 
         attrs.destination = property_addr(&["destination", "address"]);
     }
     let mtls = needs.peer_identity && property_bool(&["connection", "mtls"]);
-    let peer_uri_sans = if mtls {
-        property_string(&["connection", "uri_san_peer_certificate"])
-            .filter(|s| !s.is_empty())
-            .into_iter()
-            .collect()
-    } else {
-        Vec::new()
-    };
-    attrs.connection = ConnectionInfo {
+    let mut connection = ConnectionInfo {
         mtls,
-        peer_uri_sans,
+        ..ConnectionInfo::default()
+    };
+    if mtls {
+        add_peer_names(&mut connection);
+    }
+    attrs.connection = ConnectionInfo {
         sni: if needs.sni {
             property_string(&["connection", "requested_server_name"]).filter(|s| !s.is_empty())
         } else {
             None
         },
+        ..connection
     };
+}
+
+/// The client certificate's names RBAC's `authenticated` matcher tries: every SAN of the
+/// whole leaf (`connection.peer_certificate`, where this Envoy has it); otherwise, or if
+/// the leaf does not parse, the first URI SAN and first DNS SAN, all older Envoys expose
+/// (README, "Differences").
+fn add_peer_names(c: &mut ConnectionInfo) {
+    let non_empty = |path: &[&str]| property_string(path).filter(|s| !s.is_empty());
+    let sans = property(&["connection", "peer_certificate"])
+        .and_then(|pem| crate::peer_cert::sans_from_url_encoded_pem(&pem));
+    match sans {
+        Some(sans) => {
+            c.peer_uri_sans = sans.uris;
+            c.peer_dns_sans = sans.dns;
+        }
+        None => {
+            c.peer_uri_sans = non_empty(&["connection", "uri_san_peer_certificate"])
+                .into_iter()
+                .collect();
+            c.peer_dns_sans = non_empty(&["connection", "dns_san_peer_certificate"])
+                .into_iter()
+                .collect();
+        }
+    }
+    c.peer_subject = non_empty(&["connection", "subject_peer_certificate"]);
 }
 
 extern "C" {
