@@ -18,7 +18,7 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::certs::{Identity, MeshCa};
+use meshguard::devtools::certs::{Identity, IssueOptions, MeshCa};
 use meshguard::devtools::envoy::{self, Envoy, Files, Options};
 use meshguard::devtools::http::{self, Call, Response};
 use meshguard::devtools::istio_rbac;
@@ -2013,6 +2013,165 @@ fn cases() -> Vec<Case> {
         vec![dry_run(deny("all", json!([{}])), "false")],
         vec![get("/").is(403).shadow(0, 0)],
     ));
+    v.extend(bypass_regressions());
+    v
+}
+
+/// Issue 10: inputs on which meshguard once disagreed with Envoy's own filters. Each
+/// expectation is what native Envoy 1.40 answers.
+fn bypass_regressions() -> Vec<Case> {
+    let mut v = Vec::new();
+    // HTTP/1's Host is `:authority`; RBAC's header matcher on `host` reads it.
+    v.push(case(
+        "bypass-when-host-header-deny",
+        vec![deny("no-evil", json!([{ "when": [when("request.headers[host]", json!(["evil.example", "*.evil.example"]))] }]))],
+        vec![
+            get("/").host("evil.example").is(403),
+            get("/").host("a.evil.example").is(403),
+            get("/").host("good.example").is(200),
+            // Header values are case-sensitive (unlike `hosts`).
+            get("/").host("EVIL.example").is(200),
+        ],
+    ));
+    v.push(case(
+        "bypass-when-host-header-allow",
+        vec![
+            allow(
+                "api-only",
+                json!([{ "when": [when("request.headers[Host]", json!(["api.example*"]))] }]),
+            ),
+            allow(
+                "not-internal",
+                json!([{ "when": [when_not("request.headers[host]", json!(["internal*"]))] }]),
+            ),
+        ],
+        vec![
+            get("/").host("api.example:8080").is(200),
+            get("/").host("internal.example").is(403),
+            get("/").host("other.example").is(200),
+        ],
+    ));
+    // A literal `*` in the path against `{*}` / `{**}` templates.
+    v.push(case(
+        "bypass-template-literal-star-deny",
+        vec![deny(
+            "private",
+            json!([{ "to": [{ "operation": { "paths": ["/api/{*}/private", "/files/{**}"] } }] }]),
+        )],
+        vec![
+            get("/api/x/private").is(403),
+            get("/api/*/private").is(403),
+            get("/api/a*b/private").is(403),
+            get("/api/**/private").is(403),
+            get("/files/a*b/c").is(403),
+            get("/files/*").is(403),
+            get("/files/a/b").is(403),
+            // `{**}` may be empty: `/files/` matches, `/files` does not.
+            get("/files/").is(403),
+            get("/files").is(200),
+            get("/api/x/y/private").is(200),
+            get("/api//private").is(200),
+            get("/api/x/private?q=*").is(403),
+        ],
+    ));
+    v.push(case(
+        "bypass-template-literal-star-allow",
+        vec![allow(
+            "reports",
+            json!([{ "to": [{ "operation": { "paths": ["/r/{*}/v/{*}", "/s/{**}/end"] } }] }]),
+        )],
+        vec![
+            get("/r/*/v/*").is(200),
+            get("/r/a/v/b").is(200),
+            get("/r/a/v").is(403),
+            get("/s/*/end").is(200),
+            get("/s/a/b/end").is(200),
+            get("/s/end").is(403),
+        ],
+    ));
+    // Client certificates with several URI SANs: RBAC tries every one.
+    v.push(
+        case(
+            "bypass-second-uri-san",
+            vec![
+                deny("no-admin", json!([{ "from": [{ "source": { "principals": ["cluster.local/ns/admin/sa/root"] } }] }])),
+                deny("no-ops-ns", json!([{ "from": [{ "source": { "namespaces": ["ops"] } }] }])),
+            ],
+            vec![
+                get("/").client("foo/sleep+admin/root").is(403),
+                get("/").client("foo/sleep+ops/tool").is(403),
+                get("/").client("foo/sleep").is(200),
+                get("/").client("web-first:foo/sleep").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "bypass-second-uri-san-allow",
+            vec![allow("sleep-only", json!([{ "from": [{ "source": { "principals": ["cluster.local/ns/foo/sa/sleep"] } }] }]))],
+            vec![
+                get("/").client("web-first:foo/sleep").is(200),
+                get("/").client("bar/sleep+foo/sleep").is(200),
+                get("/").client("bar/sleep").is(403),
+                get("/").client("nospiffe:foo/sleep").is(403),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "bypass-peer-names-beyond-uri-sans",
+            vec![
+                allow(
+                    "any-peer",
+                    json!([{ "from": [{ "source": { "principals": ["*"] } }] }]),
+                ),
+                deny(
+                    "not-sa",
+                    json!([{ "from": [{ "source": { "notPrincipals": ["cluster.local/ns/*"] } }],
+                                         "to": [{ "operation": { "paths": ["/strict"] } }] }]),
+                ),
+            ],
+            vec![
+                // No URI SAN: the subject still names the peer for `*`.
+                get("/").client("nospiffe:foo/sleep").is(200),
+                get("/").client("foo/sleep").is(200),
+                get("/strict").client("nospiffe:foo/sleep").is(403),
+                get("/strict").client("web-first:foo/sleep").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    // One issuer in two RequestAuthentications, other keys and audiences: either verifies.
+    let second_ra = resource(
+        "RequestAuthentication",
+        "jwt-ec",
+        "foo",
+        json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": keys::jwks(&[&keys().ec]), "audiences": ["ec-aud"] }] }),
+    );
+    let first_ra = ra_with(json!({ "audiences": ["rsa-aud"] }));
+    let by_ec = |aud: &str| token(&keys().ec, ISSUER, "carol", json!({ "aud": aud }));
+    let by_rsa = |aud: &str| tok("alice", json!({ "aud": aud }));
+    v.push(case(
+        "bypass-issuer-in-two-request-authentications",
+        vec![
+            first_ra,
+            second_ra,
+            allow("carol", json!([{ "from": [{ "source": { "requestPrincipals": [format!("{ISSUER}/carol")] } }] }])),
+            allow("alice", json!([{ "from": [{ "source": { "requestPrincipals": [format!("{ISSUER}/alice")] } }] }])),
+        ],
+        vec![
+            get("/").tok(&by_ec("ec-aud")).is(200),
+            get("/").tok(&by_rsa("rsa-aud")).is(200),
+            // Neither rule verifies: the first rule's failure is reported (no RSA key for
+            // the EC token; the RSA token's audience).
+            get("/").tok(&by_ec("rsa-aud")).is(401),
+            get("/").tok(&by_rsa("ec-aud")).is(403),
+            get("/").tok(&by_rsa("none")).is(403),
+            get("/").is(403),
+        ],
+    ));
     v
 }
 
@@ -2056,6 +2215,13 @@ fn client_ids() -> &'static [&'static str] {
         "foo-x/sleep",
         "shop-prod/web",
         "other:foo/sleep",
+        // Several URI SANs: `a+b` = SPIFFE a then SPIFFE b; `web-first:` = an https URI SAN
+        // before the SPIFFE one; `nospiffe:` = no URI SAN, a CN subject only.
+        "foo/sleep+admin/root",
+        "foo/sleep+ops/tool",
+        "bar/sleep+foo/sleep",
+        "web-first:foo/sleep",
+        "nospiffe:foo/sleep",
     ]
 }
 
@@ -2083,13 +2249,33 @@ fn pki() -> &'static Pki {
                 Some(r) => (&other, r),
                 None => (&ca, *id),
             };
-            let (ns, sa) = rest.split_once('/').unwrap();
+            let mut opts = IssueOptions::default();
+            let rest = if let Some(r) = rest.strip_prefix("web-first:") {
+                opts.uri_sans_before = vec!["https://web.meshguard.test/first".into()];
+                r
+            } else if let Some(r) = rest.strip_prefix("nospiffe:") {
+                opts.omit_spiffe = true;
+                r
+            } else {
+                rest
+            };
+            let (first, second) = match rest.split_once('+') {
+                Some((a, b)) => (a, Some(b)),
+                None => (rest, None),
+            };
+            if let Some((ns, sa)) = second.and_then(|b| b.split_once('/')) {
+                opts.uri_sans_after = vec![which.spiffe_id(ns, sa)];
+            }
+            let (ns, sa) = first.split_once('/').unwrap();
             which
-                .issue(&Identity {
-                    namespace: ns,
-                    service_account: sa,
-                    ..Default::default()
-                })
+                .issue_with(
+                    &Identity {
+                        namespace: ns,
+                        service_account: sa,
+                        ..Default::default()
+                    },
+                    &opts,
+                )
                 .unwrap()
                 .write(&dir, &cert_name(id))
                 .unwrap();
@@ -2099,7 +2285,7 @@ fn pki() -> &'static Pki {
 }
 
 fn cert_name(id: &str) -> String {
-    id.replace([':', '/'], "_")
+    id.replace([':', '/', '+'], "_")
 }
 
 /// meshguard's wasm filter exactly as the shipped gateway config declares it, with `filter`.

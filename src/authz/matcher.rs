@@ -478,10 +478,18 @@ pub fn contains_path_template(value: &str) -> bool {
     value.contains(MATCH_ONE) || value.contains(MATCH_ANY)
 }
 
-/// RFC 3986 `pchar` minus `*` (plus `=`): what Envoy's `uri_template` accepts in a literal
-/// and what its `*` / `**` operators match (Istio validates literals with the same set).
+/// RFC 3986 `pchar` minus `*` (plus `=`): what Istio's admission (`CheckValidPathTemplate`)
+/// and Envoy's `uri_template` accept in a literal segment of a template.
 fn is_pchar(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&c)
+}
+
+/// What Envoy 1.40's `*` / `**` operators match in a path segment: the literal set and a
+/// literal `*` too (probed side by side over every printable ASCII byte in
+/// tests/e2e_differential.rs: `*` is the only byte on which a set without it disagrees, so
+/// a DENY on `/api/{*}/private` must fire for `/api/*/private`).
+fn is_segment_char(c: u8) -> bool {
+    is_pchar(c) || c == b'*'
 }
 
 /// Istio's admission check of `paths` / `notPaths` (`CheckValidPathTemplate`), plus the
@@ -594,11 +602,11 @@ impl PathTemplate {
                     pos += l.len();
                 }
                 // Greedy is exact: `{*}` is a whole segment, so what follows starts with `/`,
-                // which `[pchar]+` cannot consume.
+                // which a segment run cannot consume.
                 TemplateTok::One => {
                     let run = p
                         .get(pos..)
-                        .map_or(0, |r| r.iter().take_while(|c| is_pchar(**c)).count());
+                        .map_or(0, |r| r.iter().take_while(|c| is_segment_char(**c)).count());
                     if run == 0 {
                         return false;
                     }
@@ -615,7 +623,7 @@ impl PathTemplate {
                     && rest.ends_with(tail)
                     && rest[..rest.len() - tail.len()]
                         .iter()
-                        .all(|c| *c == b'/' || is_pchar(*c))
+                        .all(|c| *c == b'/' || is_segment_char(*c))
             }
         }
     }
@@ -893,7 +901,10 @@ mod tests {
         assert!(!t.matches("/v1/abc/other/1"));
         // Characters outside pchar never match an operator.
         assert!(!PathMatch::new("/a/{*}").matches("/a/b\"c"));
-        assert!(!PathMatch::new("/a/{*}").matches("/a/*"));
+        // A literal `*` is a segment character to Envoy 1.40's operators.
+        assert!(PathMatch::new("/a/{*}").matches("/a/*"));
+        assert!(PathMatch::new("/a/{*}/c").matches("/a/x*y/c"));
+        assert!(PathMatch::new("/a/{**}").matches("/a/*/**"));
         assert!(PathMatch::new("/a/{*}").matches("/a/b=c"));
         let t = PathMatch::new("/a/{*}/");
         assert!(t.matches("/a/b/"));
