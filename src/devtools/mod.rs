@@ -5,7 +5,9 @@
 
 pub mod certs;
 pub mod demo;
+pub mod difftest;
 pub mod envoy;
+pub mod gen;
 pub mod http;
 pub mod istio_rbac;
 pub mod keys;

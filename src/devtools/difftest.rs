@@ -1,0 +1,1608 @@
+//! The harness half of the generative differential test: runs batches of generated
+//! scenarios ([`super::gen`]) in two real Envoys side by side, one listener per scenario —
+//! *native* (Envoy's `jwt_authn` + RBAC as istiod configures them, [`super::istio_rbac`]) and
+//! *meshguard* (the wasm filter with the same resources) — and compares, per request:
+//! status, local-reply body, `www-authenticate`, what the upstream received (an echo server:
+//! path and headers after token removal and claim headers), the audit mark and the dry-run
+//! result. A disagreement is classified by a named predicate ([`CLASSES`]) or shrunk
+//! ([`shrink`]) to a minimal pair printed as a case for `tests/e2e_differential.rs`.
+//!
+//! Cost model: one Envoy start per side per batch (about 3 s for 150 listeners); plaintext
+//! HTTP/1.1 on one keep-alive connection per listener; TLS and HTTP/2 requests through curl
+//! (one process each). Each side runs on its own thread; dry-run scenarios take per-request
+//! stats snapshots (meshguard's shadow counters are process-wide, so a side's requests are
+//! sequential).
+
+use super::certs::{Identity, IssueOptions, MeshCa};
+use super::envoy::{self, Envoy, Files, Options};
+use super::gen::{self, Flaw, Loc, PeerMode, Req, Scenario, Signer, Tok, Transport};
+use super::http::{self, Call, Response};
+use super::istio_rbac;
+use super::keys::{self, SigningKey};
+use super::servers::{EchoUpstream, JwksServer};
+use super::Result;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+// ---------------------------------------------------------------------------------------
+// Setup shared by every batch
+// ---------------------------------------------------------------------------------------
+
+/// Keys tokens are signed with (see [`gen::ISS1`]..[`gen::ISS3`] for who publishes which).
+pub struct TokenKeys {
+    pub rsa: SigningKey,
+    pub ec: SigningKey,
+    pub hmac: SigningKey,
+    pub stranger: SigningKey,
+}
+
+impl TokenKeys {
+    pub fn generate() -> Result<Self> {
+        Ok(Self {
+            rsa: SigningKey::rsa("rsa-1")?,
+            ec: SigningKey::ec_p256("ec-1")?,
+            hmac: SigningKey::hmac("hmac-1"),
+            stranger: SigningKey::ec_p256("stranger")?,
+        })
+    }
+
+    fn key(&self, s: Signer) -> &SigningKey {
+        match s {
+            Signer::Rsa => &self.rsa,
+            Signer::Ec => &self.ec,
+            Signer::Hmac => &self.hmac,
+            Signer::Stranger => &self.stranger,
+        }
+    }
+
+    /// The inline JWKS of [`gen::ISS1`] / [`gen::ISS2`], and the remote one of [`gen::ISS3`].
+    pub fn jwks1(&self) -> String {
+        keys::jwks(&[&self.rsa])
+    }
+    pub fn jwks2(&self) -> String {
+        keys::jwks(&[&self.ec, &self.hmac])
+    }
+    pub fn remote(&self) -> String {
+        keys::jwks(&[&self.rsa, &self.ec])
+    }
+}
+
+fn b64(s: &str) -> String {
+    URL_SAFE_NO_PAD.encode(s)
+}
+
+fn pad(s: &str) -> String {
+    let n = (4 - s.len() % 4) % 4;
+    format!("{s}{}", "=".repeat(n))
+}
+
+/// The token `t` describes, at time `now`.
+pub fn mint(t: &Tok, k: &TokenKeys, now: u64) -> Result<String> {
+    if let Flaw::Garbage(s) = &t.flaw {
+        return Ok(s.clone());
+    }
+    let key = k.key(t.signer);
+    let alg = format!("{:?}", key.alg());
+    let h = b64(&t.header_json(&alg, key.kid()));
+    let mut p = b64(&t.payload_json(now));
+    if t.flaw == Flaw::Padded(1) {
+        p = pad(&p);
+    }
+    let input = format!("{h}.{p}");
+    let mut sig = key.sign_input(input.as_bytes())?;
+    if t.flaw == Flaw::Padded(2) {
+        sig = pad(&sig);
+    }
+    let token = format!("{input}.{sig}");
+    Ok(if t.flaw == Flaw::Tampered {
+        keys::tamper(&token)
+    } else {
+        token
+    })
+}
+
+/// Mesh CA, a second trust domain, the server certificate and one client certificate per
+/// name in [`gen::CLIENTS`] (plus the multi-SAN and no-SPIFFE ones).
+pub struct Pki {
+    pub dir: PathBuf,
+    pub bundle: PathBuf,
+}
+
+fn cert_name(id: &str) -> String {
+    id.replace([':', '/', '+'], "_")
+}
+
+impl Pki {
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let ca = MeshCa::new("cluster.local")?;
+        let other = MeshCa::new("other.td")?;
+        let bundle = dir.join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", ca.cert_pem(), other.cert_pem()))?;
+        std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+        let lo: [IpAddr; 1] = [IpAddr::from([127, 0, 0, 1])];
+        ca.issue(&Identity {
+            namespace: "foo",
+            service_account: "httpbin",
+            dns_names: &["localhost", "app.meshguard.test"],
+            ips: &lo,
+        })?
+        .write(dir, "server")?;
+        for id in gen::CLIENTS {
+            let (which, rest) = match id.strip_prefix("other:") {
+                Some(r) => (&other, r),
+                None => (&ca, *id),
+            };
+            let (ns, sa) = rest.split_once('/').unwrap_or(("foo", rest));
+            which
+                .issue(&Identity {
+                    namespace: ns,
+                    service_account: sa,
+                    ..Default::default()
+                })?
+                .write(dir, &cert_name(id))?;
+        }
+        let multi = IssueOptions {
+            uri_sans_after: vec![ca.spiffe_id("bar", "admin")],
+            ..Default::default()
+        };
+        ca.issue_with(
+            &Identity {
+                namespace: "foo",
+                service_account: "sleep",
+                ..Default::default()
+            },
+            &multi,
+        )?
+        .write(dir, &cert_name(gen::CLIENT_MULTI_SAN))?;
+        let nospiffe = IssueOptions {
+            omit_spiffe: true,
+            ..Default::default()
+        };
+        ca.issue_with(
+            &Identity {
+                namespace: "foo",
+                service_account: "sleep",
+                dns_names: &["sleep.foo.svc.cluster.local"],
+                ..Default::default()
+            },
+            &nospiffe,
+        )?
+        .write(dir, &cert_name(gen::CLIENT_NO_SPIFFE))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            bundle,
+        })
+    }
+}
+
+/// Everything batches share: binaries, keys, certificates, the JWKS server and the echo
+/// upstream (both Envoys use the same two).
+pub struct Setup {
+    pub envoy_bin: PathBuf,
+    pub wasm: PathBuf,
+    pub repo: PathBuf,
+    pub workdir: PathBuf,
+    pub keys: TokenKeys,
+    pub pki: Pki,
+    pub jwks: JwksServer,
+    pub echo: EchoUpstream,
+    /// Envoy `--component-log-level` (e.g. `wasm:info,rbac:debug` when shrinking).
+    pub log_levels: String,
+    batches: AtomicU64,
+}
+
+impl Setup {
+    pub fn new(repo: &Path, envoy_bin: &Path, wasm: &Path, workdir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(workdir)?;
+        let keys = TokenKeys::generate()?;
+        let pki = Pki::create(&workdir.join("pki"))?;
+        let jwks = JwksServer::start("127.0.0.1:0", keys.remote())?;
+        let echo = EchoUpstream::start("127.0.0.1:0")?;
+        Ok(Self {
+            envoy_bin: envoy_bin.to_path_buf(),
+            wasm: wasm.to_path_buf(),
+            repo: repo.to_path_buf(),
+            workdir: workdir.to_path_buf(),
+            keys,
+            pki,
+            jwks,
+            echo,
+            log_levels: "wasm:warning,config:warning".into(),
+            batches: AtomicU64::new(0),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Observations and their comparison
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    Native,
+    Meshguard,
+}
+
+/// What one side did with one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Obs {
+    pub status: Option<u16>,
+    /// Transport failure (refused handshake, connection closed without a response).
+    pub error: Option<String>,
+    /// Local reply body (status >= 300), listener ports masked.
+    pub body: String,
+    pub challenge: Option<String>,
+    /// What the echo upstream received (status 200), normalised.
+    pub upstream: Option<Value>,
+    pub audit: Option<bool>,
+    /// (shadow allowed, shadow denied) for scenarios with dry-run policies.
+    pub shadow: Option<(u64, u64)>,
+}
+
+impl Obs {
+    pub fn short(&self) -> String {
+        match (self.status, &self.error) {
+            (Some(s), _) if s >= 300 => format!("{s} {:?}", self.body),
+            (Some(s), _) => s.to_string(),
+            (None, Some(e)) => format!("error ({e})"),
+            (None, None) => "nothing".into(),
+        }
+    }
+}
+
+/// Which aspect differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DiffKind {
+    Status,
+    Reply,
+    Upstream,
+    Audit,
+    DryRun,
+    /// One side's config is refused (translator or meshguard), the other's accepted.
+    Config,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diff {
+    pub kind: DiffKind,
+    pub native: String,
+    pub meshguard: String,
+}
+
+impl Diff {
+    /// What must stay the same while shrinking.
+    pub fn signature(&self) -> String {
+        format!("{:?}|{}|{}", self.kind, self.native, self.meshguard)
+    }
+}
+
+/// Upstream documents differ in these places (`path`, `method`, `headers.<name>`).
+fn upstream_delta(n: &Value, m: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in ["method", "path", "version", "body"] {
+        if n[k] != m[k] {
+            out.push(k.to_string());
+        }
+    }
+    let empty = serde_json::Map::new();
+    let nh = n["headers"].as_object().unwrap_or(&empty);
+    let mh = m["headers"].as_object().unwrap_or(&empty);
+    let mut names: Vec<&String> = nh.keys().chain(mh.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        if nh.get(name) != mh.get(name) {
+            out.push(format!("headers.{name}"));
+        }
+    }
+    out
+}
+
+/// The first difference between the two sides, if any.
+pub fn compare(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<Diff> {
+    if equivalent_refusal(sc, req, n, m).is_some() {
+        return None;
+    }
+    let st = |o: &Obs| match o.status {
+        Some(s) => s.to_string(),
+        None => "error".to_string(),
+    };
+    if n.status != m.status {
+        return Some(Diff {
+            kind: DiffKind::Status,
+            native: st(n),
+            meshguard: st(m),
+        });
+    }
+    if n.status.is_some_and(|s| s >= 300) && (n.body != m.body || n.challenge != m.challenge) {
+        return Some(Diff {
+            kind: DiffKind::Reply,
+            native: format!("{} {:?} {:?}", st(n), n.body, n.challenge),
+            meshguard: format!("{} {:?} {:?}", st(m), m.body, m.challenge),
+        });
+    }
+    if let (Some(nu), Some(mu)) = (&n.upstream, &m.upstream) {
+        let delta = upstream_delta(nu, mu);
+        if !delta.is_empty() {
+            let pick = |v: &Value| -> String {
+                delta
+                    .iter()
+                    .map(|d| match d.strip_prefix("headers.") {
+                        Some(h) => format!("{h}={}", v["headers"][h]),
+                        None => format!("{d}={}", v[d.as_str()]),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            return Some(Diff {
+                kind: DiffKind::Upstream,
+                native: pick(nu),
+                meshguard: pick(mu),
+            });
+        }
+    }
+    if n.audit != m.audit {
+        return Some(Diff {
+            kind: DiffKind::Audit,
+            native: format!("{:?}", n.audit),
+            meshguard: format!("{:?}", m.audit),
+        });
+    }
+    if n.shadow != m.shadow {
+        return Some(Diff {
+            kind: DiffKind::DryRun,
+            native: format!("{:?}", n.shadow),
+            meshguard: format!("{:?}", m.shadow),
+        });
+    }
+    None
+}
+
+/// Equivalence rules: the same decision taken at different layers, counted as agreement.
+/// Named so the summary reports how often each applied.
+pub fn equivalent_refusal(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<&'static str> {
+    // PeerAuthentication STRICT: Envoy (Istio's listener) has no plaintext filter chain, so
+    // the connection closes; meshguard's listener takes plaintext and its L7 check refuses.
+    if sc.transport == Transport::Mixed
+        && req.client.is_none()
+        && n.status.is_none()
+        && n.error.is_some()
+        && m.status == Some(403)
+        && m.body.starts_with("mTLS required")
+        && gen::peer_mode(&sc.policies, gen::PORT) == PeerMode::Strict
+    {
+        return Some("peer-strict-refusal");
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Classes of disagreement
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ClassKind {
+    /// Documented on purpose (README, "Differences from Istio/Envoy").
+    Deliberate,
+    /// Known and being fixed by the engine team.
+    BeingFixed,
+    /// Found by this generator, reported, not fixed yet.
+    Reported,
+}
+
+/// A named predicate over a disagreeing pair.
+pub struct Class {
+    pub name: &'static str,
+    pub kind: ClassKind,
+    pub reason: &'static str,
+    pub test: fn(&Scenario, &Req, &Diff) -> bool,
+}
+
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
+/// Every `(key or field, values)` of the scenario's AuthorizationPolicies, applicable or not.
+fn authz_fields(sc: &Scenario) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for p in &sc.policies {
+        if p["kind"] != "AuthorizationPolicy" {
+            continue;
+        }
+        for r in p["spec"]["rules"].as_array().into_iter().flatten() {
+            for (list, inner) in [("from", "source"), ("to", "operation")] {
+                for e in r[list].as_array().into_iter().flatten() {
+                    for (k, v) in e[inner].as_object().into_iter().flatten() {
+                        out.push((k.clone(), strs(v).iter().map(|s| s.to_string()).collect()));
+                    }
+                }
+            }
+            for c in r["when"].as_array().into_iter().flatten() {
+                let mut vals: Vec<String> =
+                    strs(&c["values"]).iter().map(|s| s.to_string()).collect();
+                vals.extend(strs(&c["notValues"]).iter().map(|s| s.to_string()));
+                out.push((c["key"].as_str().unwrap_or("").to_string(), vals));
+            }
+        }
+    }
+    out
+}
+
+fn applicable(p: &Value) -> bool {
+    let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+    if ns != gen::WORKLOAD_NS && ns != gen::ROOT_NS {
+        return false;
+    }
+    let labels = json!({ "app": "httpbin", "version": "v1" });
+    p["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+fn jwt_rules(sc: &Scenario, want_applicable: bool) -> Vec<&Value> {
+    sc.policies
+        .iter()
+        .filter(|p| p["kind"] == "RequestAuthentication" && applicable(p) == want_applicable)
+        .flat_map(|p| p["spec"]["jwtRules"].as_array().into_iter().flatten())
+        .collect()
+}
+
+fn c_dup_members(_: &Scenario, r: &Req, _: &Diff) -> bool {
+    r.tokens
+        .iter()
+        .any(|t| matches!(t.tok.flaw, Flaw::DupPayload { .. } | Flaw::DupHeader { .. }))
+}
+
+fn c_template_literal_star(sc: &Scenario, r: &Req, _: &Diff) -> bool {
+    let path = r.path.split('?').next().unwrap_or("");
+    authz_fields(sc).iter().any(|(k, vs)| {
+        (k == "paths" || k == "notPaths")
+            && vs
+                .iter()
+                .any(|v| v.contains('{') || v.trim_matches('*').contains('*'))
+    }) && path.contains('*')
+}
+
+fn c_host_header_when(sc: &Scenario, _: &Req, _: &Diff) -> bool {
+    authz_fields(sc).iter().any(|(k, _)| {
+        let k = k.to_ascii_lowercase();
+        k == "request.headers[host]" || k == "request.headers[:authority]"
+    })
+}
+
+fn c_multi_san(_: &Scenario, r: &Req, _: &Diff) -> bool {
+    r.client.as_deref() == Some(gen::CLIENT_MULTI_SAN)
+}
+
+fn c_xff_source_ip(sc: &Scenario, r: &Req, _: &Diff) -> bool {
+    let trusted = !matches!(sc.transport, Transport::Edge(0));
+    trusted
+        && r.headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-forwarded-for"))
+        && authz_fields(sc)
+            .iter()
+            .any(|(k, _)| k == "ipBlocks" || k == "notIpBlocks" || k == "source.ip")
+}
+
+fn c_same_issuer(sc: &Scenario, _: &Req, _: &Diff) -> bool {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in jwt_rules(sc, true) {
+        let iss = r["issuer"].as_str().unwrap_or("");
+        if seen.contains(&iss) {
+            return true;
+        }
+        seen.push(iss);
+    }
+    false
+}
+
+fn c_foreign_shared_jwks_uri(sc: &Scenario, _: &Req, _: &Diff) -> bool {
+    let mine: Vec<&str> = jwt_rules(sc, true)
+        .iter()
+        .filter_map(|r| r["jwksUri"].as_str())
+        .collect();
+    jwt_rules(sc, false)
+        .iter()
+        .filter_map(|r| r["jwksUri"].as_str())
+        .any(|u| mine.contains(&u))
+}
+
+fn c_claim_list_to_header(sc: &Scenario, r: &Req, d: &Diff) -> bool {
+    let claims: Vec<&str> = jwt_rules(sc, true)
+        .iter()
+        .flat_map(|r| r["outputClaimToHeaders"].as_array().into_iter().flatten())
+        .filter_map(|c| c["claim"].as_str())
+        .collect();
+    d.kind == DiffKind::Upstream
+        && r.tokens.iter().any(|t| {
+            claims.iter().any(|c| {
+                t.tok
+                    .claims
+                    .get(*c)
+                    .is_some_and(|v| v.is_array() || v.is_object())
+            })
+        })
+}
+
+/// Every named class, in the order they are tried.
+pub const CLASSES: &[Class] = &[
+    Class {
+        name: "xff-source-ip",
+        kind: ClassKind::Deliberate,
+        reason: "ipBlocks/source.ip use Envoy's source.address (after XFF handling) where RBAC's \
+                 direct_remote_ip uses the TCP peer; wasm has no attribute for the peer (README)",
+        test: c_xff_source_ip,
+    },
+    Class {
+        name: "dup-json-members",
+        kind: ClassKind::BeingFixed,
+        reason: "a JWT header/payload repeating a member (two exp, two sub)",
+        test: c_dup_members,
+    },
+    Class {
+        name: "template-vs-literal-star",
+        kind: ClassKind::BeingFixed,
+        reason: "path templates ({*}, {**}) or a literal `*` in a policy path against a request \
+                 path with a literal `*`",
+        test: c_template_literal_star,
+    },
+    Class {
+        name: "host-header-in-when",
+        kind: ClassKind::BeingFixed,
+        reason: "`request.headers[host]` / `[:authority]` in a `when` condition",
+        test: c_host_header_when,
+    },
+    Class {
+        name: "multi-uri-san-cert",
+        kind: ClassKind::BeingFixed,
+        reason: "a client certificate with several URI SANs",
+        test: c_multi_san,
+    },
+    Class {
+        name: "same-issuer-twice",
+        kind: ClassKind::BeingFixed,
+        reason: "one issuer in two applicable jwtRules",
+        test: c_same_issuer,
+    },
+    Class {
+        name: "foreign-ra-shares-jwks-uri",
+        kind: ClassKind::BeingFixed,
+        reason: "a non-applicable RequestAuthentication with the same jwksUri",
+        test: c_foreign_shared_jwks_uri,
+    },
+    Class {
+        name: "claim-list-to-header",
+        kind: ClassKind::BeingFixed,
+        reason: "outputClaimToHeaders of a list or object claim",
+        test: c_claim_list_to_header,
+    },
+];
+
+pub fn classify(sc: &Scenario, r: &Req, d: &Diff) -> Option<&'static Class> {
+    CLASSES.iter().find(|c| (c.test)(sc, r, d))
+}
+
+// ---------------------------------------------------------------------------------------
+// Envoy configuration
+// ---------------------------------------------------------------------------------------
+
+fn workload() -> Value {
+    json!({ "namespace": gen::WORKLOAD_NS, "labels": { "app": "httpbin", "version": "v1" },
+            "rootNamespace": gen::ROOT_NS })
+}
+
+/// The filter JSON for `policies` with the placeholders filled in.
+pub fn filter_json(setup: &Setup, policies: &[Value], port: u16) -> Result<Value> {
+    let text = json!({
+        "workload": workload(),
+        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
+        "policies": policies,
+    })
+    .to_string()
+    .replace(gen::PORT, &port.to_string());
+    let mut v: Value = serde_json::from_str(&text)?;
+    let (j1, j2) = (setup.keys.jwks1(), setup.keys.jwks2());
+    fill(&mut v, &j1, &j2);
+    Ok(v)
+}
+
+fn fill(v: &mut Value, j1: &str, j2: &str) {
+    match v {
+        Value::String(s) if s == gen::JWKS1 => *s = j1.to_string(),
+        Value::String(s) if s == gen::JWKS2 => *s = j2.to_string(),
+        Value::Object(m) => m.values_mut().for_each(|c| fill(c, j1, j2)),
+        Value::Array(a) => a.iter_mut().for_each(|c| fill(c, j1, j2)),
+        _ => {}
+    }
+}
+
+/// Both sides accept the scenario's resources: `Ok(())`, or which one refuses and why.
+pub fn validate(setup: &Setup, sc: &Scenario) -> std::result::Result<(), (Side, String)> {
+    let f = filter_json(setup, &sc.policies, 8000).map_err(|e| (Side::Native, e.to_string()))?;
+    let native = istio_rbac::http_filters(&f).map_err(|e| (Side::Native, e.to_string()));
+    let mesh = crate::engine::Engine::from_json(&f.to_string())
+        .map(|_| ())
+        .map_err(|e| (Side::Meshguard, e.to_string()));
+    native.map(|_| ())?;
+    mesh
+}
+
+fn wasm_filter(setup: &Setup, filter: &Value) -> Result<Value> {
+    let mut cfg = envoy::load_config(&setup.repo.join("envoy/ingress-gateway.yaml"))?;
+    envoy::localize_files(
+        &mut cfg,
+        &Files {
+            repo: &setup.repo,
+            wasm: &setup.wasm,
+            certs: None,
+        },
+    );
+    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string())?;
+    cfg.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
+        .and_then(Value::as_array)
+        .and_then(|fs| fs.iter().find(|f| f["name"] == "envoy.filters.http.wasm"))
+        .cloned()
+        .ok_or_else(|| "no wasm filter in envoy/ingress-gateway.yaml".into())
+}
+
+fn hcm(name: &str, http_filters: &[Value], access_log: &Path, edge: Option<u32>) -> Value {
+    let mut filters = http_filters.to_vec();
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    let mut h = json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": name,
+            "codec_type": "AUTO",
+            "use_remote_address": false,
+            "normalize_path": true,
+            "merge_slashes": true,
+            "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+            "route_config": {
+                "name": name,
+                "virtual_hosts": [{
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{ "match": { "prefix": "/" },
+                                 "route": { "cluster": "echo", "timeout": "10s" } }]
+                }]
+            },
+            "http_filters": filters,
+            "access_log": [{
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": access_log,
+                    "log_format": { "text_format_source": { "inline_string":
+                        "%REQ(X-DIFF-ID)% %DYNAMIC_METADATA(envoy.common:access_log_hint)% %FILTER_STATE(wasm.meshguard.audit:PLAIN)%\n"
+                    } }
+                }
+            }],
+        }
+    });
+    if let Some(hops) = edge {
+        h["typed_config"]["use_remote_address"] = json!(true);
+        h["typed_config"]["xff_num_trusted_hops"] = json!(hops);
+    }
+    h
+}
+
+fn tls_socket(pki: &Pki) -> Value {
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": true,
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [{
+                    "certificate_chain": { "filename": pki.dir.join("server.pem") },
+                    "private_key": { "filename": pki.dir.join("server-key.pem") }
+                }],
+                "validation_context": { "trusted_ca": { "filename": pki.bundle } }
+            }
+        }
+    })
+}
+
+/// Which filter chains a listener has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chains {
+    Plain,
+    Tls,
+    /// TLS (matched by the TLS inspector) and plaintext.
+    Both,
+}
+
+fn chains_for(side: Side, sc: &Scenario) -> Chains {
+    match sc.transport {
+        Transport::Mtls => Chains::Tls,
+        Transport::Mixed => match side {
+            Side::Meshguard => Chains::Both,
+            Side::Native => match gen::peer_mode(&sc.policies, gen::PORT) {
+                PeerMode::Strict => Chains::Tls,
+                PeerMode::Permissive => Chains::Both,
+                PeerMode::Disable => Chains::Plain,
+            },
+        },
+        _ => Chains::Plain,
+    }
+}
+
+fn listener(
+    setup: &Setup,
+    name: &str,
+    sc: &Scenario,
+    side: Side,
+    port: u16,
+    http_filters: &[Value],
+    access_log: &Path,
+) -> Value {
+    let ip = if sc.transport == Transport::PlainAlt {
+        "127.0.0.2"
+    } else {
+        "127.0.0.1"
+    };
+    let edge = match sc.transport {
+        Transport::Edge(h) => Some(h),
+        _ => None,
+    };
+    let h = hcm(name, http_filters, access_log, edge);
+    let chains = chains_for(side, sc);
+    let tls_chain = |matched: bool| {
+        let mut c = json!({ "filters": [h.clone()], "transport_socket": tls_socket(&setup.pki) });
+        if matched {
+            c["filter_chain_match"] = json!({ "transport_protocol": "tls" });
+        }
+        c
+    };
+    let filter_chains = match chains {
+        Chains::Plain => vec![json!({ "filters": [h.clone()] })],
+        Chains::Tls => vec![tls_chain(sc.transport == Transport::Mixed)],
+        Chains::Both => vec![
+            tls_chain(true),
+            json!({ "filter_chain_match": { "transport_protocol": "raw_buffer" }, "filters": [h.clone()] }),
+        ],
+    };
+    let mut l = json!({
+        "name": name,
+        "address": { "socket_address": { "address": ip, "port_value": port } },
+        "enable_reuse_port": false,
+        "filter_chains": filter_chains,
+    });
+    if chains != Chains::Plain || sc.transport == Transport::Mixed {
+        l["listener_filters"] = json!([{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" }
+        }]);
+    }
+    l
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+            "address": { "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } }
+        } }] }] }
+    })
+}
+
+/// A port for listeners whose policies name it: 20000..32000 (below the ephemeral range),
+/// handed out in rotation, free right now.
+fn fixed_port() -> Result<u16> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let start = (u64::from(std::process::id()) * 7919) % 12_000;
+    for _ in 0..12_000 {
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + ((start + k * 13) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.2", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err("no free port in 20000..32000".into())
+}
+
+fn needs_fixed_port(sc: &Scenario) -> bool {
+    sc.transport == Transport::Mixed
+        || serde_json::to_string(&sc.policies).is_ok_and(|t| t.contains(gen::PORT))
+}
+
+fn is_dry_run(sc: &Scenario) -> bool {
+    sc.policies.iter().any(|p| {
+        p["metadata"]["annotations"]
+            .get("istio.io/dry-run")
+            .is_some()
+    })
+}
+
+/// One side's Envoy for a batch.
+struct Run {
+    side: Side,
+    envoy: Envoy,
+    addrs: Vec<SocketAddr>,
+    ports: Vec<u16>,
+    access_log: PathBuf,
+}
+
+fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Result<Run> {
+    std::fs::create_dir_all(dir)?;
+    let access_log = dir.join("access.log");
+    let mut listeners = Vec::new();
+    for (i, sc) in scs.iter().enumerate() {
+        let port = if needs_fixed_port(sc) {
+            fixed_port()?
+        } else {
+            0
+        };
+        let f = filter_json(setup, &sc.policies, if port == 0 { 8000 } else { port })?;
+        let filters = match side {
+            Side::Native => istio_rbac::http_filters(&f)?,
+            Side::Meshguard => vec![wasm_filter(setup, &f)?],
+        };
+        listeners.push(listener(
+            setup,
+            &format!("case{i}"),
+            sc,
+            side,
+            port,
+            &filters,
+            &access_log,
+        ));
+    }
+    let cfg = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [cluster("echo", setup.echo.addr()), cluster("jwks", setup.jwks.addr())],
+        },
+    });
+    let mut opts = Options::new(&setup.envoy_bin, dir);
+    opts.concurrency = 1;
+    opts.component_log_level = setup.log_levels.clone();
+    let envoy = Envoy::start(&opts, &cfg).map_err(|e| format!("{side:?} envoy: {e}"))?;
+    let all = envoy.listeners()?;
+    let mut addrs = Vec::new();
+    for i in 0..scs.len() {
+        addrs.push(
+            *all.get(&format!("case{i}"))
+                .ok_or_else(|| format!("{side:?}: no listener case{i}"))?,
+        );
+    }
+    let ports = addrs.iter().map(|a| a.port()).collect::<Vec<_>>();
+    Ok(Run {
+        side,
+        envoy,
+        addrs,
+        ports,
+        access_log,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending requests
+// ---------------------------------------------------------------------------------------
+
+/// A request made concrete: tokens placed, the final path, the header list.
+struct Wire {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+fn wire(setup: &Setup, r: &Req, id: &str, now: u64) -> Result<Wire> {
+    let mut path = r.path.clone();
+    let mut headers = r.headers.clone();
+    for p in &r.tokens {
+        let t = mint(&p.tok, &setup.keys, now)?;
+        match &p.loc {
+            Loc::Bearer => headers.push(("authorization".into(), format!("Bearer {t}"))),
+            Loc::Header { name, prefix } => headers.push((name.clone(), format!("{prefix}{t}"))),
+            Loc::Param(name) => {
+                let sep = if path.contains('?') { '&' } else { '?' };
+                path = format!("{path}{sep}{name}={t}");
+            }
+            Loc::Cookie { name, style } => {
+                for v in gen::cookie_header(name, *style, &t) {
+                    headers.push(("cookie".into(), v));
+                }
+            }
+        }
+    }
+    headers.push(("x-diff-id".into(), id.into()));
+    Ok(Wire {
+        method: r.method.clone(),
+        path,
+        headers,
+    })
+}
+
+/// One keep-alive HTTP/1.1 connection to a listener.
+struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<TcpStream>,
+}
+
+impl KeepAlive {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None }
+    }
+
+    fn send(&mut self, w: &Wire) -> std::result::Result<Response, String> {
+        if w.method == "HEAD" {
+            // No body follows a HEAD response's content-length: the one-shot client knows.
+            let mut call = Call::get(&w.path).method(&w.method);
+            call.timeout = Duration::from_secs(15);
+            for (k, v) in &w.headers {
+                call = call.header(k, v.clone());
+            }
+            return http::send(self.addr, &call).map_err(|e| e.to_string());
+        }
+        let mut head = format!("{} {} HTTP/1.1\r\n", w.method, w.path);
+        if !w
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+        {
+            head.push_str(&format!("host: {}\r\n", self.addr));
+        }
+        for (k, v) in &w.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !matches!(w.method.as_str(), "GET" | "OPTIONS" | "DELETE") {
+            head.push_str("content-length: 0\r\n");
+        }
+        head.push_str("\r\n");
+        for attempt in 0..2 {
+            let fresh = self.conn.is_none();
+            match self.exchange(head.as_bytes()) {
+                Ok(resp) => return Ok(resp),
+                Err((e, got_bytes)) => {
+                    self.conn = None;
+                    if fresh || got_bytes || attempt == 1 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Err("unreachable".into())
+    }
+
+    fn exchange(&mut self, req: &[u8]) -> std::result::Result<Response, (String, bool)> {
+        if self.conn.is_none() {
+            let c = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
+                .map_err(|e| (e.to_string(), false))?;
+            let _ = c.set_nodelay(true);
+            let _ = c.set_read_timeout(Some(Duration::from_secs(15)));
+            self.conn = Some(c);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(("no connection".into(), false));
+        };
+        conn.write_all(req).map_err(|e| (e.to_string(), false))?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => {
+                    self.conn = None;
+                    if raw.is_empty() {
+                        return Err(("connection closed without a response".into(), false));
+                    }
+                    return http::parse_response(&raw).map_err(|e| (e.to_string(), true));
+                }
+                Ok(n) => {
+                    raw.extend_from_slice(&buf[..n]);
+                    if let Some(resp) = http::complete_response(&raw) {
+                        if resp
+                            .header("connection")
+                            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                        {
+                            self.conn = None;
+                        }
+                        return Ok(resp);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let got = !raw.is_empty();
+                    return Err((e.to_string(), got));
+                }
+            }
+        }
+    }
+}
+
+/// TLS and/or HTTP/2 requests through curl.
+fn curl(
+    setup: &Setup,
+    addr: SocketAddr,
+    r: &Req,
+    w: &Wire,
+) -> std::result::Result<Response, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-i", "--path-as-is", "--globoff", "--max-time", "15"]);
+    if r.h2 {
+        if r.client.is_some() {
+            cmd.arg("--http2");
+        } else {
+            cmd.arg("--http2-prior-knowledge");
+        }
+    } else {
+        cmd.arg("--http1.1");
+    }
+    if w.method == "HEAD" {
+        cmd.arg("--head");
+    } else {
+        cmd.args(["-X", &w.method]);
+    }
+    let scheme = match &r.client {
+        Some(c) => {
+            let name = cert_name(c);
+            cmd.arg("--cacert")
+                .arg(setup.pki.dir.join("ca.pem"))
+                .arg("--cert")
+                .arg(setup.pki.dir.join(format!("{name}.pem")))
+                .arg("--key")
+                .arg(setup.pki.dir.join(format!("{name}-key.pem")));
+            "https"
+        }
+        None => "http",
+    };
+    let host = match (&r.client, &r.sni) {
+        (Some(_), Some(sni)) => {
+            cmd.arg("--resolve")
+                .arg(format!("{sni}:{}:{}", addr.port(), addr.ip()));
+            sni.clone()
+        }
+        _ => addr.ip().to_string(),
+    };
+    for (k, v) in &w.headers {
+        if v.is_empty() {
+            cmd.arg("-H").arg(format!("{k};"));
+        } else {
+            cmd.arg("-H").arg(format!("{k}: {v}"));
+        }
+    }
+    cmd.arg(format!("{scheme}://{host}:{}{}", addr.port(), w.path));
+    let out = cmd.output().map_err(|e| format!("cannot run curl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "curl {}: {}",
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    http::parse_response(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Response -> observation, listener ports masked.
+fn observe(resp: std::result::Result<Response, String>, port: u16) -> Obs {
+    let mask = |s: &str| s.replace(&format!(":{port}"), ":PORT");
+    match resp {
+        Err(e) => Obs {
+            error: Some(error_class(&e)),
+            ..Obs::default()
+        },
+        Ok(r) => {
+            let mut o = Obs {
+                status: Some(r.status),
+                challenge: r.header("www-authenticate").map(mask),
+                ..Obs::default()
+            };
+            if r.status == 200 {
+                o.upstream = r.json_body().ok().map(|v| normalize_echo(v, &mask));
+            } else if r.status >= 300 {
+                o.body = mask(&r.text());
+            }
+            o
+        }
+    }
+}
+
+/// Transport errors by kind (the message differs between runs).
+fn error_class(e: &str) -> String {
+    if e.contains("closed without") || e.contains("reset") || e.contains("56") {
+        "connection closed".into()
+    } else if e.contains("35") || e.contains("SSL") || e.contains("TLS") {
+        "TLS handshake failed".into()
+    } else {
+        e.chars().take(80).collect()
+    }
+}
+
+fn normalize_echo(mut v: Value, mask: &dyn Fn(&str) -> String) -> Value {
+    if let Some(h) = v["headers"].as_object_mut() {
+        h.remove("x-request-id");
+        for val in h.values_mut() {
+            if let Value::String(s) = val {
+                *s = mask(s);
+            }
+        }
+    }
+    v
+}
+
+fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
+    let stats = match run.side {
+        Side::Native => run.envoy.stats(&format!("^http\\.case{i}\\.rbac\\.")),
+        Side::Meshguard => run.envoy.stats("meshguard\\.rbac\\.shadow"),
+    }
+    .unwrap_or_default();
+    let sum = |suffix: &str| -> u64 {
+        stats
+            .iter()
+            .filter(|(k, _)| k.ends_with(suffix))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    (sum("shadow_allowed"), sum("shadow_denied"))
+}
+
+/// Sends every request of every scenario to one side; observations in scenario order.
+fn drive(setup: &Setup, run: &Run, scs: &[&Scenario], now: u64) -> Result<Vec<Vec<Obs>>> {
+    let mut out = Vec::new();
+    for (i, sc) in scs.iter().enumerate() {
+        let addr = run.addrs[i];
+        let port = run.ports[i];
+        let dry = is_dry_run(sc);
+        let mut ka = KeepAlive::new(addr);
+        let mut obs = Vec::new();
+        for (j, r) in sc.requests.iter().enumerate() {
+            let w = wire(setup, r, &format!("{i}-{j}"), now)?;
+            let before = dry.then(|| shadow_counts(run, i));
+            let resp = if r.client.is_some() || r.h2 {
+                curl(setup, addr, r, &w)
+            } else {
+                ka.send(&w)
+            };
+            let mut o = observe(resp, port);
+            if let Some(b) = before {
+                let a = shadow_counts(run, i);
+                o.shadow = Some((a.0.saturating_sub(b.0), a.1.saturating_sub(b.1)));
+            }
+            obs.push(o);
+        }
+        out.push(obs);
+    }
+    Ok(out)
+}
+
+/// Access-log lines by request id: (native audit hint, meshguard audit filter state).
+fn access_log(run: &Run, expected: usize) -> BTreeMap<String, (String, String)> {
+    let reopen = Call::get("/reopen_logs").method("POST");
+    let _ = http::send(run.envoy.admin(), &reopen);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last_len = usize::MAX;
+    loop {
+        let text = std::fs::read_to_string(&run.access_log).unwrap_or_default();
+        let map: BTreeMap<String, (String, String)> = text
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split(' ');
+                Some((
+                    f.next()?.to_string(),
+                    (f.next()?.to_string(), f.next()?.to_string()),
+                ))
+            })
+            .collect();
+        if map.len() >= expected
+            || Instant::now() > deadline
+            || (map.len() == last_len && map.len() + 2 >= expected)
+        {
+            return map;
+        }
+        last_len = map.len();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Batches
+// ---------------------------------------------------------------------------------------
+
+/// A config one side refuses.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    pub scenario: usize,
+    pub side: Side,
+    pub error: String,
+}
+
+/// Per scenario, per request: (native, meshguard).
+pub struct BatchResult {
+    pub pairs: Vec<Vec<(Obs, Obs)>>,
+    /// Scenarios not run (config refused by one side): index into the input.
+    pub rejected: Vec<Rejected>,
+    pub envoy_ready: Duration,
+    pub elapsed: Duration,
+}
+
+/// Runs `scenarios` in both Envoys. Scenarios a side refuses are reported, not run. When an
+/// Envoy refuses the whole config, the batch is split until the refusing scenario is found.
+pub fn run_batch(setup: &Setup, scenarios: &[Scenario]) -> Result<BatchResult> {
+    let t0 = Instant::now();
+    let mut rejected = Vec::new();
+    let mut runnable: Vec<usize> = Vec::new();
+    for (i, sc) in scenarios.iter().enumerate() {
+        match validate(setup, sc) {
+            Ok(()) => runnable.push(i),
+            Err((side, error)) => rejected.push(Rejected {
+                scenario: i,
+                side,
+                error,
+            }),
+        }
+    }
+    let mut pairs: Vec<Vec<(Obs, Obs)>> = vec![Vec::new(); scenarios.len()];
+    let mut ready = Duration::ZERO;
+    run_subset(
+        setup,
+        scenarios,
+        &runnable,
+        &mut pairs,
+        &mut rejected,
+        &mut ready,
+    )?;
+    Ok(BatchResult {
+        pairs,
+        rejected,
+        envoy_ready: ready,
+        elapsed: t0.elapsed(),
+    })
+}
+
+fn run_subset(
+    setup: &Setup,
+    scenarios: &[Scenario],
+    subset: &[usize],
+    pairs: &mut [Vec<(Obs, Obs)>],
+    rejected: &mut Vec<Rejected>,
+    ready: &mut Duration,
+) -> Result<()> {
+    if subset.is_empty() {
+        return Ok(());
+    }
+    let scs: Vec<&Scenario> = subset.iter().map(|i| &scenarios[*i]).collect();
+    let n = setup.batches.fetch_add(1, Ordering::SeqCst);
+    let dir = setup.workdir.join(format!("batch-{n}"));
+    let t0 = Instant::now();
+    let (native, mesh) = std::thread::scope(|s| {
+        let a = s.spawn(|| start_side(setup, Side::Native, &scs, &dir.join("native")));
+        let b = s.spawn(|| start_side(setup, Side::Meshguard, &scs, &dir.join("meshguard")));
+        (
+            a.join()
+                .unwrap_or_else(|_| Err("native start panicked".into())),
+            b.join()
+                .unwrap_or_else(|_| Err("meshguard start panicked".into())),
+        )
+    });
+    let (native, mesh) = match (native, mesh) {
+        (Ok(n), Ok(m)) => (n, m),
+        (n, m) => {
+            let which = if n.is_err() {
+                Side::Native
+            } else {
+                Side::Meshguard
+            };
+            let err = n
+                .err()
+                .or(m.err())
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            if subset.len() == 1 {
+                rejected.push(Rejected {
+                    scenario: subset[0],
+                    side: which,
+                    error: err.chars().take(2000).collect(),
+                });
+                return Ok(());
+            }
+            let (a, b) = subset.split_at(subset.len() / 2);
+            run_subset(setup, scenarios, a, pairs, rejected, ready)?;
+            return run_subset(setup, scenarios, b, pairs, rejected, ready);
+        }
+    };
+    *ready += t0.elapsed();
+    let now = keys::now();
+    let (nobs, mobs) = std::thread::scope(|s| {
+        let a = s.spawn(|| drive(setup, &native, &scs, now));
+        let b = s.spawn(|| drive(setup, &mesh, &scs, now));
+        (
+            a.join()
+                .unwrap_or_else(|_| Err("native requests panicked".into())),
+            b.join()
+                .unwrap_or_else(|_| Err("meshguard requests panicked".into())),
+        )
+    });
+    let (nobs, mobs) = (nobs?, mobs?);
+    let total: usize = scs.iter().map(|s| s.requests.len()).sum();
+    let nlog = access_log(&native, total);
+    let mlog = access_log(&mesh, total);
+    for (k, idx) in subset.iter().enumerate() {
+        let mut v = Vec::new();
+        for (j, (mut n, mut m)) in nobs[k]
+            .iter()
+            .cloned()
+            .zip(mobs[k].iter().cloned())
+            .enumerate()
+        {
+            let id = format!("{k}-{j}");
+            n.audit = nlog.get(&id).map(|(hint, _)| hint == "true");
+            m.audit = mlog.get(&id).map(|(_, fs)| fs != "-" && !fs.is_empty());
+            v.push((n, m));
+        }
+        pairs[*idx] = v;
+    }
+    // Keep the last batches' directories only.
+    if n >= 3 {
+        let _ = std::fs::remove_dir_all(setup.workdir.join(format!("batch-{}", n - 3)));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Disagreements, shrinking and the run summary
+// ---------------------------------------------------------------------------------------
+
+/// One disagreeing (scenario, request) pair.
+#[derive(Clone, Debug)]
+pub struct Finding {
+    pub scenario: Scenario,
+    pub request: usize,
+    pub diff: Diff,
+    pub native: Obs,
+    pub meshguard: Obs,
+}
+
+impl Finding {
+    /// The scenario reduced to the one request.
+    pub fn pair(&self) -> Scenario {
+        let mut sc = self.scenario.clone();
+        sc.requests = sc.requests.get(self.request).cloned().into_iter().collect();
+        sc
+    }
+}
+
+/// The disagreements of a batch, and how many pairs were compared.
+pub fn findings(
+    scenarios: &[Scenario],
+    res: &BatchResult,
+    equiv: &mut BTreeMap<&'static str, u64>,
+) -> (u64, Vec<Finding>) {
+    let mut out = Vec::new();
+    let mut compared = 0;
+    for (i, sc) in scenarios.iter().enumerate() {
+        for (j, (n, m)) in res.pairs[i].iter().enumerate() {
+            compared += 1;
+            let Some(req) = sc.requests.get(j) else {
+                continue;
+            };
+            if let Some(rule) = equivalent_refusal(sc, req, n, m) {
+                *equiv.entry(rule).or_default() += 1;
+            }
+            if let Some(diff) = compare(sc, req, n, m) {
+                out.push(Finding {
+                    scenario: sc.clone(),
+                    request: j,
+                    diff,
+                    native: n.clone(),
+                    meshguard: m.clone(),
+                });
+            }
+        }
+    }
+    (compared, out)
+}
+
+/// Greedy shrinking: every round runs all valid one-step reductions of the current pair in
+/// one batch and keeps the smallest that still disagrees the same way.
+pub fn shrink(setup: &Setup, f: &Finding, max_rounds: usize) -> Result<Finding> {
+    let sig = f.diff.signature();
+    let mut cur = Finding {
+        scenario: f.pair(),
+        request: 0,
+        ..f.clone()
+    };
+    // First: does the pair disagree on its own?
+    let alone = run_batch(setup, std::slice::from_ref(&cur.scenario))?;
+    match alone.pairs.first().and_then(|p| p.first()) {
+        Some((n, m)) => match compare(&cur.scenario, &cur.scenario.requests[0], n, m) {
+            Some(d) if d.signature() == sig => {}
+            other => {
+                return Err(format!(
+                    "the pair does not disagree the same way on its own (now: {other:?})"
+                )
+                .into())
+            }
+        },
+        None => return Err("the pair did not run on its own".into()),
+    }
+    for _ in 0..max_rounds {
+        let cands: Vec<Scenario> = gen::shrink_candidates(&cur.scenario)
+            .into_iter()
+            .filter(|c| validate(setup, c).is_ok())
+            .take(150)
+            .collect();
+        if cands.is_empty() {
+            break;
+        }
+        let res = run_batch(setup, &cands)?;
+        let mut best: Option<Finding> = None;
+        for (i, c) in cands.iter().enumerate() {
+            let Some((n, m)) = res.pairs[i].first() else {
+                continue;
+            };
+            let Some(req) = c.requests.first() else {
+                continue;
+            };
+            if let Some(d) = compare(c, req, n, m) {
+                if d.signature() == sig
+                    && best
+                        .as_ref()
+                        .is_none_or(|b| gen::size(c) < gen::size(&b.scenario))
+                {
+                    best = Some(Finding {
+                        scenario: c.clone(),
+                        request: 0,
+                        diff: d,
+                        native: n.clone(),
+                        meshguard: m.clone(),
+                    });
+                }
+            }
+        }
+        match best {
+            Some(b) => cur = b,
+            None => break,
+        }
+    }
+    Ok(cur)
+}
+
+/// A finding as a ready-to-paste case.
+pub fn reproducer(f: &Finding, name: &str) -> String {
+    let sc = f.pair();
+    let expect = f.native.status.unwrap_or(0);
+    let notes = vec![
+        format!(
+            "{:?}: native {} / meshguard {}",
+            f.diff.kind, f.diff.native, f.diff.meshguard
+        ),
+        format!(
+            "request: {}",
+            sc.requests.first().map(Req::describe).unwrap_or_default()
+        ),
+    ];
+    gen::to_case(&sc, name, &[expect], &notes)
+}
+
+/// Counts for the run summary.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub pairs: u64,
+    pub scenarios: u64,
+    pub batches: u64,
+    pub by_class: BTreeMap<String, u64>,
+    pub equivalences: BTreeMap<&'static str, u64>,
+    /// Config refused by one side: (side, first line) -> count.
+    pub rejected: BTreeMap<String, u64>,
+    /// Unclassified disagreements grouped by signature: count and one example.
+    pub new: BTreeMap<String, (u64, Finding)>,
+    pub started: Option<Instant>,
+}
+
+impl Tally {
+    pub fn add(&mut self, scenarios: &[Scenario], res: &BatchResult) {
+        self.started.get_or_insert_with(Instant::now);
+        self.batches += 1;
+        self.scenarios += scenarios.len() as u64;
+        let (compared, found) = findings(scenarios, res, &mut self.equivalences);
+        self.pairs += compared;
+        for r in &res.rejected {
+            let first = r
+                .error
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect::<String>();
+            *self
+                .rejected
+                .entry(format!("{:?}: {first}", r.side))
+                .or_default() += 1;
+        }
+        for f in found {
+            let req = &f.scenario.requests[f.request];
+            match classify(&f.scenario, req, &f.diff) {
+                Some(c) => *self.by_class.entry(c.name.to_string()).or_default() += 1,
+                None => {
+                    let key = f.diff.signature();
+                    let e = self.new.entry(key).or_insert((0, f.clone()));
+                    e.0 += 1;
+                    // Keep the smallest example.
+                    if gen::size(&f.pair()) < gen::size(&e.1.pair()) {
+                        e.1 = f;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn unclassified(&self) -> u64 {
+        self.new.values().map(|(n, _)| n).sum()
+    }
+
+    pub fn rate(&self) -> f64 {
+        let secs = self.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if secs > 0.0 {
+            self.pairs as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The summary: totals, classes with counts, equivalences, refused configs, new ones.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} (policies, request) pairs in {} scenarios, {} batches, {:.1} pairs/s\n",
+            self.pairs,
+            self.scenarios,
+            self.batches,
+            self.rate()
+        );
+        for kind in [
+            ClassKind::Deliberate,
+            ClassKind::BeingFixed,
+            ClassKind::Reported,
+        ] {
+            for c in CLASSES.iter().filter(|c| c.kind == kind) {
+                if let Some(n) = self.by_class.get(c.name) {
+                    s.push_str(&format!("  {:?} {}: {n} ({})\n", c.kind, c.name, c.reason));
+                }
+            }
+        }
+        for (rule, n) in &self.equivalences {
+            s.push_str(&format!("  equivalent (agreement) {rule}: {n}\n"));
+        }
+        for (what, n) in &self.rejected {
+            s.push_str(&format!("  config refused {what}: {n}\n"));
+        }
+        s.push_str(&format!(
+            "  unclassified: {} in {} groups\n",
+            self.unclassified(),
+            self.new.len()
+        ));
+        for (sig, (n, f)) in &self.new {
+            s.push_str(&format!(
+                "    {n} x {sig}\n      e.g. {} request {}: {}\n",
+                f.scenario.id,
+                f.request,
+                f.scenario.requests[f.request].describe()
+            ));
+        }
+        s
+    }
+}
