@@ -263,6 +263,27 @@ fn json_edge_tokens() -> Vec<(String, String)> {
             h.into(),
             p(&format!(r#""sub":"a","exp":0{future}"#)),
         ),
+        (
+            "claims of every type",
+            h.into(),
+            p(&format!(
+                r#""sub":"a","exp":{future},"groups":["dev","ops"],"org":{{"name":"acme","id":7,"tags":[1.5,2.0,true,null]}},"n":12.25,"flag":false,"none":null"#
+            )),
+        ),
+        (
+            "claims: empty list and object",
+            h.into(),
+            p(&format!(
+                r#""sub":"a","exp":{future},"groups":[],"org":{{}},"n":1e3,"flag":true"#
+            )),
+        ),
+        (
+            "claims: unicode and escapes",
+            h.into(),
+            p(&format!(
+                r#""sub":"a","exp":{future},"groups":["caf\u00e9","a\"b","<&>","\\/"],"org":{{"name":"\u00fcber"}}"#
+            )),
+        ),
     ];
     let mut tokens: Vec<(String, String)> = out
         .drain(..)
@@ -305,13 +326,27 @@ fn filter_json() -> Value {
         "RequestAuthentication",
         "jwt",
         "istio-system",
-        json!({ "jwtRules": [ { "issuer": ISSUER, "jwks": inline_jwks(), "audiences": [AUD] } ] }),
+        json!({ "jwtRules": [ { "issuer": ISSUER, "jwks": inline_jwks(), "audiences": [AUD],
+                                "outputClaimToHeaders": claim_headers() } ] }),
     );
     json!({
         "workload": { "namespace": "istio-system", "labels": { "istio": "ingressgateway" } },
         "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
         "policies": [ra],
     })
+}
+
+/// Claims copied to request headers, one of each JSON type (compared at the upstream).
+fn claim_headers() -> Value {
+    json!([
+        { "header": "x-claim-sub", "claim": "sub" },
+        { "header": "x-claim-groups", "claim": "groups" },
+        { "header": "x-claim-org", "claim": "org" },
+        { "header": "x-claim-org-name", "claim": "org.name" },
+        { "header": "x-claim-n", "claim": "n" },
+        { "header": "x-claim-flag", "claim": "flag" },
+        { "header": "x-claim-none", "claim": "none" },
+    ])
 }
 
 fn b64(s: &str) -> String {
@@ -517,11 +552,48 @@ fn jwt_differential_against_envoy_jwt_authn() {
 
     let mut differences = Vec::new();
     let (mut allowed, mut refused) = (0, 0);
+    let mut object_claims_forwarded = 0;
     for (what, t) in &tokens {
         let call = Call::get("/headers").bearer(t);
         let n = http::send(native_addr, &call).unwrap();
         let m = mg.send(&call);
         let same = n.status == m.status && (n.status == 200 || n.text() == m.text());
+        // What the upstream received: claim headers and the token's removal.
+        let upstream_view = |r: &http::Response| -> Vec<(String, Value)> {
+            let body: Value = serde_json::from_str(&r.text()).unwrap_or_default();
+            body["headers"]
+                .as_object()
+                .map(|h| {
+                    h.iter()
+                        .filter(|(k, _)| k.starts_with("x-claim-") || *k == "authorization")
+                        .map(|(k, v)| {
+                            // An object claim's member order is protobuf's map order in
+                            // Envoy (unspecified): compared as JSON, not as bytes (README).
+                            if k == "x-claim-org" {
+                                use base64::Engine as _;
+                                let json = base64::engine::general_purpose::STANDARD
+                                    .decode(v.as_str().unwrap_or_default())
+                                    .unwrap_or_default();
+                                let parsed: Value =
+                                    serde_json::from_slice(&json).unwrap_or_default();
+                                return (k.clone(), json!({ "decoded": parsed }));
+                            }
+                            (k.clone(), v.clone())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if n.status == 200 && upstream_view(&n).iter().any(|(k, _)| k == "x-claim-org") {
+            object_claims_forwarded += 1;
+        }
+        if same && n.status == 200 && upstream_view(&n) != upstream_view(&m) {
+            differences.push(format!(
+                "{what}: upstream saw {:?} from envoy, {:?} from meshguard",
+                upstream_view(&n),
+                upstream_view(&m)
+            ));
+        }
         if !same {
             differences.push(format!(
                 "{what}: envoy {} {:?}, meshguard {} {:?}",
@@ -550,4 +622,6 @@ fn jwt_differential_against_envoy_jwt_authn() {
         differences.join("\n")
     );
     assert!(allowed >= 40 && refused >= 100, "{allowed} / {refused}");
+    // The claim-header comparison saw object claims (base64 JSON) reach the upstream.
+    assert!(object_claims_forwarded >= 2, "{object_claims_forwarded}");
 }

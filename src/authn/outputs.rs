@@ -67,8 +67,10 @@ fn claim_value<'a>(payload: &'a serde_json::Map<String, Value>, name: &str) -> O
     Some(current)
 }
 
-/// Strings, numbers and booleans are copied; objects and lists are not (Envoy).
+/// Strings, numbers and booleans are copied as text; objects and lists as the standard,
+/// padded base64 of their JSON (Envoy `addJWTClaimToHeader`); null copies nothing.
 fn claim_to_string(v: &Value) -> Option<String> {
+    use base64::Engine as _;
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Bool(b) => Some(b.to_string()),
@@ -82,7 +84,58 @@ fn claim_to_string(v: &Value) -> Option<String> {
                 Some(format!("{d:.6}"))
             }
         }
-        _ => None,
+        Value::Array(_) | Value::Object(_) => {
+            let mut json = String::new();
+            write_protobuf_json(v, &mut json);
+            Some(base64::engine::general_purpose::STANDARD.encode(json))
+        }
+        Value::Null => None,
+    }
+}
+
+/// Compact JSON as protobuf prints a `google.protobuf.Value`: every number is a double (whole
+/// ones print without a fraction), `<` and `>` are `\u` escapes. Object members come in
+/// sorted order; protobuf prints its map's unspecified order (README, "Differences").
+fn write_protobuf_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(d) if d.fract() == 0.0 && d.abs() < 1e15 => out.push_str(&format!("{}", d as i64)),
+            Some(d) => out.push_str(&format!("{d}")),
+            None => out.push_str(&n.to_string()),
+        },
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_protobuf_json(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(members) => {
+            out.push('{');
+            for (i, (k, item)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_protobuf_string(k, out);
+                out.push(':');
+                write_protobuf_json(item, out);
+            }
+            out.push('}');
+        }
+        Value::String(text) => write_protobuf_string(text, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn write_protobuf_string(text: &str, out: &mut String) {
+    let quoted = Value::String(text.to_owned()).to_string();
+    if quoted.contains(['<', '>']) {
+        out.push_str(&quoted.replace('<', "\\u003c").replace('>', "\\u003e"));
+    } else {
+        out.push_str(&quoted);
     }
 }
 
@@ -98,8 +151,22 @@ mod tests {
         assert_eq!(claim_to_string(&json!(1.5)), Some("1.500000".into()));
         assert_eq!(claim_to_string(&json!(-3)), Some("-3.000000".into()));
         assert_eq!(claim_to_string(&json!(true)), Some("true".into()));
-        assert_eq!(claim_to_string(&json!(["a"])), None);
-        assert_eq!(claim_to_string(&json!({"a": 1})), None);
+        assert_eq!(claim_to_string(&json!(null)), None);
+        // Lists and objects: standard padded base64 of compact JSON.
+        assert_eq!(claim_to_string(&json!(["a"])), Some("WyJhIl0=".into()));
+        assert_eq!(
+            claim_to_string(&json!({"b": 1.0, "a": [2, "x"]})),
+            Some("eyJhIjpbMiwieCJdLCJiIjoxfQ==".into())
+        );
+        let mut text = String::new();
+        write_protobuf_json(
+            &json!(["caf\u{e9}", "a\"b", "<&>", "\\/", 1.5, 2.0, null]),
+            &mut text,
+        );
+        assert_eq!(
+            text,
+            r#"["caf\u00e9","a\"b","\u003c&\u003e","\\/",1.5,2,null]"#.replace("\\u00e9", "\u{e9}")
+        );
     }
 
     #[test]
