@@ -13,8 +13,10 @@
 //!   `bypass_cors_preflight: true`.
 //! - RBAC per `pilot/pkg/security/authz/model/generator.go` and the golden files in
 //!   `pilot/pkg/security/authz/builder/testdata/http/`: filters AUDIT (`LOG`), DENY, ALLOW,
-//!   policies `ns[N]-policy[P]-rule[i]`, dry-run policies as `shadow_rules`, a policy without
-//!   `rules` as a never-matching policy, JWT attributes read from the `jwt_authn` metadata at
+//!   policies `ns[N]-policy[P]-rule[i]`, dry-run policies (`istio.io/dry-run` read as Go's
+//!   `strconv.ParseBool`) as `shadow_rules`, a policy with no rules (absent or `[]`, any
+//!   action) as a never-matching policy (`builder/builder.go` `build`, `isDryRun`,
+//!   `shadowRuleStatPrefix`), JWT attributes read from the `jwt_authn` metadata at
 //!   `[payload, ...]`.
 //!
 //! Out of scope (an error here): CUSTOM, `experimental.*` when keys, `targetRef(s)`.
@@ -67,11 +69,18 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
             }
             let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
             let name = p["metadata"]["name"].as_str().unwrap_or("");
-            let dry_run = p["metadata"]["annotations"]["istio.io/dry-run"] == "true";
+            let dry_run = is_dry_run(&p["metadata"]["annotations"]["istio.io/dry-run"]);
             let target = if dry_run { &mut shadow } else { &mut enforced };
-            match spec.get("rules").and_then(Value::as_array) {
+            // `builder.go` `build`: a policy whose rule list is empty (absent or `[]`, one and
+            // the same in proto3) gets a never-matching policy, whatever its action; DENY
+            // without rules is refused at admission (`ValidateAuthorizationPolicy`).
+            match spec
+                .get("rules")
+                .and_then(Value::as_array)
+                .filter(|rs| !rs.is_empty())
+            {
                 None => {
-                    if action != "ALLOW" {
+                    if action == "DENY" {
                         return Err(format!("{action} policy {ns}/{name} without rules").into());
                     }
                     target.insert(
@@ -93,9 +102,14 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
             continue;
         }
         let envoy_action = if action == "AUDIT" { "LOG" } else { action };
+        // `builder.go` `shadowRuleStatPrefix`: ALLOW and DENY only; AUDIT has none.
+        let prefix = match action {
+            "AUDIT" => String::new(),
+            a => format!("istio_dry_run_{}_", a.to_lowercase()),
+        };
         let mut cfg = json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
-            "shadow_rules_stat_prefix": format!("istio_dry_run_{}_", action.to_lowercase()),
+            "shadow_rules_stat_prefix": prefix,
         });
         if !enforced.is_empty() {
             cfg["rules"] = json!({ "action": envoy_action, "policies": enforced });
@@ -106,6 +120,15 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
         out.push(json!({ "name": "envoy.filters.http.rbac", "typed_config": cfg }));
     }
     Ok(out)
+}
+
+/// `builder.go` `isDryRun`: the annotation is read with Go's `strconv.ParseBool` (`1`, `t`,
+/// `T`, `TRUE`, `true`, `True` are true); anything else is false (logged by istiod).
+fn is_dry_run(v: &Value) -> bool {
+    matches!(
+        v.as_str(),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True")
+    )
 }
 
 /// `kind: List` items inlined.
@@ -674,6 +697,20 @@ mod tests {
             .collect();
         assert_eq!(actions, ["LOG", "DENY", "ALLOW"]);
         assert!(f[2]["typed_config"]["rules"]["policies"]["ns[foo]-policy[p]-rule[0]"].is_object());
+    }
+
+    #[test]
+    fn empty_rules_never_match_and_dry_run_is_a_go_bool() {
+        let mut audit = ap("foo", "AUDIT", json!([]));
+        audit["metadata"]["annotations"] = json!({ "istio.io/dry-run": "True" });
+        let f = http_filters(&cfg(json!([ap("foo", "ALLOW", json!([])), audit]))).unwrap();
+        assert_eq!(f.len(), 2, "{f:?}");
+        let never = &f[0]["typed_config"]["shadow_rules"]["policies"]["ns[foo]-policy[p]-rule[0]"];
+        assert_eq!(never["permissions"][0]["not_rule"]["any"], true, "{f:?}");
+        assert_eq!(f[0]["typed_config"]["shadow_rules_stat_prefix"], "");
+        let allow = &f[1]["typed_config"]["rules"]["policies"]["ns[foo]-policy[p]-rule[0]"];
+        assert_eq!(allow["principals"][0]["not_id"]["any"], true);
+        assert!(http_filters(&cfg(json!([ap("foo", "DENY", json!([]))]))).is_err());
     }
 
     #[test]
