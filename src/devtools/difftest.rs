@@ -1514,6 +1514,14 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// An empty tally whose clock starts now.
+    pub fn start() -> Self {
+        Self {
+            started: Some(Instant::now()),
+            ..Self::default()
+        }
+    }
+
     pub fn add(&mut self, scenarios: &[Scenario], res: &BatchResult) {
         self.started.get_or_insert_with(Instant::now);
         self.batches += 1;
