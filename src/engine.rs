@@ -5,10 +5,9 @@
 use crate::attrs::{Needs, RequestAttributes};
 use crate::authn::{www_authenticate, Authenticator, AuthnOutcome, KeyStore, RemoteJwks};
 use crate::authz::Authorizer;
-use crate::config::{self, ConfigError, PluginConfig};
+use crate::config::{self, ConfigError, JwksSettings, PluginConfig};
 use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
 use crate::peer::PeerPolicy;
-use std::time::Duration;
 
 /// Envoy RBAC's denial body.
 pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
@@ -18,8 +17,7 @@ pub struct Engine {
     peer: PeerPolicy,
     authn: Authenticator,
     authz: Authorizer,
-    refresh_interval: Duration,
-    kid_refetch_cooldown: Duration,
+    jwks: JwksSettings,
     summary: String,
     needs: Needs,
     peer_needs: Needs,
@@ -64,8 +62,7 @@ impl Engine {
             peer,
             authn,
             authz,
-            refresh_interval: cfg.jwks.refresh_interval,
-            kid_refetch_cooldown: cfg.jwks.kid_refetch_cooldown,
+            jwks: cfg.jwks.clone(),
             summary,
         })
     }
@@ -89,13 +86,9 @@ impl Engine {
         self.authn.remote_jwks()
     }
 
-    pub fn refresh_interval(&self) -> Duration {
-        self.refresh_interval
-    }
-
-    /// Least time between two kid-miss refetches of one key set.
-    pub fn kid_refetch_cooldown(&self) -> Duration {
-        self.kid_refetch_cooldown
+    /// How remote key sets are fetched: refresh interval, kid-miss cooldown, size limit.
+    pub fn jwks_settings(&self) -> &JwksSettings {
+        &self.jwks
     }
 
     /// One line describing what was loaded, for the log.

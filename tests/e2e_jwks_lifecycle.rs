@@ -78,6 +78,25 @@ fn burst(g: &Group, token: &str, threads: usize, per_thread: usize) -> (usize, V
     })
 }
 
+/// A JWKS over 1 MiB (Envoy's `jwt_authn` has no limit) is served under the default limit
+/// of `jwks.maxResponseBytes` (8 MiB).
+#[test]
+fn jwks_over_one_mib_is_served_by_default() {
+    let p = require!();
+    let spec =
+        Spec::new("jwks-big", Shipped::IngressGateway).filter(filter_with(json!({}), json!({})));
+    let g = Group::start(&p, spec);
+    let mut doc: serde_json::Value = serde_json::from_str(&remote_jwks()).unwrap();
+    // Unknown members are ignored by JWKS readers; 3 MiB of them.
+    doc["x-padding"] = json!("A".repeat(3 << 20));
+    g.jwks.set_jwks(doc.to_string());
+    expect_upstream(
+        &g.get_with_token("/headers", &valid_token("alice")),
+        "3 MiB JWKS",
+    );
+    assert_eq!(g.counter("jwks.fetch_failed"), 0, "{:?}", g.counters());
+}
+
 /// `--concurrency 4`: 40 requests over 8 concurrent connections, all arriving while the
 /// first fetch is still in flight (the server answers after 500 ms): all 200, and the JWKS
 /// server is asked exactly once for the whole process.
@@ -149,14 +168,17 @@ fn refresh_once_per_interval_and_stale_keys_serve() {
 }
 
 /// One Envoy walks through every fetch fault with nothing cached (rule `timeout: 1s`):
-/// server down at start, slow past the timeout, 500, garbage body, body over the 1 MiB cap.
+/// server down at start, slow past the timeout, 500, garbage body, body over the size limit
+/// (`jwks.maxResponseBytes`, set to 1 MiB here).
 /// Each fails closed with Envoy's 401; once the server is healthy again (after the 2 s
 /// retry backoff) valid tokens get 200, and bad tokens never pass.
 #[test]
 fn jwks_fetch_faults_fail_closed_then_recover() {
     let p = require!();
-    let mut spec = Spec::new("jwks-faults", Shipped::IngressGateway)
-        .filter(filter_with(json!({ "timeout": "1s" }), json!({})));
+    let mut spec = Spec::new("jwks-faults", Shipped::IngressGateway).filter(filter_with(
+        json!({ "timeout": "1s" }),
+        json!({ "maxResponseBytes": 1_048_576 }),
+    ));
     spec.concurrency = 2;
     spec.jwks_fault = Fault::Down;
     let g = Group::start(&p, spec);

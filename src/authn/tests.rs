@@ -616,3 +616,23 @@ fn a_policy_that_does_not_apply_registers_no_key_set() {
     let cfg = parse(&cfg.to_string()).unwrap();
     assert!(Authenticator::compile(&cfg.request_authentications, &cfg.jwks).is_err());
 }
+
+#[test]
+fn jwks_max_response_bytes_setting() {
+    let with = |j: serde_json::Value| parse(&json!({ "jwks": j }).to_string());
+    assert_eq!(
+        with(json!({})).unwrap().jwks.max_response_bytes,
+        8 * 1024 * 1024
+    );
+    assert_eq!(
+        with(json!({ "maxResponseBytes": 2048 }))
+            .unwrap()
+            .jwks
+            .max_response_bytes,
+        2048
+    );
+    for bad in [json!(1023), json!(67_108_865), json!(-1), json!("1MiB")] {
+        let err = with(json!({ "maxResponseBytes": bad })).unwrap_err();
+        assert!(err.path.starts_with("jwks.maxResponseBytes"), "{bad}: {err:?}");
+    }
+}

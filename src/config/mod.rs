@@ -39,6 +39,18 @@ pub struct JwksSettings {
     /// Least time between two fetches of one key set caused by tokens whose `kid` the cached
     /// keys lack (process-wide), so random kids cannot flood the JWKS server.
     pub kid_refetch_cooldown: Duration,
+    /// Largest JWKS response body accepted (a bigger one is a failed fetch). Envoy's
+    /// `jwt_authn` has no limit; meshguard keeps one so a broken or hostile JWKS server
+    /// cannot make every VM buffer and parse an unbounded body.
+    pub max_response_bytes: usize,
+}
+
+impl JwksSettings {
+    /// Default of `jwks.maxResponseBytes`: far above any real key set (a 1000-key RSA JWKS
+    /// is about 0.5 MiB).
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
+    /// Bounds of `jwks.maxResponseBytes`.
+    pub const MAX_RESPONSE_BYTES_RANGE: (usize, usize) = (1 << 10, 64 << 20);
 }
 
 impl Default for JwksSettings {
@@ -47,6 +59,7 @@ impl Default for JwksSettings {
             clusters: BTreeMap::new(),
             refresh_interval: Duration::from_secs(300),
             kid_refetch_cooldown: Duration::from_secs(30),
+            max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -84,6 +97,7 @@ struct RawJwks {
     clusters: BTreeMap<String, String>,
     refresh_interval: Option<String>,
     kid_refetch_cooldown: Option<String>,
+    max_response_bytes: Option<u64>,
 }
 
 /// An Istio resource as kubectl prints it.
@@ -117,11 +131,7 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
     }
     let raw: RawConfig = from_value(&root, "")?;
     let workload = raw.workload.unwrap_or_default();
-    let mut jwks = JwksSettings {
-        clusters: Default::default(),
-        refresh_interval: JwksSettings::default().refresh_interval,
-        kid_refetch_cooldown: JwksSettings::default().kid_refetch_cooldown,
-    };
+    let mut jwks = JwksSettings::default();
     if let Some(j) = raw.jwks {
         jwks.clusters = j.clusters;
         if let Some(interval) = j.refresh_interval {
@@ -145,6 +155,18 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
                 ));
             }
             jwks.kid_refetch_cooldown = d;
+        }
+        if let Some(max) = j.max_response_bytes {
+            let (lo, hi) = JwksSettings::MAX_RESPONSE_BYTES_RANGE;
+            match usize::try_from(max) {
+                Ok(m) if (lo..=hi).contains(&m) => jwks.max_response_bytes = m,
+                _ => {
+                    return Err(ConfigError::new(
+                        "jwks.maxResponseBytes",
+                        format!("must be between {lo} and {hi}"),
+                    ))
+                }
+            }
         }
     }
     let mut config = PluginConfig {

@@ -10,16 +10,14 @@
 use super::host;
 use super::metrics::Metrics;
 use crate::authn::{KeyState, KeyStore, RemoteJwks};
+use crate::config::JwksSettings;
 use crate::jwt::Jwks;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-/// Largest JWKS response accepted; bigger bodies are a failed fetch.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Wait between failed attempts (process-wide, since attempts are recorded in shared data).
 const RETRY_BACKOFF_MS: u64 = 2_000;
 /// How long stale keys keep serving while every refresh fails, past the refresh interval.
@@ -73,6 +71,8 @@ pub(crate) struct JwksCache {
     /// Least time between a fetch attempt and a kid-miss refetch (process-wide: attempt
     /// times are shared).
     kid_cooldown_ms: u64,
+    /// Largest response body accepted (`jwks.maxResponseBytes`).
+    max_body_bytes: usize,
     /// The time of the last call that brought this cache up to date, for [`KeyStore`].
     now_ms: u64,
     /// Callout token -> source index.
@@ -139,12 +139,7 @@ impl<'a> Record<'a> {
 impl JwksCache {
     /// Takes the remote key sets of a new configuration, keeping what is known of URIs that
     /// stay.
-    pub(crate) fn configure(
-        &mut self,
-        remotes: &[RemoteJwks],
-        refresh: Duration,
-        kid_cooldown: Duration,
-    ) {
+    pub(crate) fn configure(&mut self, remotes: &[RemoteJwks], settings: &JwksSettings) {
         let mut old: Vec<Source> = std::mem::take(&mut self.sources);
         self.sources = remotes
             .iter()
@@ -157,8 +152,9 @@ impl JwksCache {
                 None => Source::new(r.clone()),
             })
             .collect();
-        self.refresh_ms = refresh.as_millis() as u64;
-        self.kid_cooldown_ms = kid_cooldown.as_millis() as u64;
+        self.refresh_ms = settings.refresh_interval.as_millis() as u64;
+        self.kid_cooldown_ms = settings.kid_refetch_cooldown.as_millis() as u64;
+        self.max_body_bytes = settings.max_response_bytes;
         self.in_flight.clear();
     }
 
@@ -411,9 +407,10 @@ impl JwksCache {
                     .as_deref()
                     .unwrap_or("none (connection failure or timeout)")
             ))
-        } else if body_size > MAX_BODY_BYTES {
+        } else if body_size > self.max_body_bytes {
             Err(format!(
-                "body of {body_size} bytes exceeds the {MAX_BODY_BYTES}-byte limit"
+                "body of {body_size} bytes exceeds the {}-byte limit (jwks.maxResponseBytes)",
+                self.max_body_bytes
             ))
         } else {
             let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)

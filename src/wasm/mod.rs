@@ -128,11 +128,8 @@ impl RootContext for Root {
         }
         {
             let mut st = self.state.borrow_mut();
-            st.jwks.configure(
-                engine.remote_jwks(),
-                engine.refresh_interval(),
-                engine.kid_refetch_cooldown(),
-            );
+            st.jwks
+                .configure(engine.remote_jwks(), engine.jwks_settings());
             st.engine = Some(Rc::new(engine));
         }
         self.set_tick(FAST_TICK);
