@@ -201,6 +201,79 @@ fn config_error_is_refused_and_names_the_json_path() {
     );
 }
 
+/// Path templates Istio's admission or Envoy's `uri_template` refuse (operator placement,
+/// `{` outside an operator, an empty segment) are refused by meshguard too, naming the
+/// path: never served as something else. The native reference Envoy refuses the same RBAC.
+#[test]
+fn invalid_path_templates_are_refused_like_envoy() {
+    let p = require!();
+    for (i, template) in ["//{**}", "/{**}/{*}", "/a/{*}x", "/a/{*}//"]
+        .iter()
+        .enumerate()
+    {
+        let filter = serde_json::json!({
+            "workload": { "namespace": "foo" },
+            "policies": [authz("t", "foo", "DENY",
+                serde_json::json!([{ "to": [{ "operation": { "paths": ["/ok", template] } }] }]))]
+        });
+        let cfg = render(
+            Shipped::IngressGateway,
+            &p,
+            &[],
+            None,
+            Some(&filter.to_string()),
+        );
+        let dir = workdir(&format!("template-error-{i}"));
+        let err = match Envoy::start(&Options::new(&p.envoy, &dir), &cfg) {
+            Ok(_) => panic!("meshguard accepted the path template {template}"),
+            Err(e) => e,
+        };
+        let line = err
+            .log
+            .lines()
+            .find(|l| l.contains("meshguard: invalid configuration:"))
+            .unwrap_or_else(|| panic!("{template}: no meshguard error line:\n{}", err.log));
+        assert!(
+            line.contains("policies[0].spec.rules[0].to[0].operation.paths[1]"),
+            "{template}: {line}"
+        );
+        // Istio would reject the policy at admission or Envoy the RBAC filter istiod made.
+        let native = meshguard::devtools::istio_rbac::http_filters(&filter);
+        let refused_natively = match native {
+            Err(_) => true,
+            Ok(filters) => {
+                let listener = serde_json::json!({
+                    "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+                    "static_resources": { "listeners": [{
+                        "name": "l", "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+                        "filter_chains": [{ "filters": [{
+                            "name": "envoy.filters.network.http_connection_manager",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                "stat_prefix": "l",
+                                "route_config": { "virtual_hosts": [{ "name": "a", "domains": ["*"], "routes": [] }] },
+                                "http_filters": filters.into_iter().chain([serde_json::json!({
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+                                })]).collect::<Vec<_>>(),
+                            }
+                        }] }]
+                    }] }
+                });
+                let path = dir.join("native.json");
+                std::fs::write(&path, listener.to_string()).unwrap();
+                !envoy::validate(&p.envoy, &path, &dir).unwrap().0
+            }
+        };
+        // The translator refuses what Istio's admission does; Envoy what it cannot compile.
+        let istio_rejects = !template.starts_with("//") && *template != "/a/{*}//";
+        assert!(
+            refused_natively || istio_rejects,
+            "{template}: native Envoy accepted it"
+        );
+    }
+}
+
 fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meshguard"))
 }

@@ -524,6 +524,16 @@ pub fn check_path_template(path: &str) -> Result<(), String> {
             "invalid path template {path:?}: a path template must start with '/'"
         ));
     }
+    // Istio trims every leading and trailing '/' before its checks; Envoy's `uri_template`
+    // then refuses the listener for an empty segment (`//{**}`, `/a/{*}//`), which in a mesh
+    // leaves the policy unenforced. A single trailing '/' is fine to both.
+    let inner = path.get(1..).unwrap_or_default();
+    let inner = inner.strip_suffix('/').unwrap_or(inner);
+    if template && inner.split('/').any(str::is_empty) {
+        return Err(format!(
+            "invalid path template {path:?}: empty segment (Envoy's uri_template refuses it)"
+        ));
+    }
     Ok(())
 }
 
@@ -856,7 +866,11 @@ mod tests {
             "/a/{*}/b/{**}",
             "/{**}/b/c",
             "/a/{*}/",
+            "/a/{**}/",
+            "/{**}/b/c",
+            "/{*}/a:b@c=d",
             "/plain/*",
+            "//plain",
             "*",
             "*/x",
         ] {
@@ -874,6 +888,9 @@ mod tests {
             "/{*}/a b",
             "a/{*}",
             "/{***}",
+            "//{**}",
+            "/a/{*}//",
+            "/{*}//b",
         ] {
             assert!(check_path_template(bad).is_err(), "{bad}");
         }
