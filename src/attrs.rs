@@ -133,8 +133,10 @@ impl VerifiedJwt {
 pub struct Needs {
     /// `connection.mtls` and the client certificate's URI SANs.
     pub peer_identity: bool,
-    /// `source.address` (`remote` and `direct_remote`).
+    /// `source.address` (`remote`, and `direct_remote` where no better source is there).
     pub source_address: bool,
+    /// The TCP peer (`direct_remote`: ipBlocks, `source.ip`), from filter state.
+    pub direct_remote: bool,
     /// `destination.address`.
     pub destination: bool,
     /// `connection.requested_server_name`.
@@ -146,6 +148,7 @@ impl Needs {
         Needs {
             peer_identity: self.peer_identity || other.peer_identity,
             source_address: self.source_address || other.source_address,
+            direct_remote: self.direct_remote || other.direct_remote,
             destination: self.destination || other.destination,
             sni: self.sni || other.sni,
         }

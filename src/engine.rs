@@ -233,7 +233,7 @@ mod tests {
             ),
             (
                 json!({ "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }] }),
-                "source",
+                "direct",
             ),
             (
                 json!({ "from": [{ "source": { "remoteIpBlocks": ["10.0.0.0/8"] } }] }),
@@ -256,7 +256,8 @@ mod tests {
             let n = engine(json!([allow(rule.clone())])).needs();
             let want = Needs {
                 peer_identity: what == "peer",
-                source_address: what == "source",
+                source_address: what == "source" || what == "direct",
+                direct_remote: what == "direct",
                 destination: what == "destination",
                 sni: what == "sni",
             };

@@ -274,6 +274,54 @@ fn invalid_path_templates_are_refused_like_envoy() {
     }
 }
 
+/// Without the shipped `set_filter_state` filter (e.g. loaded alone through a WasmPlugin),
+/// ipBlocks fall back to `source.address`, and the filter says so once per VM.
+#[test]
+fn ip_blocks_without_the_peer_filter_warn_once() {
+    let p = require!();
+    let filter = serde_json::json!({
+        "workload": { "namespace": "foo" },
+        "policies": [authz("peer", "foo", "ALLOW",
+            serde_json::json!([{ "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }] }]))]
+    });
+    let upstream = meshguard::devtools::servers::EchoUpstream::start("127.0.0.1:0").unwrap();
+    let mut cfg = render(
+        Shipped::IngressGateway,
+        &p,
+        &[("upstream", upstream.addr())],
+        None,
+        Some(&filter.to_string()),
+    );
+    let filters = cfg
+        .pointer_mut(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array_mut)
+        .unwrap();
+    let before = filters.len();
+    filters.retain(|f| f["name"] != "envoy.filters.http.set_filter_state");
+    assert_eq!(
+        filters.len(),
+        before - 1,
+        "the shipped gateway records the TCP peer"
+    );
+    let envoy = Envoy::start(&Options::new(&p.envoy, workdir("no-peer-filter")), &cfg).unwrap();
+    let addr = envoy.listener("ingress_http").unwrap();
+    for _ in 0..3 {
+        let r = meshguard::devtools::http::send(addr, &meshguard::devtools::http::Call::get("/"))
+            .unwrap();
+        // At the edge (use_remote_address, no trusted hops) source.address is the peer.
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let log = envoy.log();
+    assert_eq!(
+        log.matches("ipBlocks/source.ip match source.address")
+            .count(),
+        1,
+        "{log}"
+    );
+}
+
 fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meshguard"))
 }

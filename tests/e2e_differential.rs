@@ -170,13 +170,6 @@ impl Case {
     }
 }
 
-/// Intended deviation (README, "Differences from Istio and Envoy"): Envoy gives wasm no
-/// attribute for the TCP peer, so `ipBlocks` / `source.ip` use the x-forwarded-for-derived address.
-const XFF_SOURCE_IP: &str = "meshguard matches ipBlocks/source.ip against Envoy's \
-    `source.address`, the client address after x-forwarded-for handling (whenever XFF is \
-    trusted: use_remote_address false, or trusted hops > 0), not the TCP peer (Envoy RBAC \
-    `direct_remote_ip`); src/wasm/host.rs notes wasm has no attribute for the direct peer";
-
 const ISSUER2: &str = "https://issuer2.meshguard.test";
 
 fn rsa() -> &'static SigningKey {
@@ -609,19 +602,16 @@ fn cases() -> Vec<Case> {
         )],
         vec![get("/a").is(403), get("/b").is(200), get("/c").is(403)],
     ));
-    v.push(
-        case(
-            "ip-blocks-ignore-x-forwarded-for",
-            vec![allow(
-                "ip",
-                json!([{ "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }] }]),
-            )],
-            // ipBlocks is the TCP peer (Envoy `direct_remote_ip`): x-forwarded-for must not
-            // change it.
-            vec![get("/").is(200), get("/").xff("10.1.1.1").is(200)],
-        )
-        .known(XFF_SOURCE_IP),
-    );
+    v.push(case(
+        "ip-blocks-ignore-x-forwarded-for",
+        vec![allow(
+            "ip",
+            json!([{ "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }] }]),
+        )],
+        // ipBlocks is the TCP peer (Envoy `direct_remote_ip`): x-forwarded-for must not
+        // change it.
+        vec![get("/").is(200), get("/").xff("10.1.1.1").is(200)],
+    ));
     v.push(case(
         "remote-ip-blocks",
         vec![allow(
@@ -671,24 +661,21 @@ fn cases() -> Vec<Case> {
             get("/").xff("8.8.4.4").is(403),
         ],
     ));
-    v.push(
-        case(
-            "when-source-ip-and-remote-ip",
-            vec![allow(
-                "ip",
-                json!([{ "when": [
+    v.push(case(
+        "when-source-ip-and-remote-ip",
+        vec![allow(
+            "ip",
+            json!([{ "when": [
                 when("source.ip", json!(["127.0.0.1"])),
                 when("remote.ip", json!(["8.8.8.8"]))
             ] }]),
-            )],
-            vec![
-                get("/").xff("8.8.8.8").is(200),
-                get("/").is(403),
-                get("/").xff("8.8.4.4").is(403),
-            ],
-        )
-        .known(XFF_SOURCE_IP),
-    );
+        )],
+        vec![
+            get("/").xff("8.8.8.8").is(200),
+            get("/").is(403),
+            get("/").xff("8.8.4.4").is(403),
+        ],
+    ));
     v.push(case(
         "or-across-from",
         vec![allow(
@@ -1911,8 +1898,7 @@ fn cases() -> Vec<Case> {
             )],
             vec![get("/").is(200), get("/").xff("1.2.3.4").is(200)],
         )
-        .edge(1)
-        .known(XFF_SOURCE_IP),
+        .edge(1),
     );
 
     // ----- AUDIT and dry-run -----
@@ -2288,8 +2274,9 @@ fn cert_name(id: &str) -> String {
     id.replace([':', '/', '+'], "_")
 }
 
-/// meshguard's wasm filter exactly as the shipped gateway config declares it, with `filter`.
-fn wasm_filter(p: &Prereqs, filter: &Value) -> Value {
+/// meshguard's HTTP filters exactly as the shipped gateway config declares them (the
+/// `set_filter_state` that records the TCP peer, then the wasm filter), with `filter`.
+fn meshguard_filters(p: &Prereqs, filter: &Value) -> Vec<Value> {
     let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
     envoy::localize_files(
         &mut cfg,
@@ -2306,11 +2293,13 @@ fn wasm_filter(p: &Prereqs, filter: &Value) -> Value {
         )
         .and_then(Value::as_array)
         .unwrap();
-    filters
+    let chain: Vec<Value> = filters
         .iter()
-        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .filter(|f| f["name"] != "envoy.filters.http.router")
         .cloned()
-        .unwrap()
+        .collect();
+    assert!(chain.iter().any(|f| f["name"] == "envoy.filters.http.wasm"));
+    chain
 }
 
 fn listener(
@@ -2443,7 +2432,7 @@ fn start(p: &Prereqs, side: Side, cases: &[&Case], tag: &str) -> Run {
         let http_filters = match side {
             Side::Native => istio_rbac::http_filters(&filter)
                 .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
-            Side::Meshguard => vec![wasm_filter(p, &filter)],
+            Side::Meshguard => meshguard_filters(p, &filter),
         };
         let ip = if c.transport == Transport::PlainAlt {
             "127.0.0.2"

@@ -177,8 +177,19 @@ fn principals_and_namespaces() {
             { "from": [{ "source": { "notPrincipals": ["*"] } }],
               "to": [{ "operation": { "paths": ["/anonymous"] } }] },
             { "from": [{ "source": { "principals": ["cluster.local/ns/istio-system/*"] } }],
-              "to": [{ "operation": { "paths": ["/prefix"] } }] }
+              "to": [{ "operation": { "paths": ["/prefix"] } }] },
+            { "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }],
+              "to": [{ "operation": { "paths": ["/by-tcp-peer"] } }] },
+            { "from": [{ "source": { "remoteIpBlocks": ["192.0.2.0/24"] } }],
+              "to": [{ "operation": { "paths": ["/by-xff-client"] } }] }
         ]),
+    );
+    // The TCP peer is 127.0.0.1: a spoofed x-forwarded-for must not make this fire.
+    let deny_ten = authz(
+        "deny-ten",
+        "foo",
+        "DENY",
+        json!([{ "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }] }]),
     );
     let permissive = resource(
         "PeerAuthentication",
@@ -189,7 +200,33 @@ fn principals_and_namespaces() {
     let s = Sidecar::start(
         &p,
         "sidecar-principals",
-        Some(filter(workload, vec![permissive, allow])),
+        Some(filter(workload, vec![permissive, allow, deny_ten])),
+    );
+
+    // ipBlocks read the TCP peer (the shipped set_filter_state filter), remoteIpBlocks the
+    // x-forwarded-for client (use_remote_address: false, as Istio's inbound listener).
+    let xff = |path: &str, client: &str| {
+        s.group
+            .send(&Call::get(path).header("x-forwarded-for", client.to_string()))
+    };
+    expect_upstream(
+        &xff("/by-tcp-peer", "10.9.9.9"),
+        "ipBlocks: XFF is not the peer",
+    );
+    expect_upstream(&s.group.get("/by-tcp-peer"), "ipBlocks: the TCP peer");
+    expect_upstream(
+        &xff("/by-xff-client", "192.0.2.7"),
+        "remoteIpBlocks: XFF client",
+    );
+    expect_reply(
+        &xff("/by-xff-client", "198.51.100.1"),
+        403,
+        DENIED,
+        "remoteIpBlocks: other client",
+    );
+    expect_upstream(
+        &xff("/by-tcp-peer", "127.0.0.1"),
+        "ipBlocks with a matching XFF",
     );
 
     expect_upstream(

@@ -100,7 +100,11 @@ impl Cond {
         let mut n = Needs::default();
         match self {
             Cond::PeerId(_) => n.peer_identity = true,
-            Cond::DirectRemoteIp(_) | Cond::RemoteIp(_) => n.source_address = true,
+            Cond::DirectRemoteIp(_) => {
+                n.source_address = true;
+                n.direct_remote = true;
+            }
+            Cond::RemoteIp(_) => n.source_address = true,
             Cond::DestinationIp(_) | Cond::DestinationPort(_) => n.destination = true,
             Cond::Sni(_) => n.sni = true,
             Cond::RequestPrincipal(_)

@@ -77,10 +77,18 @@ pub(crate) fn request_attributes() -> RequestAttributes {
 /// Fills in only the connection facts in `needs` (each is a property lookup).
 pub(crate) fn add_connection_facts(attrs: &mut RequestAttributes, needs: Needs) {
     if needs.source_address {
-        // `source.address` is the client address after XFF handling; Envoy exposes no
-        // separate attribute for the physical peer to wasm, so both views use it (README).
+        // `source.address` is the client address after XFF handling. Envoy has no attribute
+        // for the TCP peer (RBAC's `direct_remote_ip`, Istio's `ipBlocks`); the shipped
+        // configs put it into filter state with `set_filter_state` before meshguard. Without
+        // that filter both views use `source.address` (README, "Differences").
         attrs.remote = property_addr(&["source", "address"]);
         attrs.direct_remote = attrs.remote;
+        if needs.direct_remote {
+            match direct_remote_address() {
+                Some(peer) => attrs.direct_remote = Some(peer),
+                None => warn_once_without_direct_remote(),
+            }
+        }
     }
     if needs.destination {
         attrs.destination = property_addr(&["destination", "address"]);
@@ -101,6 +109,32 @@ pub(crate) fn add_connection_facts(attrs: &mut RequestAttributes, needs: Needs) 
         },
         ..connection
     };
+}
+
+/// Filter state key the shipped configs' `set_filter_state` filter writes the TCP peer
+/// (`%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%`) under.
+pub(crate) const DIRECT_REMOTE_KEY: &str = "io.meshguard.direct_remote_address";
+
+/// The TCP peer from filter state, when a `set_filter_state` filter put it there.
+pub(crate) fn direct_remote_address() -> Option<SocketAddr> {
+    property_addr(&["filter_state", DIRECT_REMOTE_KEY])
+}
+
+/// One warning per VM: this Envoy runs meshguard without the filter that records the TCP
+/// peer, so ipBlocks / `source.ip` match `source.address`.
+fn warn_once_without_direct_remote() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        log(
+            LogLevel::Warn,
+            &format!(
+                "meshguard: ipBlocks/source.ip match source.address (the x-forwarded-for client \
+                 where XFF is trusted), not the TCP peer: no filter state {DIRECT_REMOTE_KEY}; \
+                 add the set_filter_state filter of the shipped configs before meshguard"
+            ),
+        );
+    }
 }
 
 /// The client certificate's names RBAC's `authenticated` matcher tries: every SAN of the
