@@ -10,9 +10,10 @@
 //! two Envoy startups.
 //!
 //! Where the upstream behaviour (Envoy's filters as Istio configures them) is more precise
-//! than Istio's docs, the expectation follows upstream and says so in a comment. Cases where
-//! meshguard disagrees with upstream are marked `known(...)` with the diagnosis and run only
-//! in the ignored `differential_known_disagreements` test.
+//! than Istio's docs, the expectation follows upstream and says so in a comment. No case is
+//! exempt: the disagreements once listed here (ipBlocks behind x-forwarded-for) are fixed,
+//! and the deliberate differences are the README's and the generative differential's
+//! named classes (src/devtools/difftest.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -133,8 +134,6 @@ struct Case {
     transport: Transport,
     policies: Vec<Value>,
     reqs: Vec<Req>,
-    /// A disagreement found and reported: runs only in the ignored test.
-    known: Option<&'static str>,
     /// Edge listener (`use_remote_address: true`) with this many trusted x-forwarded-for
     /// hops, instead of the sidecar's `use_remote_address: false`.
     xff_hops: Option<u32>,
@@ -146,7 +145,6 @@ fn case(name: &'static str, policies: Vec<Value>, reqs: Vec<Req>) -> Case {
         transport: Transport::Plain,
         policies,
         reqs,
-        known: None,
         xff_hops: None,
     }
 }
@@ -162,10 +160,6 @@ impl Case {
     }
     fn alt_ip(mut self) -> Self {
         self.transport = Transport::PlainAlt;
-        self
-    }
-    fn known(mut self, why: &'static str) -> Self {
-        self.known = Some(why);
         self
     }
 }
@@ -1601,25 +1595,22 @@ fn cases() -> Vec<Case> {
             get("/").h("x-jwt", &format!("Token {tampered}")).is(401),
         ],
     ));
-    v.push(Case {
-        known: None,
-        ..case(
-            "jwt-output-claim-to-headers",
-            vec![
-                ra_with(json!({ "outputClaimToHeaders": [{ "header": "x-sub", "claim": "sub" }] })),
-                allow(
-                    "p",
-                    json!([{ "when": [when("request.headers[x-sub]", json!(["alice"]))] }]),
-                ),
-            ],
-            vec![
-                get("/").tok(&alice).is(200),
-                get("/").tok(&bob).is(403),
-                // A client-sent copy of the output header is not trusted.
-                get("/").tok(&bob).h("x-sub", "alice").is(403),
-            ],
-        )
-    });
+    v.push(case(
+        "jwt-output-claim-to-headers",
+        vec![
+            ra_with(json!({ "outputClaimToHeaders": [{ "header": "x-sub", "claim": "sub" }] })),
+            allow(
+                "p",
+                json!([{ "when": [when("request.headers[x-sub]", json!(["alice"]))] }]),
+            ),
+        ],
+        vec![
+            get("/").tok(&alice).is(200),
+            get("/").tok(&bob).is(403),
+            // A client-sent copy of the output header is not trusted.
+            get("/").tok(&bob).h("x-sub", "alice").is(403),
+        ],
+    ));
     v.push(case(
         "jwt-time-claims",
         vec![ra()],
@@ -2708,13 +2699,13 @@ fn tail(log: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Every case (except the reported disagreements) in both Envoys: same status, as expected.
+/// Every case in both Envoys: same status, as expected.
 #[test]
 fn differential() {
     let all = cases();
     let names: BTreeMap<&str, usize> = all.iter().map(|c| (c.name, 0)).collect();
     assert_eq!(names.len(), all.len(), "case names must be unique");
-    let run: Vec<&Case> = all.iter().filter(|c| c.known.is_none()).collect();
+    let run: Vec<&Case> = all.iter().collect();
     assert!(run.len() >= 60, "the suite has {} cases", run.len());
     let (_pairs, failures) = run_cases("main", &run);
     assert!(
@@ -2723,20 +2714,6 @@ fn differential() {
         failures.len(),
         failures.join("\n")
     );
-}
-
-/// The disagreements found and reported (see each case's `known` reason); kept so they run
-/// once fixed: `cargo test --test e2e_differential -- --ignored`.
-#[test]
-#[ignore = "known disagreements between meshguard and Envoy's own filters, reported in issue 3"]
-fn differential_known_disagreements() {
-    let all = cases();
-    let run: Vec<&Case> = all.iter().filter(|c| c.known.is_some()).collect();
-    for c in &run {
-        eprintln!("known: {}: {}", c.name, c.known.unwrap_or_default());
-    }
-    let (_pairs, failures) = run_cases("known", &run);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
