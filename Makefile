@@ -71,3 +71,50 @@ bench: setup build
 clean:
 	rm -rf dist .run
 	$(CARGO) clean
+
+## fuzz-smoke: every fuzz target (tests/fuzz, cargo-fuzz + ASan) for FUZZ_SMOKE_SECONDS on the committed corpus
+## fuzz: one target, FUZZ_TARGET=<name> FUZZ_SECONDS=<n>; fuzz-merge: minimise its findings into the committed corpus
+# Needs only stable Rust: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass -Zsanitizer=address. The
+# libFuzzer flags make a slow input (5 s), a large RSS (2 GiB) or one large allocation
+# (512 MiB) a failure. One fuzzing job at a time, niced: the build machines have 2 shared
+# cores. New inputs go to tests/fuzz/target/corpus/<target> (ignored), crashes to
+# tests/fuzz/artifacts/<target>/ (ignored; keep real findings in tests/fuzz/artifacts-found/).
+FUZZ_DIR := tests/fuzz
+FUZZ_TARGETS := jwt_parse_verify jwks_parse config_compile path_template matchers
+FUZZ_TARGET ?= matchers
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 25
+FUZZ_NICE ?= nice -n 15
+FUZZ_FLAGS := -timeout=5 -rss_limit_mb=2048 -malloc_limit_mb=512 -print_final_stats=1
+FUZZ_CARGO = RUSTC_BOOTSTRAP=1 $(FUZZ_NICE) $(CARGO) fuzz
+
+.PHONY: fuzz fuzz-smoke fuzz-merge fuzz-tool
+
+fuzz-tool:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz-smoke: fuzz-tool
+	$(FUZZ_CARGO) build --fuzz-dir $(FUZZ_DIR)
+	@mkdir -p $(FUZZ_DIR)/target/logs; failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/target/corpus/$$t; log=$(FUZZ_DIR)/target/logs/$$t.log; \
+	  echo "== fuzz $$t, $(FUZZ_SMOKE_SECONDS)s (log: $$log)"; \
+	  if $(FUZZ_CARGO) run --fuzz-dir $(FUZZ_DIR) $$t $(FUZZ_DIR)/target/corpus/$$t $(FUZZ_DIR)/corpus/$$t -- \
+	      -max_total_time=$(FUZZ_SMOKE_SECONDS) -dict=$(FUZZ_DIR)/dict/$$t.dict $(FUZZ_FLAGS) >$$log 2>&1; then \
+	    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $$log || true; \
+	  else \
+	    tail -n 40 $$log; echo "FAILED: $$t (reproducer under $(FUZZ_DIR)/artifacts/$$t/)"; failed="$$failed $$t"; \
+	  fi; \
+	done; \
+	test -z "$$failed" || { echo "fuzz-smoke failed:$$failed"; exit 1; }
+
+fuzz: fuzz-tool
+	@mkdir -p $(FUZZ_DIR)/target/corpus/$(FUZZ_TARGET)
+	$(FUZZ_CARGO) run --fuzz-dir $(FUZZ_DIR) $(FUZZ_TARGET) $(FUZZ_DIR)/target/corpus/$(FUZZ_TARGET) $(FUZZ_DIR)/corpus/$(FUZZ_TARGET) -- \
+	  -max_total_time=$(FUZZ_SECONDS) -dict=$(FUZZ_DIR)/dict/$(FUZZ_TARGET).dict $(FUZZ_FLAGS)
+
+# Adds to the committed corpus only the inputs that bring new coverage (libFuzzer -merge=1).
+fuzz-merge: fuzz-tool
+	@mkdir -p $(FUZZ_DIR)/target/corpus/$(FUZZ_TARGET)
+	$(FUZZ_CARGO) run --fuzz-dir $(FUZZ_DIR) $(FUZZ_TARGET) $(FUZZ_DIR)/corpus/$(FUZZ_TARGET) $(FUZZ_DIR)/target/corpus/$(FUZZ_TARGET) -- \
+	  -merge=1 -timeout=5 -rss_limit_mb=2048 -malloc_limit_mb=512
