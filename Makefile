@@ -12,7 +12,7 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm cli test lint run demo-check bench clean
+.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean
 
 all: build
 
@@ -37,12 +37,17 @@ wasm:
 	@mkdir -p dist
 	cp target/$(WASM_TARGET)/release/meshguard.wasm $(WASM)
 
+## wasm-trap: test-only module that traps on `x-meshguard-trap` (tests/e2e_failure_policy.rs); never in dist/
+wasm-trap:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	$(CARGO) build --profile wasm-test --target $(WASM_TARGET) --lib --features trap-on-demand --target-dir target/trap
+
 cli:
 	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release --bin meshguard
 
 ## test: unit tests and the end-to-end tests against the real Envoy
 # Doc tests first, so the run ends with the real suites; then one closing line for them all.
-test: wasm $(ENVOY)
+test: wasm wasm-trap $(ENVOY)
 	@mkdir -p .run
 	$(CARGO) test --doc 2>&1 | tee .run/test.log
 	$(CARGO) test --all-targets 2>&1 | tee -a .run/test.log

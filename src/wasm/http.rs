@@ -54,6 +54,11 @@ impl HttpContext for Filter {
             return Action::Pause;
         };
         let mut attrs = host::request_attributes();
+        #[cfg(feature = "trap-on-demand")]
+        if attrs.header("x-meshguard-trap").is_some() {
+            // A trap, as a bug would cause one (panic = abort in the module).
+            std::process::abort();
+        }
         let needs = engine.needs_for(&attrs);
         host::add_connection_facts(&mut attrs, needs);
         let now = host::now_ms();
