@@ -633,6 +633,9 @@ fn jwks_max_response_bytes_setting() {
     );
     for bad in [json!(1023), json!(67_108_865), json!(-1), json!("1MiB")] {
         let err = with(json!({ "maxResponseBytes": bad })).unwrap_err();
-        assert!(err.path.starts_with("jwks.maxResponseBytes"), "{bad}: {err:?}");
+        assert!(
+            err.path.starts_with("jwks.maxResponseBytes"),
+            "{bad}: {err:?}"
+        );
     }
 }
