@@ -307,19 +307,18 @@ fn ip_blocks_without_the_peer_filter_warn_once() {
     );
     let envoy = Envoy::start(&Options::new(&p.envoy, workdir("no-peer-filter")), &cfg).unwrap();
     let addr = envoy.listener("ingress_http").unwrap();
-    for _ in 0..3 {
+    for _ in 0..6 {
         let r = meshguard::devtools::http::send(addr, &meshguard::devtools::http::Call::get("/"))
             .unwrap();
         // At the edge (use_remote_address, no trusted hops) source.address is the peer.
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    // Once per VM: at most one per worker thread (2 here), however many requests.
     let log = envoy.log();
-    assert_eq!(
-        log.matches("ipBlocks/source.ip match source.address")
-            .count(),
-        1,
-        "{log}"
-    );
+    let warnings = log
+        .matches("ipBlocks/source.ip match source.address")
+        .count();
+    assert!((1..=2).contains(&warnings), "{warnings} warnings:\n{log}");
 }
 
 fn cli() -> Command {
