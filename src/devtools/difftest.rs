@@ -281,6 +281,30 @@ pub struct Diff {
 impl Diff {
     /// What must stay the same while shrinking.
     pub fn signature(&self) -> String {
+        if self.kind == DiffKind::DryRun {
+            // Scenario totals vary with the request count: keep only which way each differs.
+            let parse = |s: &str| -> (u64, u64) {
+                let nums: Vec<u64> = s
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|t| t.parse().ok())
+                    .collect();
+                (
+                    nums.first().copied().unwrap_or(0),
+                    nums.get(1).copied().unwrap_or(0),
+                )
+            };
+            let (n, m) = (parse(&self.native), parse(&self.meshguard));
+            let dir = |a: u64, b: u64| match a.cmp(&b) {
+                std::cmp::Ordering::Less => "meshguard more",
+                std::cmp::Ordering::Equal => "same",
+                std::cmp::Ordering::Greater => "native more",
+            };
+            return format!(
+                "DryRun|shadow allowed: {}|shadow denied: {}",
+                dir(n.0, m.0),
+                dir(n.1, m.1)
+            );
+        }
         format!("{:?}|{}|{}", self.kind, self.native, self.meshguard)
     }
 }
@@ -377,7 +401,7 @@ pub fn equivalent_refusal(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<
         && n.status.is_none()
         && n.error.is_some()
         && m.status == Some(403)
-        && m.body.starts_with("mTLS required")
+        && (m.body.contains("mutual TLS is required") || req.method == "HEAD")
         && gen::peer_mode(&sc.policies, gen::PORT) == PeerMode::Strict
     {
         return Some("peer-strict-refusal");
@@ -538,6 +562,36 @@ fn c_claim_list_to_header(sc: &Scenario, r: &Req, d: &Diff) -> bool {
         })
 }
 
+fn c_multi_provider(sc: &Scenario, r: &Req, _: &Diff) -> bool {
+    let mut issuers: Vec<&str> = jwt_rules(sc, true)
+        .iter()
+        .filter_map(|r| r["issuer"].as_str())
+        .collect();
+    issuers.sort_unstable();
+    issuers.dedup();
+    issuers.len() >= 2 && r.tokens.len() >= 2
+}
+
+fn c_root_ns_peer_selector(sc: &Scenario, _: &Req, _: &Diff) -> bool {
+    sc.transport == Transport::Mixed
+        && sc.policies.iter().any(|p| {
+            p["kind"] == "PeerAuthentication"
+                && p["metadata"]["namespace"] == gen::ROOT_NS
+                && p["spec"]["selector"]["matchLabels"]
+                    .as_object()
+                    .is_some_and(|m| !m.is_empty())
+                && applicable(p)
+        })
+}
+
+fn c_query_token_empty_param(_: &Scenario, r: &Req, d: &Diff) -> bool {
+    let q = r.path.split_once('?').map_or("", |(_, q)| q);
+    d.kind == DiffKind::Upstream
+        && d.native.contains("path=")
+        && r.tokens.iter().any(|t| matches!(t.loc, Loc::Param(_)))
+        && (r.path.ends_with('?') || q.starts_with('&') || q.contains("&&") || q.ends_with('&'))
+}
+
 /// Every named class, in the order they are tried.
 pub const CLASSES: &[Class] = &[
     Class {
@@ -583,6 +637,31 @@ pub const CLASSES: &[Class] = &[
         kind: ClassKind::BeingFixed,
         reason: "a non-applicable RequestAuthentication with the same jwksUri",
         test: c_foreign_shared_jwks_uri,
+    },
+    Class {
+        name: "multi-provider-any-passes",
+        kind: ClassKind::Reported,
+        reason: "several jwtRules (issuers) and several tokens: Envoy's Istio requirement \
+                 requires_any[P1..Pn, requires_all[Pi or allow_missing]] passes once ONE \
+                 provider's tokens verify (only its outputs applied, tokens at other rules' \
+                 locations neither verified nor removed; allow_missing keeps the last token's \
+                 status); meshguard verifies every token at every location (401 on any failure)",
+        test: c_multi_provider,
+    },
+    Class {
+        name: "root-ns-peer-selector",
+        kind: ClassKind::Reported,
+        reason: "a root-namespace PeerAuthentication with a selector: istiod ignores it \
+                 (ComposePeerAuthentication takes workload-level policies only outside the root \
+                 namespace), meshguard applies it as the workload-level policy",
+        test: c_root_ns_peer_selector,
+    },
+    Class {
+        name: "query-token-empty-param",
+        kind: ClassKind::Reported,
+        reason: "a query-parameter token removed from a query with an empty parameter (`?&`, \
+                 `&&`, trailing `&`): Envoy re-serialises the rest (`?=`), meshguard drops it",
+        test: c_query_token_empty_param,
     },
     Class {
         name: "claim-list-to-header",
@@ -1034,15 +1113,119 @@ impl KeepAlive {
     }
 }
 
-/// TLS and/or HTTP/2 requests through curl.
-fn curl(
-    setup: &Setup,
-    addr: SocketAddr,
-    r: &Req,
-    w: &Wire,
-) -> std::result::Result<Response, String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-i", "--path-as-is", "--globoff", "--max-time", "15"]);
+/// TLS and/or HTTP/2 requests through ONE curl process (`--next` between transfers, each
+/// transfer's head and body into its own files), in order; running while other requests go.
+struct CurlJob {
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+    n: usize,
+    error: Option<String>,
+}
+
+impl CurlJob {
+    fn spawn(setup: &Setup, addr: SocketAddr, reqs: &[(&Req, &Wire)], dir: &Path) -> Self {
+        let mut job = CurlJob {
+            child: None,
+            dir: dir.to_path_buf(),
+            n: reqs.len(),
+            error: None,
+        };
+        if reqs.is_empty() {
+            return job;
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            job.error = Some(e.to_string());
+            return job;
+        }
+        let mut cmd = Command::new("curl");
+        cmd.arg("-sS");
+        for (k, (r, w)) in reqs.iter().enumerate() {
+            if k > 0 {
+                cmd.arg("--next");
+            }
+            curl_transfer(&mut cmd, setup, addr, r, w);
+            cmd.arg("-D")
+                .arg(dir.join(format!("{k}.head")))
+                .arg("-o")
+                .arg(dir.join(format!("{k}.body")))
+                .args(["-w", "%{exitcode} %{errormsg}\\n"])
+                .arg(curl_url(addr, r, w));
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null());
+        match cmd.spawn() {
+            Ok(c) => job.child = Some(c),
+            Err(e) => job.error = Some(format!("cannot run curl: {e}")),
+        }
+        job
+    }
+
+    /// Waits for curl; one result per transfer. HEAD responses have no body.
+    fn finish(self, heads: &[bool]) -> Vec<std::result::Result<Response, String>> {
+        let out = match (self.child, &self.error) {
+            (_, Some(e)) => return (0..self.n).map(|_| Err(e.clone())).collect(),
+            (None, None) => return Vec::new(),
+            (Some(c), None) => c.wait_with_output(),
+        };
+        let status = match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
+            Err(e) => return (0..self.n).map(|_| Err(e.to_string())).collect(),
+        };
+        let mut lines = status.lines();
+        let dir = self.dir;
+        (0..self.n)
+            .map(|k| {
+                let line = lines.next().unwrap_or("99 no result");
+                let (code, msg) = line.split_once(' ').unwrap_or((line, ""));
+                let head = dir.join(format!("{k}.head"));
+                let body = dir.join(format!("{k}.body"));
+                let result = if code != "0" {
+                    Err(format!("curl {code}: {msg}"))
+                } else {
+                    let b = if heads.get(k).copied().unwrap_or(false) {
+                        Vec::new()
+                    } else {
+                        std::fs::read(&body).unwrap_or_default()
+                    };
+                    reframe(&std::fs::read(&head).unwrap_or_default(), &b)
+                };
+                let _ = std::fs::remove_file(head);
+                let _ = std::fs::remove_file(body);
+                result
+            })
+            .collect()
+    }
+}
+
+/// A response from curl's head file and (unframed) body file: the framing headers replaced
+/// by the body's length, interim responses kept.
+fn reframe(head: &[u8], body: &[u8]) -> std::result::Result<Response, String> {
+    let text = String::from_utf8_lossy(head);
+    let mut raw = String::new();
+    for l in text.split("\r\n") {
+        let lower = l.to_ascii_lowercase();
+        if l.is_empty()
+            || lower.starts_with("content-length:")
+            || lower.starts_with("transfer-encoding:")
+        {
+            continue;
+        }
+        if l.starts_with("HTTP/") && !raw.is_empty() {
+            raw.push_str("\r\n");
+        }
+        raw.push_str(l);
+        raw.push_str("\r\n");
+    }
+    raw.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    http::parse_response(&bytes).map_err(|e| e.to_string())
+}
+
+/// Per-transfer curl options for `r` (protocol, method, certificates, SNI, headers).
+fn curl_transfer(cmd: &mut Command, setup: &Setup, addr: SocketAddr, r: &Req, w: &Wire) {
+    cmd.args(["--path-as-is", "--globoff", "--max-time", "15"]);
     if r.h2 {
         if r.client.is_some() {
             cmd.arg("--http2");
@@ -1057,27 +1240,19 @@ fn curl(
     } else {
         cmd.args(["-X", &w.method]);
     }
-    let scheme = match &r.client {
-        Some(c) => {
-            let name = cert_name(c);
-            cmd.arg("--cacert")
-                .arg(setup.pki.dir.join("ca.pem"))
-                .arg("--cert")
-                .arg(setup.pki.dir.join(format!("{name}.pem")))
-                .arg("--key")
-                .arg(setup.pki.dir.join(format!("{name}-key.pem")));
-            "https"
-        }
-        None => "http",
-    };
-    let host = match (&r.client, &r.sni) {
-        (Some(_), Some(sni)) => {
+    if let Some(c) = &r.client {
+        let name = cert_name(c);
+        cmd.arg("--cacert")
+            .arg(setup.pki.dir.join("ca.pem"))
+            .arg("--cert")
+            .arg(setup.pki.dir.join(format!("{name}.pem")))
+            .arg("--key")
+            .arg(setup.pki.dir.join(format!("{name}-key.pem")));
+        if let Some(sni) = &r.sni {
             cmd.arg("--resolve")
                 .arg(format!("{sni}:{}:{}", addr.port(), addr.ip()));
-            sni.clone()
         }
-        _ => addr.ip().to_string(),
-    };
+    }
     for (k, v) in &w.headers {
         if v.is_empty() {
             cmd.arg("-H").arg(format!("{k};"));
@@ -1085,16 +1260,15 @@ fn curl(
             cmd.arg("-H").arg(format!("{k}: {v}"));
         }
     }
-    cmd.arg(format!("{scheme}://{host}:{}{}", addr.port(), w.path));
-    let out = cmd.output().map_err(|e| format!("cannot run curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "curl {}: {}",
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    http::parse_response(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn curl_url(addr: SocketAddr, r: &Req, w: &Wire) -> String {
+    let scheme = if r.client.is_some() { "https" } else { "http" };
+    let host = match (&r.client, &r.sni) {
+        (Some(_), Some(sni)) => sni.clone(),
+        _ => addr.ip().to_string(),
+    };
+    format!("{scheme}://{host}:{}{}", addr.port(), w.path)
 }
 
 /// Response -> observation, listener ports masked.
@@ -1123,9 +1297,13 @@ fn observe(resp: std::result::Result<Response, String>, port: u16) -> Obs {
 
 /// Transport errors by kind (the message differs between runs).
 fn error_class(e: &str) -> String {
-    if e.contains("closed without") || e.contains("reset") || e.contains("56") {
+    if e.contains("closed without")
+        || e.contains("reset")
+        || e.starts_with("curl 56")
+        || e.starts_with("curl 52")
+    {
         "connection closed".into()
-    } else if e.contains("35") || e.contains("SSL") || e.contains("TLS") {
+    } else if e.starts_with("curl 35") || e.contains("SSL") || e.contains("TLS") {
         "TLS handshake failed".into()
     } else {
         e.chars().take(80).collect()
@@ -1160,41 +1338,120 @@ fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
     (sum("shadow_allowed"), sum("shadow_denied"))
 }
 
-/// Sends every request of every scenario to one side; observations in scenario order.
-fn drive(setup: &Setup, run: &Run, scs: &[&Scenario], now: u64) -> Result<Vec<Vec<Obs>>> {
-    let mut out = Vec::new();
-    for (i, sc) in scs.iter().enumerate() {
-        let addr = run.addrs[i];
-        let port = run.ports[i];
-        let dry = is_dry_run(sc);
-        let mut ka = KeepAlive::new(addr);
-        let mut obs = Vec::new();
-        for (j, r) in sc.requests.iter().enumerate() {
-            let w = wire(setup, r, &format!("{i}-{j}"), now)?;
-            let before = dry.then(|| shadow_counts(run, i));
-            let resp = if r.client.is_some() || r.h2 {
-                curl(setup, addr, r, &w)
-            } else {
-                ka.send(&w)
-            };
-            let mut o = observe(resp, port);
-            if let Some(b) = before {
-                let a = shadow_counts(run, i);
-                o.shadow = Some((a.0.saturating_sub(b.0), a.1.saturating_sub(b.1)));
-            }
-            obs.push(o);
-        }
-        out.push(obs);
-    }
-    Ok(out)
+/// How many curl processes a side keeps running at once.
+const CURL_WINDOW: usize = 6;
+
+fn by_curl(r: &Req) -> bool {
+    r.client.is_some() || r.h2
 }
 
-/// Access-log lines by request id: (native audit hint, meshguard audit filter state).
+/// Sends every request of every scenario to one side; observations in scenario order.
+/// Scenarios without dry-run policies first: plaintext HTTP/1.1 inline on a keep-alive
+/// connection while their TLS/HTTP/2 requests run in curl processes. Then the dry-run
+/// scenarios one by one, with a stats snapshot around each (meshguard's shadow counters are
+/// process-wide): their (shadow allowed, shadow denied) total is carried by the first request.
+fn drive(setup: &Setup, run: &Run, scs: &[&Scenario], now: u64) -> Result<Vec<Vec<Obs>>> {
+    let wires: Vec<Vec<Wire>> = scs
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| {
+            sc.requests
+                .iter()
+                .enumerate()
+                .map(|(j, r)| wire(setup, r, &format!("{i}-{j}"), now))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
+    let mut out: Vec<Vec<Option<Obs>>> =
+        scs.iter().map(|sc| vec![None; sc.requests.len()]).collect();
+    let t0 = Instant::now();
+    let mut running: std::collections::VecDeque<(usize, CurlJob)> = Default::default();
+    let finish = |(i, job): (usize, CurlJob), out: &mut Vec<Vec<Option<Obs>>>| {
+        let idx: Vec<usize> = (0..scs[i].requests.len())
+            .filter(|j| by_curl(&scs[i].requests[*j]))
+            .collect();
+        let heads: Vec<bool> = idx.iter().map(|j| wires[i][*j].method == "HEAD").collect();
+        for (j, resp) in idx.into_iter().zip(job.finish(&heads)) {
+            out[i][j] = Some(observe(resp, run.ports[i]));
+        }
+    };
+    for (i, sc) in scs.iter().enumerate() {
+        if is_dry_run(sc) {
+            continue;
+        }
+        let list: Vec<(&Req, &Wire)> = sc
+            .requests
+            .iter()
+            .zip(&wires[i])
+            .filter(|(r, _)| by_curl(r))
+            .collect();
+        if !list.is_empty() {
+            let dir = run.access_log.with_file_name(format!("curl-{i}"));
+            running.push_back((i, CurlJob::spawn(setup, run.addrs[i], &list, &dir)));
+        }
+        let mut ka = KeepAlive::new(run.addrs[i]);
+        for (j, (r, w)) in sc.requests.iter().zip(&wires[i]).enumerate() {
+            if !by_curl(r) {
+                out[i][j] = Some(observe(ka.send(w), run.ports[i]));
+            }
+        }
+        while running.len() >= CURL_WINDOW {
+            if let Some(job) = running.pop_front() {
+                finish(job, &mut out);
+            }
+        }
+    }
+    while let Some(job) = running.pop_front() {
+        finish(job, &mut out);
+    }
+    let t_plain = t0.elapsed();
+    let t1 = Instant::now();
+    for (i, sc) in scs.iter().enumerate() {
+        if !is_dry_run(sc) {
+            continue;
+        }
+        let before = shadow_counts(run, i);
+        let mut ka = KeepAlive::new(run.addrs[i]);
+        for (j, (r, w)) in sc.requests.iter().zip(&wires[i]).enumerate() {
+            let resp = if by_curl(r) {
+                let dir = run.access_log.with_file_name(format!("curl-{i}"));
+                CurlJob::spawn(setup, run.addrs[i], &[(r, w)], &dir)
+                    .finish(&[w.method == "HEAD"])
+                    .pop()
+                    .unwrap_or_else(|| Err("no curl result".into()))
+            } else {
+                ka.send(w)
+            };
+            out[i][j] = Some(observe(resp, run.ports[i]));
+        }
+        let after = shadow_counts(run, i);
+        if let Some(Some(first)) = out[i].first_mut() {
+            first.shadow = Some((
+                after.0.saturating_sub(before.0),
+                after.1.saturating_sub(before.1),
+            ));
+        }
+    }
+    if std::env::var_os("MESHGUARD_DIFF_TIMING").is_some() {
+        eprintln!(
+            "    {:?}: requests {t_plain:.1?}, dry-run scenarios {:.1?}",
+            run.side,
+            t1.elapsed()
+        );
+    }
+    Ok(out
+        .into_iter()
+        .map(|v| v.into_iter().map(Option::unwrap_or_default).collect())
+        .collect())
+}
+
+/// Access-log lines by request id: (native audit hint, meshguard audit filter state). Waits
+/// until `expected` lines are there, or the file has stopped growing.
 fn access_log(run: &Run, expected: usize) -> BTreeMap<String, (String, String)> {
     let reopen = Call::get("/reopen_logs").method("POST");
     let _ = http::send(run.envoy.admin(), &reopen);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut last_len = usize::MAX;
+    let (mut last_len, mut still) = (usize::MAX, 0);
     loop {
         let text = std::fs::read_to_string(&run.access_log).unwrap_or_default();
         let map: BTreeMap<String, (String, String)> = text
@@ -1207,14 +1464,12 @@ fn access_log(run: &Run, expected: usize) -> BTreeMap<String, (String, String)> 
                 ))
             })
             .collect();
-        if map.len() >= expected
-            || Instant::now() > deadline
-            || (map.len() == last_len && map.len() + 2 >= expected)
-        {
+        still = if map.len() == last_len { still + 1 } else { 0 };
+        if map.len() >= expected || Instant::now() > deadline || still >= 4 {
             return map;
         }
         last_len = map.len();
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -1337,9 +1592,20 @@ fn run_subset(
         )
     });
     let (nobs, mobs) = (nobs?, mobs?);
-    let total: usize = scs.iter().map(|s| s.requests.len()).sum();
-    let nlog = access_log(&native, total);
-    let mlog = access_log(&mesh, total);
+    // Requests that got an answer are logged (a refused connection is not).
+    let answered = |obs: &Vec<Vec<Obs>>| -> usize {
+        obs.iter().flatten().filter(|o| o.status.is_some()).count()
+    };
+    let (ntotal, mtotal) = (answered(&nobs), answered(&mobs));
+    let t = Instant::now();
+    let (nlog, mlog) = std::thread::scope(|s| {
+        let a = s.spawn(|| access_log(&native, ntotal));
+        let m = access_log(&mesh, mtotal);
+        (a.join().unwrap_or_default(), m)
+    });
+    if std::env::var_os("MESHGUARD_DIFF_TIMING").is_some() {
+        eprintln!("    access logs {:.1?}", t.elapsed());
+    }
     for (k, idx) in subset.iter().enumerate() {
         let mut v = Vec::new();
         for (j, (mut n, mut m)) in nobs[k]
@@ -1394,6 +1660,9 @@ pub fn findings(
     let mut out = Vec::new();
     let mut compared = 0;
     for (i, sc) in scenarios.iter().enumerate() {
+        // A dry-run total is only comparable when every request got the same status (a
+        // request refused before authorization on one side only is not evaluated there).
+        let same_statuses = res.pairs[i].iter().all(|(n, m)| n.status == m.status);
         for (j, (n, m)) in res.pairs[i].iter().enumerate() {
             compared += 1;
             let Some(req) = sc.requests.get(j) else {
@@ -1403,6 +1672,9 @@ pub fn findings(
                 *equiv.entry(rule).or_default() += 1;
             }
             if let Some(diff) = compare(sc, req, n, m) {
+                if diff.kind == DiffKind::DryRun && !same_statuses {
+                    continue;
+                }
                 out.push(Finding {
                     scenario: sc.clone(),
                     request: j,
@@ -1425,6 +1697,29 @@ pub fn shrink(setup: &Setup, f: &Finding, max_rounds: usize) -> Result<Finding> 
         request: 0,
         ..f.clone()
     };
+    if f.diff.kind == DiffKind::DryRun {
+        // Dry-run totals are per scenario: find the request that disagrees on its own.
+        let singles: Vec<Scenario> = (0..f.scenario.requests.len())
+            .map(|j| {
+                let mut sc = f.scenario.clone();
+                sc.requests = vec![f.scenario.requests[j].clone()];
+                sc
+            })
+            .collect();
+        let res = run_batch(setup, &singles)?;
+        let hit = singles.iter().enumerate().find_map(|(j, sc)| {
+            let (n, m) = res.pairs.get(j)?.first()?;
+            let d = compare(sc, &sc.requests[0], n, m)?;
+            (d.signature() == sig).then(|| Finding {
+                scenario: sc.clone(),
+                request: 0,
+                diff: d,
+                native: n.clone(),
+                meshguard: m.clone(),
+            })
+        });
+        cur = hit.ok_or("no single request shows the dry-run disagreement")?;
+    }
     // First: does the pair disagree on its own?
     let alone = run_batch(setup, std::slice::from_ref(&cur.scenario))?;
     match alone.pairs.first().and_then(|p| p.first()) {
@@ -1494,6 +1789,8 @@ pub fn reproducer(f: &Finding, name: &str) -> String {
             "request: {}",
             sc.requests.first().map(Req::describe).unwrap_or_default()
         ),
+        format!("native:    {}", f.native.short()),
+        format!("meshguard: {}", f.meshguard.short()),
     ];
     gen::to_case(&sc, name, &[expect], &notes)
 }

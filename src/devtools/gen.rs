@@ -1814,6 +1814,21 @@ pub fn shrink_candidates(sc: &Scenario) -> Vec<Scenario> {
             }
         }
     }
+    // A simpler listener: plaintext, the default address (not while a PeerAuthentication
+    // decides the listener's chains).
+    let peer = sc
+        .policies
+        .iter()
+        .any(|p| p["kind"] == "PeerAuthentication");
+    if sc.transport != Transport::Plain && !peer {
+        let mut c = sc.clone();
+        c.transport = Transport::Plain;
+        for r in &mut c.requests {
+            r.client = None;
+            r.sni = None;
+        }
+        out.push(c);
+    }
     if let Some(r) = sc.requests.first() {
         let mut push = |f: &dyn Fn(&mut Req)| {
             let mut c = sc.clone();
@@ -1967,7 +1982,8 @@ pub fn to_case(sc: &Scenario, name: &str, expect: &[u16], notes: &[String]) -> S
         Transport::Mtls => s.push_str("\n    .mtls()"),
         Transport::PlainAlt => s.push_str("\n    .alt_ip()"),
         Transport::Edge(h) => s.push_str(&format!("\n    .edge({h})")),
-        Transport::Plain | Transport::Mixed => {}
+        Transport::Mixed => s.push_str("\n    .peer_chains()"),
+        Transport::Plain => {}
     }
     s.push_str(",\n);\n");
     s
@@ -2021,7 +2037,7 @@ fn rust_str(s: &str) -> String {
 }
 
 fn rust_req(r: &Req, status: u16) -> String {
-    let mut s = format!("get({})", rust_str(&path_with_params(r)));
+    let mut s = format!("get({})", path_with_params(r));
     if r.method != "GET" {
         s.push_str(&format!(".m({})", rust_str(&r.method)));
     }
@@ -2067,16 +2083,22 @@ fn rust_req(r: &Req, status: u16) -> String {
     s
 }
 
-/// The path with query-parameter tokens, as Rust (a literal, or `format!` with tokens).
+/// The path with query-parameter tokens, as Rust (a literal, or `&format!` with tokens).
 fn path_with_params(r: &Req) -> String {
-    let mut p = r.path.clone();
+    let mut p = r.path.replace('{', "{{").replace('}', "}}");
+    let mut args = Vec::new();
     for t in &r.tokens {
         if let Loc::Param(name) = &t.loc {
             p.push(if p.contains('?') { '&' } else { '?' });
-            p.push_str(&format!("{name}=<{}>", t.tok.describe()));
+            p.push_str(&format!("{name}={{}}"));
+            args.push(rust_token(&t.tok));
         }
     }
-    p
+    if args.is_empty() {
+        rust_str(&r.path)
+    } else {
+        format!("&format!({}, {})", rust_str(&p), args.join(", "))
+    }
 }
 
 /// A token as an expression of e2e_differential's helpers.

@@ -167,7 +167,9 @@ fn serve_connection(conn: TcpStream, handler: &Handler, stop: &AtomicBool) {
             let _ = writer.shutdown(Shutdown::Both);
             return;
         };
-        if write_response(&mut writer, &resp, close).is_err() || close {
+        // A response to HEAD has the length of the body it would have, but no body.
+        let head = req.method.eq_ignore_ascii_case("HEAD");
+        if write_response(&mut writer, &resp, close, head).is_err() || close {
             return;
         }
     }
@@ -293,21 +295,23 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(w: &mut impl Write, resp: &Response, close: bool) -> io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
+fn write_response(w: &mut impl Write, resp: &Response, close: bool, head: bool) -> io::Result<()> {
+    let mut head_text = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
         if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") {
             continue;
         }
-        head.push_str(&format!("{k}: {v}\r\n"));
+        head_text.push_str(&format!("{k}: {v}\r\n"));
     }
-    head.push_str(&format!("content-length: {}\r\n", resp.body.len()));
+    head_text.push_str(&format!("content-length: {}\r\n", resp.body.len()));
     if close {
-        head.push_str("connection: close\r\n");
+        head_text.push_str("connection: close\r\n");
     }
-    head.push_str("\r\n");
-    w.write_all(head.as_bytes())?;
-    w.write_all(&resp.body)?;
+    head_text.push_str("\r\n");
+    w.write_all(head_text.as_bytes())?;
+    if !head {
+        w.write_all(&resp.body)?;
+    }
     w.flush()
 }
 
