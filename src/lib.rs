@@ -15,6 +15,7 @@ pub mod decision;
 pub mod duration;
 pub mod engine;
 mod fast_hash;
+pub mod jwks_cache;
 pub mod jwt;
 pub mod peer;
 pub mod peer_cert;

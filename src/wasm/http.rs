@@ -1,6 +1,7 @@
 //! The HTTP filter: decide on request headers, or pause until remote keys arrive.
 
 use super::host;
+use super::jwks_host::WasmJwksHost;
 use super::metrics::Metrics;
 use super::Shared;
 use crate::attrs::RequestAttributes;
@@ -64,15 +65,17 @@ impl HttpContext for Filter {
         let now = host::now_ms();
         let outcome = {
             let mut st = self.state.borrow_mut();
-            st.jwks.sync_failed(now);
+            let metrics = st.metrics;
+            let jwks_host = WasmJwksHost { metrics: &metrics };
+            st.jwks.sync_failed(now, &jwks_host);
             match engine.decide(&attrs, &st.jwks, now / 1000) {
                 // Marks what the request waits for; when nothing is left to wait for after
                 // all (e.g. a kid-miss refetch another worker just did), decide again with
                 // what the key store now knows.
-                Outcome::NeedKeys(needed) if !st.jwks.request_fetch(&needed, now) => {
+                Outcome::NeedKeys(needed) if !st.jwks.request_fetch(&needed, now, &jwks_host) => {
                     match engine.decide(&attrs, &st.jwks, now / 1000) {
                         Outcome::NeedKeys(again) => {
-                            st.jwks.request_fetch(&again, now);
+                            st.jwks.request_fetch(&again, now, &jwks_host);
                             Outcome::NeedKeys(again)
                         }
                         decided => decided,

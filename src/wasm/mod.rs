@@ -5,11 +5,12 @@
 mod host;
 mod host_crypto;
 mod http;
-mod jwks_cache;
+mod jwks_host;
 mod metrics;
 
 use crate::engine::Engine;
-use jwks_cache::JwksCache;
+use crate::jwks_cache::JwksCache;
+use jwks_host::WasmJwksHost;
 use metrics::Metrics;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -84,7 +85,15 @@ impl Context for Root {
         let resumed = {
             let mut st = self.state.borrow_mut();
             let VmState { jwks, metrics, .. } = &mut *st;
-            jwks.on_response(token_id, body_size, now, metrics)
+            let status = jwks_host::response_status();
+            jwks.on_response(
+                token_id,
+                status.as_deref(),
+                body_size,
+                || jwks_host::response_body(body_size),
+                now,
+                &WasmJwksHost { metrics },
+            )
         };
         if resumed {
             http::resume_paused(&self.state, self.context_id);
@@ -142,7 +151,7 @@ impl RootContext for Root {
             let mut st = self.state.borrow_mut();
             let has_paused = !st.paused.is_empty();
             let VmState { jwks, metrics, .. } = &mut *st;
-            let became_ready = jwks.tick(now, metrics);
+            let became_ready = jwks.tick(now, &WasmJwksHost { metrics });
             (became_ready, has_paused || jwks.waiting_for_first_keys())
         };
         if became_ready {

@@ -1,0 +1,492 @@
+//! The remote JWKS lifecycle: fetched once per refresh for the whole Envoy process, as a
+//! state machine over `now` (milliseconds) that the adapter drives from its tick, its
+//! requests and its callout answers. Everything it needs from the host is the small traits
+//! below, so the lifecycle is unit-tested natively with a fake clock and a fake store.
+//!
+//! Every worker thread runs its own VM, so coordination goes through proxy-wasm shared data
+//! (shared by all VMs with the same `vm_id`):
+//! - `meshguard.jwks.<uri>` holds the last fetch record (times, outcome, last good body);
+//!   each VM loads it when its CAS version changes.
+//! - `meshguard.jwks.lease.<uri>` holds a lease expiry; a VM fetches only after winning it
+//!   with a compare-and-swap, so one fetch serves every worker.
+//!
+//! Rules: the first fetch is due at once; after a failed attempt the next waits
+//! [`RETRY_BACKOFF_MS`] (process-wide: attempts are in the shared record); good keys are
+//! refetched every refresh interval and keep serving while refreshes fail, for at most
+//! [`MAX_STALE_MS`] past the interval; a token whose `kid` the keys lack may cause one
+//! refetch per kid-refetch cooldown, measured from the last attempt of any VM
+//! ([`JwksCache::kid_refetch_allowed`], the one cooldown rule).
+
+use crate::authn::{KeyState, KeyStore, RemoteJwks};
+use crate::config::JwksSettings;
+use crate::jwt::Jwks;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// proxy-wasm shared data between the VMs of one `vm_id`.
+pub trait SharedStore {
+    /// The value under `key` and its version; `None` when the host could not answer.
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)>;
+    /// Writes `value`; with `cas`, only while the version is still `cas`. True when written.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+/// Envoy HTTP callouts.
+pub trait Fetcher {
+    /// Starts `GET` of `remote` through its cluster: the callout's token, or why it could
+    /// not start. The answer comes back through [`JwksCache::on_response`].
+    fn dispatch(&self, remote: &RemoteJwks) -> Result<u32, String>;
+}
+
+/// Where the lifecycle reports what happened.
+pub trait Report {
+    /// A fetch ended (counted as `jwks.fetch_success` / `jwks.fetch_failed`).
+    fn fetch_done(&self, ok: bool);
+    fn warn(&self, message: &str);
+}
+
+/// Everything the lifecycle needs from the host.
+pub trait JwksHost: SharedStore + Fetcher + Report {}
+impl<T: SharedStore + Fetcher + Report> JwksHost for T {}
+
+/// Wait between failed attempts (process-wide, since attempts are recorded in shared data).
+pub const RETRY_BACKOFF_MS: u64 = 2_000;
+/// How long stale keys keep serving while every refresh fails, past the refresh interval.
+pub const MAX_STALE_MS: u64 = 60 * 60 * 1000;
+
+#[derive(Debug)]
+struct Source {
+    remote: RemoteJwks,
+    keys: Option<Arc<Jwks>>,
+    /// The body the keys were parsed from, written back with failure records so other VMs
+    /// that start late still get the last good keys.
+    body: Option<Rc<str>>,
+    fetched_at_ms: u64,
+    last_attempt_ms: u64,
+    /// The last attempt failed and no keys are usable: requests fail closed.
+    failed: bool,
+    /// A token's kid is missing from the keys: refetch (once the lease is won), unless
+    /// another VM attempted a fetch within the cooldown meanwhile.
+    refetch_wanted: bool,
+    /// Shared-data version last loaded.
+    seen_cas: Option<u32>,
+}
+
+impl Source {
+    fn new(remote: RemoteJwks) -> Self {
+        Source {
+            remote,
+            keys: None,
+            body: None,
+            fetched_at_ms: 0,
+            last_attempt_ms: 0,
+            failed: false,
+            refetch_wanted: false,
+            seen_cas: None,
+        }
+    }
+
+    fn data_key(&self) -> String {
+        format!("meshguard.jwks.{}", self.remote.uri)
+    }
+
+    fn lease_key(&self) -> String {
+        format!("meshguard.jwks.lease.{}", self.remote.uri)
+    }
+}
+
+/// The remote key sets of one VM.
+#[derive(Debug, Default)]
+pub struct JwksCache {
+    sources: Vec<Source>,
+    refresh_ms: u64,
+    /// Least time between a fetch attempt and a kid-miss refetch (process-wide: attempt
+    /// times are shared).
+    kid_cooldown_ms: u64,
+    /// Largest response body accepted (`jwks.maxResponseBytes`).
+    max_body_bytes: usize,
+    /// The time of the last call that brought this cache up to date, for [`KeyStore`].
+    now_ms: u64,
+    /// Callout token -> source index.
+    in_flight: BTreeMap<u32, usize>,
+}
+
+impl KeyStore for JwksCache {
+    fn keys(&self, uri: &str) -> KeyState {
+        match self.sources.iter().find(|s| s.remote.uri == uri) {
+            Some(Source { keys: Some(k), .. }) => KeyState::Ready(Arc::clone(k)),
+            Some(Source { failed: true, .. }) | None => KeyState::Failed,
+            Some(_) => KeyState::Pending,
+        }
+    }
+
+    fn kid_refetch(&self, uri: &str) -> bool {
+        let Some(idx) = self.sources.iter().position(|s| s.remote.uri == uri) else {
+            return false;
+        };
+        self.in_flight(idx)
+            || self
+                .sources
+                .get(idx)
+                .is_some_and(|s| s.refetch_wanted || self.kid_refetch_allowed(s, self.now_ms))
+    }
+}
+
+/// A fetch record as stored in shared data: `mg1 <fetched_at> <attempt_at> <ok>\n<body>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Record<'a> {
+    fetched_at_ms: u64,
+    attempt_at_ms: u64,
+    ok: bool,
+    body: &'a str,
+}
+
+impl<'a> Record<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let (head, body) = text.split_once('\n')?;
+        let mut parts = head.split(' ');
+        if parts.next()? != "mg1" {
+            return None;
+        }
+        Some(Record {
+            fetched_at_ms: parts.next()?.parse().ok()?,
+            attempt_at_ms: parts.next()?.parse().ok()?,
+            ok: parts.next()? == "1",
+            body,
+        })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        format!(
+            "mg1 {} {} {}\n{}",
+            self.fetched_at_ms,
+            self.attempt_at_ms,
+            u8::from(self.ok),
+            self.body
+        )
+        .into_bytes()
+    }
+}
+
+impl JwksCache {
+    /// Takes the remote key sets of a new configuration, keeping what is known of URIs that
+    /// stay.
+    pub fn configure(&mut self, remotes: &[RemoteJwks], settings: &JwksSettings) {
+        let mut old: Vec<Source> = std::mem::take(&mut self.sources);
+        self.sources = remotes
+            .iter()
+            .map(|r| match old.iter().position(|s| s.remote.uri == r.uri) {
+                Some(i) => {
+                    let mut s = old.swap_remove(i);
+                    s.remote = r.clone();
+                    s
+                }
+                None => Source::new(r.clone()),
+            })
+            .collect();
+        self.refresh_ms = settings.refresh_interval.as_millis() as u64;
+        self.kid_cooldown_ms = settings.kid_refetch_cooldown.as_millis() as u64;
+        self.max_body_bytes = settings.max_response_bytes;
+        self.in_flight.clear();
+    }
+
+    /// True while some key set has neither keys nor a final failure.
+    pub fn waiting_for_first_keys(&self) -> bool {
+        self.sources.iter().any(|s| s.keys.is_none() && !s.failed)
+    }
+
+    /// Reloads from shared data the key sets this VM holds as failed, so a request on this
+    /// worker sees keys another worker fetched since the last tick instead of failing
+    /// closed for up to a tick. Costs a shared-data read per failed set only.
+    pub fn sync_failed(&mut self, now: u64, host: &impl JwksHost) {
+        self.now_ms = now;
+        for idx in 0..self.sources.len() {
+            if self.sources.get(idx).is_some_and(|s| s.failed) {
+                self.sync(idx, now, host);
+            }
+        }
+    }
+
+    /// The one cooldown rule: a kid-miss refetch is allowed once the last fetch attempt of
+    /// any VM (the shared record's) is at least `jwks.kidRefetchCooldown` old.
+    fn kid_refetch_allowed(&self, src: &Source, now: u64) -> bool {
+        now.saturating_sub(src.last_attempt_ms) >= self.kid_cooldown_ms
+    }
+
+    fn in_flight(&self, idx: usize) -> bool {
+        self.in_flight.values().any(|&i| i == idx)
+    }
+
+    /// A request wants these key sets. Those that have keys lack the request's kid: they are
+    /// first reloaded from shared data (another VM may have fetched or tried since this
+    /// VM's last tick), then marked for a refetch (by the next tick) when the cooldown allows;
+    /// the first fetch of the others is already due. Returns false when nothing is left to
+    /// wait for (decide the request again now), true when it must wait.
+    pub fn request_fetch(&mut self, needed: &[usize], now: u64, host: &impl JwksHost) -> bool {
+        self.now_ms = now;
+        let mut wait = false;
+        for &idx in needed {
+            if self.sources.get(idx).is_some_and(|s| s.keys.is_some()) {
+                self.sync(idx, now, host);
+            }
+            let due = self
+                .sources
+                .get(idx)
+                .is_some_and(|s| s.keys.is_some() && self.kid_refetch_allowed(s, now));
+            if let (true, Some(src)) = (due, self.sources.get_mut(idx)) {
+                src.refetch_wanted = true;
+            }
+            wait |= self.in_flight(idx)
+                || self
+                    .sources
+                    .get(idx)
+                    .is_some_and(|s| s.keys.is_none() || s.refetch_wanted);
+        }
+        wait
+    }
+
+    /// Loads newer records from shared data, expires stale keys, starts due fetches.
+    /// Returns true when some key set became usable or failed (paused requests can go on).
+    pub fn tick(&mut self, now: u64, host: &impl JwksHost) -> bool {
+        self.now_ms = now;
+        let mut changed = false;
+        for idx in 0..self.sources.len() {
+            changed |= self.sync(idx, now, host);
+            changed |= self.drop_satisfied_refetch(idx, now);
+            if self.fetch_due(idx, now) && self.try_lease(idx, now, host) {
+                changed |= self.dispatch(idx, now, host);
+            }
+        }
+        changed
+    }
+
+    fn sync(&mut self, idx: usize, now: u64, host: &impl JwksHost) -> bool {
+        let Some(src) = self.sources.get_mut(idx) else {
+            return false;
+        };
+        let mut changed = false;
+        if let Some((Some(bytes), cas)) = host.get(&src.data_key()) {
+            if cas != src.seen_cas {
+                src.seen_cas = cas;
+                if let Some(rec) = Record::parse(&bytes) {
+                    src.last_attempt_ms = rec.attempt_at_ms;
+                    let newer = rec.fetched_at_ms > src.fetched_at_ms || src.keys.is_none();
+                    if !rec.body.is_empty() && newer {
+                        if let Ok(keys) = Jwks::parse(rec.body) {
+                            src.keys = Some(Arc::new(keys));
+                            src.body = Some(Rc::from(rec.body));
+                            src.fetched_at_ms = rec.fetched_at_ms;
+                            src.failed = false;
+                            changed = true;
+                        }
+                    }
+                    if !rec.ok && src.keys.is_none() && !src.failed {
+                        src.failed = true;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        // Bounded staleness: keys that could not be refreshed for too long stop serving.
+        if src.keys.is_some()
+            && now.saturating_sub(src.fetched_at_ms) > self.refresh_ms + MAX_STALE_MS
+        {
+            host.warn(&format!(
+                "meshguard: JWKS {} is stale beyond the limit; failing closed",
+                src.remote.uri
+            ));
+            src.keys = None;
+            src.failed = true;
+            changed = true;
+        }
+        changed
+    }
+
+    /// A wanted kid-miss refetch that another VM's attempt (seen in shared data) made moot:
+    /// dropped, and true so the requests waiting for it are decided again.
+    fn drop_satisfied_refetch(&mut self, idx: usize, now: u64) -> bool {
+        let moot = self
+            .sources
+            .get(idx)
+            .is_some_and(|s| s.refetch_wanted && !self.kid_refetch_allowed(s, now));
+        if let (true, Some(src)) = (moot, self.sources.get_mut(idx)) {
+            src.refetch_wanted = false;
+        }
+        moot
+    }
+
+    fn fetch_due(&self, idx: usize, now: u64) -> bool {
+        let Some(src) = self.sources.get(idx) else {
+            return false;
+        };
+        if self.in_flight(idx) {
+            return false;
+        }
+        if src.refetch_wanted {
+            return true;
+        }
+        let backoff_over = now.saturating_sub(src.last_attempt_ms) >= RETRY_BACKOFF_MS;
+        match &src.keys {
+            None if !src.failed && src.last_attempt_ms == 0 => true,
+            None => backoff_over,
+            Some(_) => now.saturating_sub(src.fetched_at_ms) >= self.refresh_ms && backoff_over,
+        }
+    }
+
+    /// Compare-and-swap on the lease key; true when this VM may fetch.
+    fn try_lease(&self, idx: usize, now: u64, host: &impl JwksHost) -> bool {
+        let Some(src) = self.sources.get(idx) else {
+            return false;
+        };
+        let key = src.lease_key();
+        let expires = now + src.remote.timeout.as_millis() as u64 + 1_000;
+        let Some((value, cas)) = host.get(&key) else {
+            return false;
+        };
+        let held_until = value
+            .and_then(|v| {
+                std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        if held_until > now {
+            return false;
+        }
+        if cas.is_none() {
+            // The key does not exist yet: create it, then race for it with a real CAS so two
+            // VMs starting together cannot both win.
+            if !host.set(&key, b"0", None) {
+                return false;
+            }
+            let Some((_, Some(cas))) = host.get(&key) else {
+                return false;
+            };
+            return host.set(&key, expires.to_string().as_bytes(), Some(cas));
+        }
+        host.set(&key, expires.to_string().as_bytes(), cas)
+    }
+
+    fn release_lease(&self, idx: usize, host: &impl JwksHost) {
+        if let Some(src) = self.sources.get(idx) {
+            host.set(&src.lease_key(), b"0", None);
+        }
+    }
+
+    /// Starts the callout. Returns true when it failed at once (state changed).
+    fn dispatch(&mut self, idx: usize, now: u64, host: &impl JwksHost) -> bool {
+        let Some(src) = self.sources.get_mut(idx) else {
+            return false;
+        };
+        src.refetch_wanted = false;
+        match host.dispatch(&src.remote) {
+            Ok(token) => {
+                self.in_flight.insert(token, idx);
+                false
+            }
+            Err(why) => {
+                host.warn(&format!(
+                    "meshguard: cannot fetch JWKS {} through cluster {:?}: {why} (is the cluster defined?)",
+                    src.remote.uri, src.remote.cluster
+                ));
+                self.record_failure(idx, now, host);
+                self.release_lease(idx, host);
+                true
+            }
+        }
+    }
+
+    /// Handles a callout response. Returns true when paused requests can be decided.
+    /// `status` is the answer's `:status` (`None`: connection failure or timeout);
+    /// `read_body` is called only for a 200 within the size limit.
+    pub fn on_response(
+        &mut self,
+        token: u32,
+        status: Option<&str>,
+        body_size: usize,
+        read_body: impl FnOnce() -> Vec<u8>,
+        now: u64,
+        host: &impl JwksHost,
+    ) -> bool {
+        self.now_ms = now;
+        let Some(idx) = self.in_flight.remove(&token) else {
+            return false;
+        };
+        let uri = self
+            .sources
+            .get(idx)
+            .map(|s| s.remote.uri.clone())
+            .unwrap_or_default();
+        let outcome = if status != Some("200") {
+            Err(format!(
+                "status {}",
+                status.unwrap_or("none (connection failure or timeout)")
+            ))
+        } else if body_size > self.max_body_bytes {
+            Err(format!(
+                "body of {body_size} bytes exceeds the {}-byte limit (jwks.maxResponseBytes)",
+                self.max_body_bytes
+            ))
+        } else {
+            let body = read_body();
+            match std::str::from_utf8(&body) {
+                Err(_) => Err("body is not UTF-8".to_string()),
+                Ok(text) => match Jwks::parse(text) {
+                    Ok(keys) => Ok((keys, Rc::<str>::from(text))),
+                    Err(s) => Err(s.message().to_string()),
+                },
+            }
+        };
+        match outcome {
+            Ok((keys, body)) => {
+                host.fetch_done(true);
+                if let Some(src) = self.sources.get_mut(idx) {
+                    src.keys = Some(Arc::new(keys));
+                    src.fetched_at_ms = now;
+                    src.last_attempt_ms = now;
+                    src.failed = false;
+                    let rec = Record {
+                        fetched_at_ms: now,
+                        attempt_at_ms: now,
+                        ok: true,
+                        body: &body,
+                    };
+                    host.set(&src.data_key(), &rec.encode(), None);
+                    src.seen_cas = host.get(&src.data_key()).and_then(|(_, c)| c);
+                    src.body = Some(body);
+                }
+            }
+            Err(why) => {
+                host.warn(&format!("meshguard: JWKS fetch from {uri} failed: {why}"));
+                self.record_failure(idx, now, host);
+            }
+        }
+        self.release_lease(idx, host);
+        true
+    }
+
+    fn record_failure(&mut self, idx: usize, now: u64, host: &impl JwksHost) {
+        host.fetch_done(false);
+        let Some(src) = self.sources.get_mut(idx) else {
+            return;
+        };
+        src.last_attempt_ms = now;
+        if src.keys.is_none() {
+            src.failed = true;
+        }
+        let body = src.body.clone();
+        let rec = Record {
+            fetched_at_ms: src.fetched_at_ms,
+            attempt_at_ms: now,
+            ok: false,
+            body: body.as_deref().unwrap_or(""),
+        };
+        host.set(&src.data_key(), &rec.encode(), None);
+        src.seen_cas = host.get(&src.data_key()).and_then(|(_, c)| c);
+    }
+}
+
+#[cfg(test)]
+mod tests;

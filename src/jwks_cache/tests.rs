@@ -1,0 +1,373 @@
+//! The JWKS lifecycle with a fake clock, a fake shared store (shared by several caches, as
+//! the workers' VMs share Envoy's) and a fake fetcher that records dispatches.
+
+use super::*;
+use crate::authn::KeyStore;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const URI: &str = "https://keys.example/jwks";
+const REFRESH_MS: u64 = 60_000;
+const COOLDOWN_MS: u64 = 30_000;
+
+fn jwks_body(kid: &str) -> String {
+    use base64::Engine as _;
+    let k = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(b"a-secret-of-thirty-two-bytes-at-least");
+    format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","kid":"{kid}","k":"{k}"}}]}}"#)
+}
+
+/// Envoy's shared data: values with a version that every write bumps.
+#[derive(Default)]
+struct Store(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+
+/// One VM's host: the process-wide store, its own callouts and reports.
+struct Host<'a> {
+    store: &'a Store,
+    dispatched: RefCell<Vec<(u32, String)>>,
+    next_token: Cell<u32>,
+    fail_dispatch: Cell<bool>,
+    done: RefCell<Vec<bool>>,
+    warnings: RefCell<Vec<String>>,
+}
+
+impl<'a> Host<'a> {
+    fn new(store: &'a Store) -> Self {
+        Host {
+            store,
+            dispatched: RefCell::default(),
+            next_token: Cell::new(1),
+            fail_dispatch: Cell::new(false),
+            done: RefCell::default(),
+            warnings: RefCell::default(),
+        }
+    }
+    fn fetches(&self) -> usize {
+        self.dispatched.borrow().len()
+    }
+    fn last_token(&self) -> u32 {
+        self.dispatched.borrow().last().map(|(t, _)| *t).unwrap()
+    }
+}
+
+impl SharedStore for Host<'_> {
+    fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
+        Some(match self.store.0.borrow().get(key) {
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+            None => (None, None),
+        })
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        let mut m = self.store.0.borrow_mut();
+        let current = m.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != current {
+            return false;
+        }
+        let next = current.map_or(1, |c| c + 1);
+        m.insert(key.to_string(), (value.to_vec(), next));
+        true
+    }
+}
+
+impl Fetcher for Host<'_> {
+    fn dispatch(&self, remote: &RemoteJwks) -> Result<u32, String> {
+        if self.fail_dispatch.get() {
+            return Err("BadArgument".into());
+        }
+        let t = self.next_token.get();
+        self.next_token.set(t + 1);
+        self.dispatched.borrow_mut().push((t, remote.uri.clone()));
+        Ok(t)
+    }
+}
+
+impl Report for Host<'_> {
+    fn fetch_done(&self, ok: bool) {
+        self.done.borrow_mut().push(ok);
+    }
+    fn warn(&self, message: &str) {
+        self.warnings.borrow_mut().push(message.to_string());
+    }
+}
+
+fn remote() -> RemoteJwks {
+    RemoteJwks {
+        uri: URI.into(),
+        cluster: "keys".into(),
+        authority: "keys.example".into(),
+        path: "/jwks".into(),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+fn cache() -> JwksCache {
+    let mut c = JwksCache::default();
+    let settings = JwksSettings {
+        refresh_interval: Duration::from_millis(REFRESH_MS),
+        kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
+        ..JwksSettings::default()
+    };
+    c.configure(&[remote()], &settings);
+    c
+}
+
+fn answer(c: &mut JwksCache, h: &Host, now: u64, status: Option<&str>, body: &str) -> bool {
+    let body = body.to_string();
+    let size = body.len();
+    c.on_response(
+        h.last_token(),
+        status,
+        size,
+        move || body.into_bytes(),
+        now,
+        h,
+    )
+}
+
+fn state(c: &JwksCache) -> &'static str {
+    match c.keys(URI) {
+        KeyState::Ready(_) => "ready",
+        KeyState::Pending => "pending",
+        KeyState::Failed => "failed",
+    }
+}
+
+#[test]
+fn first_fetch_once_per_process_then_every_vm_loads_the_record() {
+    let store = Store::default();
+    let (h1, h2) = (Host::new(&store), Host::new(&store));
+    let (mut vm1, mut vm2) = (cache(), cache());
+    assert_eq!(state(&vm1), "pending");
+    assert!(vm1.waiting_for_first_keys());
+    // Both VMs tick at the same instant: one lease, one fetch.
+    vm1.tick(1_000, &h1);
+    vm2.tick(1_000, &h2);
+    assert_eq!((h1.fetches(), h2.fetches()), (1, 0));
+    // Ticking again while in flight starts nothing.
+    vm1.tick(1_100, &h1);
+    vm2.tick(1_100, &h2);
+    assert_eq!((h1.fetches(), h2.fetches()), (1, 0));
+    assert!(answer(&mut vm1, &h1, 1_200, Some("200"), &jwks_body("a")));
+    assert_eq!(state(&vm1), "ready");
+    assert_eq!(*h1.done.borrow(), [true]);
+    // The other VM picks the keys up from shared data on its next tick, without fetching.
+    assert_eq!(state(&vm2), "pending");
+    assert!(vm2.tick(1_300, &h2));
+    assert_eq!(state(&vm2), "ready");
+    assert_eq!(h2.fetches(), 0);
+    // A VM that starts late gets them too.
+    let h3 = Host::new(&store);
+    let mut vm3 = cache();
+    vm3.tick(5_000, &h3);
+    assert_eq!((state(&vm3), h3.fetches()), ("ready", 0));
+}
+
+#[test]
+fn refresh_once_per_interval_across_vms() {
+    let store = Store::default();
+    let (h1, h2) = (Host::new(&store), Host::new(&store));
+    let (mut vm1, mut vm2) = (cache(), cache());
+    vm1.tick(0, &h1);
+    answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
+    vm2.tick(20, &h2);
+    for now in (1_000..REFRESH_MS).step_by(1_000) {
+        vm1.tick(now, &h1);
+        vm2.tick(now, &h2);
+    }
+    assert_eq!(
+        h1.fetches() + h2.fetches(),
+        1,
+        "no refetch before the interval"
+    );
+    vm2.tick(REFRESH_MS + 10, &h2);
+    vm1.tick(REFRESH_MS + 10, &h1);
+    assert_eq!(h1.fetches() + h2.fetches(), 2, "one refresh for both");
+}
+
+#[test]
+fn failures_fail_closed_with_backoff_then_recover() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    let mut vm = cache();
+    vm.tick(0, &h);
+    answer(&mut vm, &h, 100, Some("500"), "");
+    assert_eq!(state(&vm), "failed");
+    assert!(!vm.waiting_for_first_keys());
+    assert!(h.warnings.borrow().iter().any(|w| w.contains("status 500")));
+    // Within the backoff nothing is retried, after it one attempt.
+    vm.tick(100 + RETRY_BACKOFF_MS - 1, &h);
+    assert_eq!(h.fetches(), 1);
+    vm.tick(100 + RETRY_BACKOFF_MS, &h);
+    assert_eq!(h.fetches(), 2);
+    // Timeout / connection failure, garbage, too big: each a failed fetch.
+    answer(&mut vm, &h, 3_000, None, "");
+    vm.tick(6_000, &h);
+    answer(&mut vm, &h, 6_000, Some("200"), "not json");
+    vm.tick(9_000, &h);
+    let huge = "x".repeat(JwksSettings::default().max_response_bytes + 1);
+    answer(&mut vm, &h, 9_000, Some("200"), &huge);
+    assert_eq!(*h.done.borrow(), [false, false, false, false]);
+    assert_eq!(state(&vm), "failed");
+    let w = h.warnings.borrow().join("\n");
+    assert!(
+        w.contains("connection failure or timeout") && w.contains("jwks.maxResponseBytes"),
+        "{w}"
+    );
+    // Healthy again.
+    vm.tick(12_000, &h);
+    answer(&mut vm, &h, 12_000, Some("200"), &jwks_body("a"));
+    assert_eq!(state(&vm), "ready");
+}
+
+#[test]
+fn a_dispatch_that_cannot_start_is_a_failed_attempt() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    h.fail_dispatch.set(true);
+    let mut vm = cache();
+    assert!(vm.tick(0, &h), "state changed: failed");
+    assert_eq!(state(&vm), "failed");
+    assert!(h.warnings.borrow()[0].contains("is the cluster defined?"));
+    // The lease was released: the next attempt after the backoff may start at once.
+    h.fail_dispatch.set(false);
+    vm.tick(RETRY_BACKOFF_MS, &h);
+    assert_eq!(h.fetches(), 1);
+}
+
+#[test]
+fn stale_keys_serve_while_refreshes_fail_then_fail_closed() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    let mut vm = cache();
+    vm.tick(0, &h);
+    answer(&mut vm, &h, 0, Some("200"), &jwks_body("a"));
+    let mut now = REFRESH_MS;
+    while now <= REFRESH_MS + MAX_STALE_MS {
+        vm.tick(now, &h);
+        if vm.in_flight(0) {
+            answer(&mut vm, &h, now, Some("503"), "");
+        }
+        assert_eq!(state(&vm), "ready", "stale keys keep serving at {now}");
+        now += 60_000;
+    }
+    vm.tick(REFRESH_MS + MAX_STALE_MS + 1, &h);
+    assert_eq!(state(&vm), "failed");
+    assert!(h
+        .warnings
+        .borrow()
+        .iter()
+        .any(|w| w.contains("stale beyond the limit")));
+}
+
+#[test]
+fn kid_miss_refetch_respects_one_cooldown_across_vms() {
+    let store = Store::default();
+    let (h1, h2) = (Host::new(&store), Host::new(&store));
+    let (mut vm1, mut vm2) = (cache(), cache());
+    vm1.tick(0, &h1);
+    answer(&mut vm1, &h1, 0, Some("200"), &jwks_body("a"));
+    vm2.tick(10, &h2);
+    // Within the cooldown of the first fetch: no refetch, the request fails at once.
+    assert!(!vm2.kid_refetch(URI) || vm2.in_flight(0));
+    assert!(!vm2.request_fetch(&[0], COOLDOWN_MS - 1, &h2));
+    // After it: the request waits and the next tick refetches (one VM).
+    assert!(vm2.request_fetch(&[0], COOLDOWN_MS, &h2));
+    assert!(vm2.kid_refetch(URI));
+    vm2.tick(COOLDOWN_MS, &h2);
+    assert_eq!(h2.fetches(), 1);
+    answer(&mut vm2, &h2, COOLDOWN_MS + 5, Some("200"), &jwks_body("b"));
+    // The other VM sees the new attempt in shared data: its own kid miss now is within
+    // the cooldown, so it neither waits nor fetches.
+    assert!(!vm1.request_fetch(&[0], COOLDOWN_MS + 10, &h1));
+    vm1.tick(COOLDOWN_MS + 10, &h1);
+    assert_eq!(h1.fetches(), 1, "only vm1's first fetch");
+    match vm1.keys(URI) {
+        KeyState::Ready(k) => assert!(k.has_kid("b"), "vm1 loaded the rotated keys"),
+        _ => panic!("not ready"),
+    }
+}
+
+#[test]
+fn a_wanted_refetch_made_moot_by_another_vm_is_dropped() {
+    let store = Store::default();
+    let (h1, h2) = (Host::new(&store), Host::new(&store));
+    let (mut vm1, mut vm2) = (cache(), cache());
+    vm1.tick(0, &h1);
+    answer(&mut vm1, &h1, 0, Some("200"), &jwks_body("a"));
+    vm2.tick(1, &h2);
+    let t = COOLDOWN_MS + 100;
+    assert!(vm2.request_fetch(&[0], t, &h2), "vm2 wants a refetch");
+    // vm1 refetches first (its own kid miss) and records the attempt.
+    assert!(vm1.request_fetch(&[0], t, &h1));
+    vm1.tick(t, &h1);
+    answer(&mut vm1, &h1, t + 1, Some("200"), &jwks_body("a"));
+    // vm2's tick loads the record: its refetch is moot, dropped (requests decided again).
+    assert!(vm2.tick(t + 2, &h2));
+    assert_eq!(h2.fetches(), 0);
+    assert!(!vm2.kid_refetch(URI));
+}
+
+#[test]
+fn a_lease_held_by_another_vm_is_respected_until_it_expires() {
+    let store = Store::default();
+    let (h1, h2) = (Host::new(&store), Host::new(&store));
+    let (mut vm1, mut vm2) = (cache(), cache());
+    vm1.tick(0, &h1);
+    assert_eq!(h1.fetches(), 1);
+    // vm1's callout never answers (its VM died): the lease expires after timeout + 1 s.
+    vm2.tick(5_999, &h2);
+    assert_eq!(h2.fetches(), 0);
+    vm2.tick(6_001, &h2);
+    assert_eq!(h2.fetches(), 1);
+}
+
+#[test]
+fn reconfigure_keeps_keys_of_uris_that_stay() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    let mut vm = cache();
+    vm.tick(0, &h);
+    answer(&mut vm, &h, 0, Some("200"), &jwks_body("a"));
+    let other = RemoteJwks {
+        uri: "https://other.example/jwks".into(),
+        ..remote()
+    };
+    vm.configure(&[other.clone(), remote()], &JwksSettings::default());
+    assert_eq!(state(&vm), "ready");
+    assert!(matches!(vm.keys(&other.uri), KeyState::Pending));
+    vm.configure(&[other], &JwksSettings::default());
+    assert!(
+        matches!(vm.keys(URI), KeyState::Failed),
+        "a URI no longer configured"
+    );
+}
+
+#[test]
+fn record_round_trip_and_garbage() {
+    let rec = Record {
+        fetched_at_ms: 12,
+        attempt_at_ms: 34,
+        ok: true,
+        body: "{\"keys\":[]}\nsecond line",
+    };
+    let bytes = rec.encode();
+    assert_eq!(Record::parse(&bytes), Some(rec));
+    for bad in [
+        &b""[..],
+        b"mg1 1 2 1",
+        b"mg2 1 2 1\n{}",
+        b"mg1 x 2 1\n{}",
+        b"mg1 1\n{}",
+        b"\xff\n",
+    ] {
+        assert_eq!(Record::parse(bad), None, "{bad:?}");
+    }
+    // A garbage record in shared data is ignored, never a panic: the VM fetches itself.
+    let store = Store::default();
+    let h = Host::new(&store);
+    h.set(&format!("meshguard.jwks.{URI}"), b"garbage", None);
+    let mut vm = cache();
+    vm.tick(0, &h);
+    assert_eq!(h.fetches(), 1);
+}
