@@ -97,11 +97,16 @@ fn claim_to_string(v: &Value) -> Option<String> {
 /// ones print without a fraction), `<` and `>` are `\u` escapes. Object members come in
 /// sorted order; protobuf prints its map's unspecified order (README, "Differences").
 fn write_protobuf_json(v: &Value, out: &mut String) {
+    use std::fmt::Write as _;
     match v {
         Value::Number(n) => match n.as_f64() {
-            Some(d) if d.fract() == 0.0 && d.abs() < 1e15 => out.push_str(&format!("{}", d as i64)),
-            Some(d) => out.push_str(&format!("{d}")),
-            None => out.push_str(&n.to_string()),
+            Some(d) if d.fract() == 0.0 && d.abs() < 1e15 => {
+                let _ = write!(out, "{}", d as i64);
+            }
+            Some(d) => {
+                let _ = write!(out, "{d}");
+            }
+            None => {}
         },
         Value::Array(items) => {
             out.push('[');
@@ -126,17 +131,34 @@ fn write_protobuf_json(v: &Value, out: &mut String) {
             out.push('}');
         }
         Value::String(text) => write_protobuf_string(text, out),
-        other => out.push_str(&other.to_string()),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Null => out.push_str("null"),
     }
 }
 
+/// A JSON string as protobuf escapes it: `"` `\` and the short control escapes, other
+/// controls, DEL, `<` and `>` as `\u00XX`; everything else (non-ASCII too) as it is.
+/// Written here rather than with serde_json's serializer, which the module otherwise does
+/// not need (about 14 KB).
 fn write_protobuf_string(text: &str, out: &mut String) {
-    let quoted = Value::String(text.to_owned()).to_string();
-    if quoted.contains(['<', '>']) {
-        out.push_str(&quoted.replace('<', "\\u003c").replace('>', "\\u003e"));
-    } else {
-        out.push_str(&quoted);
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '<' || c == '>' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
     }
+    out.push('"');
 }
 
 #[cfg(test)]
