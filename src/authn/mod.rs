@@ -146,17 +146,7 @@ impl Authenticator {
         let mut out = Authenticator::default();
         for policy in policies {
             let spec_path = join(&policy.path, "spec");
-            if policy.spec.target_ref.is_some() || policy.spec.target_refs.is_some() {
-                let field = if policy.spec.target_ref.is_some() {
-                    "targetRef"
-                } else {
-                    "targetRefs"
-                };
-                return Err(ConfigError::new(
-                    join(&spec_path, field),
-                    "not supported: meshguard attaches policies by workload selector",
-                ));
-            }
+            crate::config::check_no_target_refs(&policy.spec, &spec_path)?;
             for (i, rule) in policy.spec.jwt_rules.iter().enumerate() {
                 let path = format!("{spec_path}.jwtRules[{i}]");
                 // Rules of policies that do not apply are validated only: they register no

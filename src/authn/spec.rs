@@ -1,6 +1,6 @@
 //! RequestAuthentication spec (istio/api `security/v1/request_authentication.proto`).
 
-use crate::config::{PolicySpec, WorkloadSelector};
+use crate::config::{PolicySpec, PolicyTargetReference, WorkloadSelector};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -8,8 +8,8 @@ use serde::Deserialize;
 pub struct RequestAuthenticationSpec {
     pub selector: Option<WorkloadSelector>,
     /// Gateway API attachment; meshguard selects by workload labels only (config error).
-    pub target_ref: Option<serde_json::Value>,
-    pub target_refs: Option<serde_json::Value>,
+    pub target_ref: Option<PolicyTargetReference>,
+    pub target_refs: Option<Vec<PolicyTargetReference>>,
     #[serde(default)]
     pub jwt_rules: Vec<JwtRule>,
 }
@@ -17,6 +17,12 @@ pub struct RequestAuthenticationSpec {
 impl PolicySpec for RequestAuthenticationSpec {
     fn selector(&self) -> Option<&WorkloadSelector> {
         self.selector.as_ref()
+    }
+    fn target_refs(&self) -> (Option<&PolicyTargetReference>, &[PolicyTargetReference]) {
+        (
+            self.target_ref.as_ref(),
+            self.target_refs.as_deref().unwrap_or_default(),
+        )
     }
 }
 

@@ -639,3 +639,31 @@ fn jwks_max_response_bytes_setting() {
         );
     }
 }
+
+#[test]
+fn target_refs_are_checked_as_for_authorization_policies() {
+    let with = |extra: serde_json::Value| {
+        let mut spec = json!({"jwtRules": [inline_rule(json!({}))]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        let cfg = json!({ "workload": {"namespace": "foo"}, "policies": [{
+            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "foo"}, "spec": spec }]});
+        let cfg = parse(&cfg.to_string())?;
+        Authenticator::compile(&cfg.request_authentications, &cfg.jwks).map(|_| ())
+    };
+    // `targetRefs: []` is no attachment (it was an error here and fine for authorization).
+    assert!(with(json!({"targetRefs": []})).is_ok());
+    let err = with(json!({"targetRef": {"kind": "Gateway", "name": "gw"}})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.targetRef");
+    let err = with(json!({"targetRefs": [{"kind": "Service", "name": "a"}]})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.targetRefs");
+    assert!(err.message.contains("not supported"), "{err:?}");
+    // The reference is typed: a misspelt field names its path.
+    let err = with(json!({"targetRef": {"knd": "Gateway"}})).unwrap_err();
+    assert!(
+        err.path.starts_with("policies[0].spec.targetRef"),
+        "{err:?}"
+    );
+}

@@ -5,6 +5,7 @@
 //! survive parsing. Unknown fields are errors (`deny_unknown_fields`), which the config loader
 //! turns into `...source.principal: unknown field, did you mean principals?`.
 
+pub use crate::config::PolicyTargetReference;
 use crate::config::{PolicySpec, WorkloadSelector};
 use serde::Deserialize;
 
@@ -32,6 +33,12 @@ impl AuthorizationPolicySpec {
 impl PolicySpec for AuthorizationPolicySpec {
     fn selector(&self) -> Option<&WorkloadSelector> {
         self.selector.as_ref()
+    }
+    fn target_refs(&self) -> (Option<&PolicyTargetReference>, &[PolicyTargetReference]) {
+        (
+            self.target_ref.as_ref(),
+            self.target_refs.as_deref().unwrap_or_default(),
+        )
     }
 }
 
@@ -66,15 +73,6 @@ impl std::fmt::Display for Action {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ExtensionProvider {
     pub name: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PolicyTargetReference {
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
 }
 
 /// One rule: matches when any `from`, any `to` and every `when` match.

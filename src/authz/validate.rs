@@ -31,18 +31,7 @@ pub(crate) fn validate(res: &Resource<AuthorizationPolicySpec>) -> Result {
     let spec = &res.spec;
     let at = join(&res.path, "spec");
 
-    if spec.target_ref.is_some() {
-        return Err(ConfigError::new(
-            join(&at, "targetRef"),
-            "targetRef is not supported: meshguard applies a policy by its namespace and selector",
-        ));
-    }
-    if spec.target_refs.as_ref().is_some_and(|r| !r.is_empty()) {
-        return Err(ConfigError::new(
-            join(&at, "targetRefs"),
-            "targetRefs is not supported: meshguard applies a policy by its namespace and selector",
-        ));
-    }
+    crate::config::check_no_target_refs(spec, &at)?;
     if let Some(selector) = &spec.selector {
         for (k, v) in &selector.match_labels {
             let path = join(&join(&at, "selector"), "matchLabels");

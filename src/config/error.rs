@@ -1,10 +1,11 @@
 //! Configuration errors that name the JSON path of the offending value.
 
 use serde::de::DeserializeOwned;
-use std::fmt;
 
 /// A configuration error: where (`policies[2].spec.rules[0].from[0].source.principal`) and what.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Displayed as `path: message` (just the message for the document itself).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}{message}", path, if path.is_empty() { "" } else { ": " })]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
@@ -18,18 +19,6 @@ impl ConfigError {
         }
     }
 }
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Joins a parent path and a child segment: `join("a", "b") == "a.b"`, `join("a", "[0]") == "a[0]"`.
 pub fn join(parent: &str, child: &str) -> String {

@@ -77,6 +77,38 @@ impl JwksSettings {
 /// A policy spec: something with an optional workload selector.
 pub trait PolicySpec: DeserializeOwned {
     fn selector(&self) -> Option<&WorkloadSelector>;
+    /// Gateway API attachment (`targetRef`, `targetRefs`); PeerAuthentication has none.
+    fn target_refs(&self) -> (Option<&PolicyTargetReference>, &[PolicyTargetReference]) {
+        (None, &[])
+    }
+}
+
+/// A Gateway API policy attachment (istio/api `type/v1beta1/selector.proto`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// The one attachment check of every policy kind: meshguard applies a policy by namespace
+/// and selector, so a `targetRef` or a non-empty `targetRefs` is a config error (`targetRefs:
+/// []` is no attachment, as in Istio).
+pub fn check_no_target_refs(spec: &impl PolicySpec, spec_path: &str) -> Result<(), ConfigError> {
+    let (one, many) = spec.target_refs();
+    let field = match (one, many) {
+        (Some(_), _) => "targetRef",
+        (None, [_, ..]) => "targetRefs",
+        (None, []) => return Ok(()),
+    };
+    Err(ConfigError::new(
+        join(spec_path, field),
+        format!(
+            "{field} is not supported: meshguard applies a policy by its namespace and selector"
+        ),
+    ))
 }
 
 #[derive(Deserialize)]
