@@ -395,13 +395,15 @@ pub fn compare(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<Diff> {
 /// Named so the summary reports how often each applied.
 pub fn equivalent_refusal(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<&'static str> {
     // PeerAuthentication STRICT: Envoy (Istio's listener) has no plaintext filter chain, so
-    // the connection closes; meshguard's listener takes plaintext and its L7 check refuses.
+    // the connection closes; meshguard's listener takes plaintext and its L7 check refuses
+    // (or Envoy's codec refused the request before any filter: 400).
     if sc.transport == Transport::Mixed
         && req.client.is_none()
         && n.status.is_none()
         && n.error.is_some()
-        && m.status == Some(403)
-        && (m.body.contains("mutual TLS is required") || req.method == "HEAD")
+        && ((m.status == Some(403)
+            && (m.body.contains("mutual TLS is required") || req.method == "HEAD"))
+            || m.status == Some(400))
         && gen::peer_mode(&sc.policies, gen::PORT) == PeerMode::Strict
     {
         return Some("peer-strict-refusal");
@@ -569,7 +571,42 @@ fn c_multi_provider(sc: &Scenario, r: &Req, _: &Diff) -> bool {
         .collect();
     issuers.sort_unstable();
     issuers.dedup();
-    issuers.len() >= 2 && r.tokens.len() >= 2
+    issuers.len() >= 2 && token_presences(sc, r) >= 2
+}
+
+/// Tokens the request carries at the applicable rules' locations: the placed ones, plus
+/// headers and query parameters at configured locations (empty or garbage values included).
+fn token_presences(sc: &Scenario, r: &Req) -> usize {
+    let rules = jwt_rules(sc, true);
+    let mut headers: Vec<String> = Vec::new();
+    let mut params: Vec<String> = Vec::new();
+    for rule in &rules {
+        let hs = rule["fromHeaders"].as_array().map_or(0, Vec::len);
+        let ps = rule["fromParams"].as_array().map_or(0, Vec::len);
+        for h in rule["fromHeaders"].as_array().into_iter().flatten() {
+            headers.push(h["name"].as_str().unwrap_or("").to_ascii_lowercase());
+        }
+        params.extend(strs(&rule["fromParams"]).iter().map(|p| p.to_string()));
+        if hs + ps + rule["fromCookies"].as_array().map_or(0, Vec::len) == 0 {
+            headers.push("authorization".into());
+            params.push("access_token".into());
+        }
+    }
+    let in_headers = r
+        .headers
+        .iter()
+        .filter(|(k, _)| headers.contains(&k.to_ascii_lowercase()))
+        .count();
+    let query = r.path.split_once('?').map_or("", |(_, q)| q);
+    let in_query = query
+        .split('&')
+        .filter(|kv| {
+            params
+                .iter()
+                .any(|p| kv.split('=').next() == Some(p.as_str()))
+        })
+        .count();
+    r.tokens.len() + in_headers + in_query
 }
 
 fn c_root_ns_peer_selector(sc: &Scenario, _: &Req, _: &Diff) -> bool {
@@ -590,6 +627,53 @@ fn c_query_token_empty_param(_: &Scenario, r: &Req, d: &Diff) -> bool {
         && d.native.contains("path=")
         && r.tokens.iter().any(|t| matches!(t.loc, Loc::Param(_)))
         && (r.path.ends_with('?') || q.starts_with('&') || q.contains("&&") || q.ends_with('&'))
+}
+
+fn dry_run_value(p: &Value) -> bool {
+    matches!(
+        p["metadata"]["annotations"]["istio.io/dry-run"].as_str(),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True")
+    )
+}
+
+fn action(p: &Value) -> &str {
+    p["spec"]["action"].as_str().unwrap_or("ALLOW")
+}
+
+fn c_dry_run_allow_after_deny(sc: &Scenario, _: &Req, d: &Diff) -> bool {
+    let aps = || {
+        sc.policies
+            .iter()
+            .filter(|p| p["kind"] == "AuthorizationPolicy" && applicable(p))
+    };
+    d.kind == DiffKind::DryRun
+        && aps().any(|p| action(p) == "ALLOW" && dry_run_value(p))
+        && aps().any(|p| action(p) == "DENY" && !dry_run_value(p))
+}
+
+/// `name="a,b" other=null` -> name -> sorted items.
+fn header_items(s: &str) -> BTreeMap<String, Vec<String>> {
+    s.split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let mut items: Vec<String> =
+                v.trim_matches('"').split(',').map(str::to_string).collect();
+            items.sort();
+            (k.to_string(), items)
+        })
+        .collect()
+}
+
+fn c_multi_token_output_order(_: &Scenario, r: &Req, d: &Diff) -> bool {
+    d.kind == DiffKind::Upstream
+        && r.tokens.len() >= 2
+        && header_items(&d.native) == header_items(&d.meshguard)
+}
+
+fn c_padded_payload_header(_: &Scenario, r: &Req, d: &Diff) -> bool {
+    d.kind == DiffKind::Upstream
+        && d.native.contains("x-payload=")
+        && r.tokens.iter().any(|t| t.tok.flaw == Flaw::Padded(1))
 }
 
 /// Every named class, in the order they are tried.
@@ -662,6 +746,29 @@ pub const CLASSES: &[Class] = &[
         reason: "a query-parameter token removed from a query with an empty parameter (`?&`, \
                  `&&`, trailing `&`): Envoy re-serialises the rest (`?=`), meshguard drops it",
         test: c_query_token_empty_param,
+    },
+    Class {
+        name: "dry-run-allow-after-deny",
+        kind: ClassKind::Reported,
+        reason: "dry-run ALLOW policies beside an enforced DENY that matches: Envoy's ALLOW RBAC \
+                 filter (which holds the ALLOW shadow rules) never runs after the DENY filter \
+                 denied, so nothing is counted; meshguard evaluates and counts them",
+        test: c_dry_run_allow_after_deny,
+    },
+    Class {
+        name: "multi-token-output-order",
+        kind: ClassKind::Reported,
+        reason: "several verified tokens: the same outputPayloadToHeader/outputClaimToHeaders \
+                 values reach the upstream in another order (Envoy: verification order, last \
+                 extracted first)",
+        test: c_multi_token_output_order,
+    },
+    Class {
+        name: "padded-payload-header",
+        kind: ClassKind::Reported,
+        reason: "outputPayloadToHeader of a token whose payload part has `=` padding: Envoy \
+                 forwards the part as sent (padded), meshguard unpadded",
+        test: c_padded_payload_header,
     },
     Class {
         name: "claim-list-to-header",
@@ -1691,7 +1798,7 @@ pub fn findings(
 /// Greedy shrinking: every round runs all valid one-step reductions of the current pair in
 /// one batch and keeps the smallest that still disagrees the same way.
 pub fn shrink(setup: &Setup, f: &Finding, max_rounds: usize) -> Result<Finding> {
-    let sig = f.diff.signature();
+    let mut sig = f.diff.signature();
     let mut cur = Finding {
         scenario: f.pair(),
         request: 0,
@@ -1710,7 +1817,7 @@ pub fn shrink(setup: &Setup, f: &Finding, max_rounds: usize) -> Result<Finding> 
         let hit = singles.iter().enumerate().find_map(|(j, sc)| {
             let (n, m) = res.pairs.get(j)?.first()?;
             let d = compare(sc, &sc.requests[0], n, m)?;
-            (d.signature() == sig).then(|| Finding {
+            (d.kind == DiffKind::DryRun).then(|| Finding {
                 scenario: sc.clone(),
                 request: 0,
                 diff: d,
@@ -1719,6 +1826,7 @@ pub fn shrink(setup: &Setup, f: &Finding, max_rounds: usize) -> Result<Finding> 
             })
         });
         cur = hit.ok_or("no single request shows the dry-run disagreement")?;
+        sig = cur.diff.signature();
     }
     // First: does the pair disagree on its own?
     let alone = run_batch(setup, std::slice::from_ref(&cur.scenario))?;
