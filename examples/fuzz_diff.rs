@@ -13,8 +13,8 @@
 //! example of each known class).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshguard::devtools::difftest::{self, Setup, Tally};
-use meshguard::devtools::gen::{self, Knobs};
+use meshguard::devtools::difftest::{self, RunOpts, Setup};
+use meshguard::devtools::gen::Knobs;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -74,35 +74,28 @@ fn main() {
     }
     let work = repo.join(format!("target/fuzz-diff/{}", std::process::id()));
     let setup = Setup::new(&repo, &envoy, &wasm, &work).expect("setup");
-    let knobs = Knobs { known: a.known };
-    let mut tally = Tally::start();
+    let opts = RunOpts {
+        seed: a.seed,
+        first: a.first,
+        pairs: a.pairs,
+        batch: a.batch,
+        knobs: Knobs { known: a.known },
+    };
     let t0 = Instant::now();
-    let mut next = a.first;
     eprintln!(
         "fuzz-diff: seed {} from scenario {}, {} pairs, {} scenarios per batch, known features {}",
         a.seed, a.first, a.pairs, a.batch, a.known
     );
     let mut known_examples: Vec<(String, difftest::Finding)> = Vec::new();
-    while tally.pairs < a.pairs {
-        let scenarios: Vec<_> = (next..next + a.batch)
-            .map(|i| gen::scenario(a.seed, i, knobs))
-            .collect();
-        next += a.batch;
+    let (tally, next) = difftest::run(&setup, &opts, &mut |scenarios, res, tally| {
         if a.print {
-            for sc in &scenarios {
+            for sc in scenarios {
                 println!("{}", serde_json::to_string_pretty(sc).unwrap());
             }
         }
-        let res = match difftest::run_batch(&setup, &scenarios) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("batch at scenario {} failed: {e}", next - a.batch);
-                continue;
-            }
-        };
         if a.shrink_known {
             let mut equiv = Default::default();
-            for f in difftest::findings(&scenarios, &res, &mut equiv).1 {
+            for f in difftest::findings(scenarios, res, &mut equiv).1 {
                 let req = &f.scenario.requests[f.request];
                 if let Some(c) = difftest::classify(&f.scenario, req, &f.diff) {
                     if !known_examples.iter().any(|(n, _)| n == c.name) {
@@ -111,11 +104,9 @@ fn main() {
                 }
             }
         }
-        tally.add(&scenarios, &res);
+        let first = scenarios.first().map_or(String::new(), |s| s.id.clone());
         eprintln!(
-            "  scenarios {}..{}: {} pairs so far, {:.1} pairs/s (Envoys ready in {:.1?}, batch {:.1?}), {} classified, {} unclassified",
-            next - a.batch,
-            next,
+            "  batch from {first}: {} pairs so far, {:.1} pairs/s (Envoys ready in {:.1?}, batch {:.1?}), {} classified, {} unclassified",
             tally.pairs,
             tally.rate(),
             res.envoy_ready,
@@ -123,7 +114,7 @@ fn main() {
             tally.by_class.values().sum::<u64>(),
             tally.unclassified(),
         );
-    }
+    });
     let run_time = t0.elapsed();
     println!(
         "===== fuzz-diff summary (seed {}, scenarios {}..{next}) =====",

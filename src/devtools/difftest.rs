@@ -86,10 +86,15 @@ fn pad(s: &str) -> String {
 
 /// The token `t` describes, at time `now`.
 pub fn mint(t: &Tok, k: &TokenKeys, now: u64) -> Result<String> {
+    mint_with(t, &|s| k.key(s), now)
+}
+
+/// [`mint`] with the keys from elsewhere (the e2e tests' shared keys).
+pub fn mint_with<'k>(t: &Tok, key: &dyn Fn(Signer) -> &'k SigningKey, now: u64) -> Result<String> {
     if let Flaw::Garbage(s) = &t.flaw {
         return Ok(s.clone());
     }
-    let key = k.key(t.signer);
+    let key = key(t.signer);
     let alg = format!("{:?}", key.alg());
     let h = b64(&t.header_json(&alg, key.kid()));
     let mut p = b64(&t.payload_json(now));
@@ -1915,6 +1920,8 @@ pub struct Tally {
     pub rejected: BTreeMap<String, u64>,
     /// Unclassified disagreements grouped by signature: count and one example.
     pub new: BTreeMap<String, (u64, Finding)>,
+    /// Batches that could not run (an Envoy that did not start twice, ...).
+    pub failed_batches: Vec<String>,
     pub started: Option<Instant>,
 }
 
@@ -2003,6 +2010,9 @@ impl Tally {
         for (what, n) in &self.rejected {
             s.push_str(&format!("  config refused {what}: {n}\n"));
         }
+        for b in &self.failed_batches {
+            s.push_str(&format!("  batch not run: {b}\n"));
+        }
         s.push_str(&format!(
             "  unclassified: {} in {} groups\n",
             self.unclassified(),
@@ -2018,4 +2028,47 @@ impl Tally {
         }
         s
     }
+}
+
+/// What [`run`] generates and how.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOpts {
+    pub seed: u64,
+    /// First scenario index.
+    pub first: u64,
+    /// Stop once this many pairs were compared.
+    pub pairs: u64,
+    /// Scenarios per Envoy start.
+    pub batch: u64,
+    pub knobs: gen::Knobs,
+}
+
+/// Generates and runs batches until `opts.pairs` pairs were compared; `progress` sees each
+/// batch (scenarios, result) and the tally so far. Returns the tally and the next index.
+pub fn run(
+    setup: &Setup,
+    opts: &RunOpts,
+    progress: &mut dyn FnMut(&[Scenario], &BatchResult, &Tally),
+) -> (Tally, u64) {
+    let mut tally = Tally::start();
+    let mut next = opts.first;
+    let batch = opts.batch.max(1);
+    while tally.pairs < opts.pairs {
+        let scenarios: Vec<Scenario> = (next..next + batch)
+            .map(|i| gen::scenario(opts.seed, i, opts.knobs))
+            .collect();
+        next += batch;
+        match run_batch(setup, &scenarios) {
+            Ok(res) => {
+                tally.add(&scenarios, &res);
+                progress(&scenarios, &res, &tally);
+            }
+            Err(e) => {
+                tally
+                    .failed_batches
+                    .push(format!("scenarios {}..{next}: {e}", next - batch));
+            }
+        }
+    }
+    (tally, next)
 }

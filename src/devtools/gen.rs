@@ -2048,7 +2048,6 @@ fn rust_req(r: &Req, status: u16) -> String {
             _ => s.push_str(&format!(".h({}, {})", rust_str(k), rust_str(v))),
         }
     }
-    let mut cookies = Vec::new();
     for t in &r.tokens {
         let minted = rust_token(&t.tok);
         match &t.loc {
@@ -2060,15 +2059,22 @@ fn rust_req(r: &Req, status: u16) -> String {
             )),
             Loc::Param(_) => {}
             Loc::Cookie { name, style } => {
-                cookies.push(format!(
-                    "gen::cookie_header({}, {style}, &{minted})",
-                    rust_str(name)
-                ));
+                for value in cookie_header(name, *style, "\u{0}") {
+                    let fmt = value
+                        .replace('{', "{{")
+                        .replace('}', "}}")
+                        .replace('\u{0}', "{}");
+                    if fmt.contains("{}") {
+                        s.push_str(&format!(
+                            ".h(\"cookie\", &format!({}, {minted}))",
+                            rust_str(&fmt)
+                        ));
+                    } else {
+                        s.push_str(&format!(".h(\"cookie\", {})", rust_str(&fmt)));
+                    }
+                }
             }
         }
-    }
-    for c in cookies {
-        s.push_str(&format!(".cookies({c})"));
     }
     if let Some(c) = &r.client {
         s.push_str(&format!(".client({})", rust_str(c)));

@@ -404,3 +404,18 @@ pub fn run_curl(cmd: &mut Command) -> Result<Response, String> {
     }
     http::parse_response(&out.stdout).map_err(|e| e.to_string())
 }
+
+/// A token described as JSON (a `meshguard::devtools::gen::Tok`, as the generative
+/// differential prints it in reproducers), minted with the shared keys.
+pub fn mint(spec: &str) -> String {
+    use meshguard::devtools::gen::{Signer, Tok};
+    let tok: Tok = serde_json::from_str(spec).unwrap();
+    let k = keys();
+    let key = |s: Signer| match s {
+        Signer::Rsa => &k.rsa,
+        Signer::Ec => &k.ec,
+        Signer::Hmac => &k.hmac,
+        Signer::Stranger => &k.stranger,
+    };
+    meshguard::devtools::difftest::mint_with(&tok, &key, keys::now()).unwrap()
+}
