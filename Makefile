@@ -73,6 +73,14 @@ bench: setup build
 	@command -v taskset >/dev/null || { apt-get update && apt-get install -y util-linux; }
 	$(CARGO) run --release --example sidebyside
 
+## fuzz-diff: the generative differential for as long as asked (SEED, N pairs; FUZZ_ARGS e.g. --no-known --shrink 4)
+SEED ?= 1
+N ?= 10000
+FUZZ_ARGS ?=
+fuzz-diff: wasm $(ENVOY)
+	@mkdir -p .run
+	$(CARGO) run --release --example fuzz_diff -- --seed $(SEED) --pairs $(N) $(FUZZ_ARGS) 2>&1 | tee .run/fuzz-diff-$(SEED).log
+
 clean:
 	rm -rf dist .run
 	$(CARGO) clean
