@@ -134,7 +134,10 @@ impl PeerPolicy {
                     "portLevelMtls requires a workload selector (Istio rejects it on mesh and namespace policies)",
                 ));
             }
-            if !p.applies {
+            // istiod's ComposePeerAuthentication: a policy with a selector is workload-level
+            // only outside the root namespace; in the root namespace it is ignored (it must
+            // not loosen, or tighten, a namespace's mode).
+            if !p.applies || (has_selector && p.namespace == root_namespace) {
                 continue;
             }
             let level = Level {
@@ -263,6 +266,21 @@ mod tests {
             p.mode_for(Some(8080)).policy.as_deref(),
             Some("foo/httpbin")
         );
+    }
+
+    #[test]
+    fn a_root_namespace_policy_with_a_selector_is_ignored_like_istiod() {
+        let ns = pa("foo", "default", r#"{"mtls":{"mode":"STRICT"}}"#);
+        let root_selected = pa(
+            "istio-system",
+            "loosen",
+            r#"{"selector":{"matchLabels":{"app":"httpbin"}},"mtls":{"mode":"DISABLE"}}"#,
+        );
+        // It neither loosens the namespace's STRICT nor sets a mode of its own.
+        let p = policy(&config(&[ns, root_selected.clone()])).unwrap();
+        assert_eq!(p.mode_for(Some(80)).mode, MtlsMode::Strict);
+        let p = policy(&config(&[root_selected])).unwrap();
+        assert_eq!(p.mode_for(Some(80)).mode, MtlsMode::Permissive);
     }
 
     #[test]

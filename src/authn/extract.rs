@@ -170,11 +170,20 @@ pub(crate) fn remove_query_param(path: &str, name: &str) -> String {
         Some((q, f)) => (q, Some(f)),
         None => (query, None),
     };
-    let kept: Vec<&str> = query
+    // Envoy parses the query into (key, value) pairs, `&&` and a bare `flag` included (as
+    // `("", "")` and `("flag", "")`), drops the token's and writes the rest back as `k=v`.
+    let kept: Vec<String> = query
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && percent_decode(key) != name
+            percent_decode(key) != name
+        })
+        .map(|pair| {
+            if pair.contains('=') {
+                pair.to_string()
+            } else {
+                format!("{pair}=")
+            }
         })
         .collect();
     let mut out = base.to_string();
@@ -258,6 +267,15 @@ mod tests {
             "/p"
         );
         assert_eq!(remove_query_param("/p", "access_token"), "/p");
+        // Empty and value-less parameters come back as Envoy re-serialises them.
+        assert_eq!(
+            remove_query_param("/p?&access_token=t&&flag&a=1&", "access_token"),
+            "/p?=&=&flag=&a=1&="
+        );
+        assert_eq!(
+            remove_query_param("/p?access_token=t&", "access_token"),
+            "/p?="
+        );
     }
 
     #[test]

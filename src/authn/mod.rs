@@ -358,9 +358,10 @@ impl Authenticator {
         if !pending.is_empty() {
             return AuthnOutcome::NeedKeys(pending);
         }
-        // `verified` is in reverse extraction order; the earliest extracted token defines the
-        // principal (Envoy writes metadata in verification order, the last write wins).
-        for (token, rule_idx, jwt, view) in verified.into_iter().rev() {
+        // `verified` is in Envoy's verification order (the last extracted token first): the
+        // output headers are added in that order, and the metadata too, so the last write,
+        // the earliest extracted token, defines the principal.
+        for (token, rule_idx, jwt, view) in verified {
             let Some(rule) = self.rules.get(rule_idx) else {
                 continue;
             };
@@ -373,9 +374,7 @@ impl Authenticator {
             if !rule.forward {
                 token.location.remove(req, &mut mutations);
             }
-            if ctx.jwt.is_none() {
-                ctx.jwt = Some(view);
-            }
+            ctx.jwt = Some(view);
         }
         AuthnOutcome::Done {
             result: Ok(ctx),

@@ -43,10 +43,8 @@ pub(crate) fn apply(
     m: &mut HeaderMutations,
 ) {
     if let Some(h) = payload_header {
-        m.add.push((
-            h.to_string(),
-            jwt.payload_b64.trim_end_matches('=').to_string(),
-        ));
+        // The payload part exactly as the token carried it (Envoy forwards padding too).
+        m.add.push((h.to_string(), jwt.payload_b64.clone()));
     }
     for (header, claim) in claim_headers {
         if let Some(v) = claim_value(&jwt.payload, claim).and_then(claim_to_string) {

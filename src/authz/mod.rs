@@ -176,9 +176,13 @@ impl Authorizer {
     ) -> AuthzDecision {
         let ctx = Ctx::new(req, auth);
         let audit = first_match(&self.audit, &ctx).map(|(p, _)| p.name.clone());
+        let denied_by = first_match(&self.deny, &ctx);
+        // Envoy runs the RBAC filters AUDIT, DENY, ALLOW in turn, each with its own shadow
+        // rules: after an enforced DENY the ALLOW filter, and its dry-run policies, never run.
         let dry_run = self
             .shadow
             .iter()
+            .filter(|engine| !(denied_by.is_some() && engine.action == Action::Allow))
             .map(|engine| {
                 let matched = first_match(&engine.policies, &ctx);
                 DryRunResult {
@@ -193,7 +197,7 @@ impl Authorizer {
                 }
             })
             .collect();
-        let (allowed, reason, policy) = if let Some((p, r)) = first_match(&self.deny, &ctx) {
+        let (allowed, reason, policy) = if let Some((p, r)) = denied_by {
             (false, r.reason.to_string(), Some(p.name.clone()))
         } else if self.allow.is_empty() {
             (true, "allowed: no ALLOW policy applies".to_string(), None)

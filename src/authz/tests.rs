@@ -2175,6 +2175,38 @@ mod audit_and_dry_run {
     }
 
     #[test]
+    fn dry_run_allow_is_not_evaluated_after_an_enforced_deny() {
+        // Envoy's ALLOW RBAC filter, which holds the dry-run ALLOW rules, never runs once the
+        // DENY filter denied; dry-run DENY rules (in the DENY filter) always do.
+        let a = authz(vec![
+            policy(
+                "deny-post",
+                "foo",
+                json!({"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["POST"]}}]}]}),
+            ),
+            dry_run_policy("allow-all", "foo", "true", json!({"rules": [{}]})),
+            dry_run_policy(
+                "deny-all",
+                "foo",
+                "true",
+                json!({"action": "DENY", "rules": [{}]}),
+            ),
+        ]);
+        let post = RequestAttributes {
+            method: "POST".into(),
+            ..req()
+        };
+        let d = a.evaluate(&post, &no_auth());
+        assert!(!d.allowed);
+        let actions: Vec<_> = d.dry_run.iter().map(|r| r.action).collect();
+        assert_eq!(actions, vec![Action::Deny]);
+        let d = a.evaluate(&req(), &no_auth());
+        assert!(d.allowed);
+        let actions: Vec<_> = d.dry_run.iter().map(|r| r.action).collect();
+        assert_eq!(actions, vec![Action::Deny, Action::Allow]);
+    }
+
+    #[test]
     fn dry_run_engines_are_ordered_deny_allow_audit() {
         let a = authz(vec![
             dry_run_policy(
