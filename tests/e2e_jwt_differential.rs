@@ -329,11 +329,56 @@ fn filter_json() -> Value {
         json!({ "jwtRules": [ { "issuer": ISSUER, "jwks": inline_jwks(), "audiences": [AUD],
                                 "outputClaimToHeaders": claim_headers() } ] }),
     );
+    // A remote key set, and after it a RequestAuthentication of another namespace (not this
+    // workload's) naming the same jwksUri, as `kubectl get -A` lists them: it must neither
+    // take the key set's place nor make the applicable rule's tokens fail.
+    let remote = resource(
+        "RequestAuthentication",
+        "remote",
+        "istio-system",
+        json!({ "jwtRules": [ { "issuer": REMOTE_ISSUER, "jwksUri": JWKS_URI, "audiences": [AUD] } ] }),
+    );
+    let elsewhere = resource(
+        "RequestAuthentication",
+        "elsewhere",
+        "other",
+        json!({ "jwtRules": [ { "issuer": "https://other.meshguard.test", "jwksUri": JWKS_URI } ] }),
+    );
     json!({
         "workload": { "namespace": "istio-system", "labels": { "istio": "ingressgateway" } },
         "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
-        "policies": [ra],
+        "policies": [ra, remote, elsewhere],
     })
+}
+
+const REMOTE_ISSUER: &str = "https://remote.meshguard.test";
+
+/// Tokens of the issuer whose keys come from the remote JWKS (`remote_jwks()`).
+fn remote_issuer_tokens() -> Vec<(String, String)> {
+    let now = keys::now();
+    let t = |sub: &str, extra: Value| {
+        let mut extra = extra;
+        extra["aud"] = json!(AUD);
+        token(&keys().rsa, REMOTE_ISSUER, sub, extra)
+    };
+    let valid = t("remote-alice", json!({}));
+    vec![
+        ("remote JWKS: valid".into(), valid.clone()),
+        ("remote JWKS: valid EC".into(), {
+            let mut c = json!({ "aud": AUD });
+            c["sub"] = json!("remote-bob");
+            token(&keys().ec, REMOTE_ISSUER, "remote-bob", c)
+        }),
+        ("remote JWKS: tampered".into(), keys::tamper(&valid)),
+        (
+            "remote JWKS: expired".into(),
+            t("remote-alice", json!({ "exp": now - 3600 })),
+        ),
+        (
+            "remote JWKS: unknown kid".into(),
+            token(&keys().stranger, REMOTE_ISSUER, "x", json!({ "aud": AUD })),
+        ),
+    ]
 }
 
 /// Claims copied to request headers, one of each JSON type (compared at the upstream).
@@ -462,6 +507,7 @@ fn tokens() -> Vec<(String, String)> {
         }
     }
     out.extend(json_edge_tokens());
+    out.extend(remote_issuer_tokens());
     // Malformed and unsupported tokens.
     let payload = b64(&json!({ "iss": ISSUER, "sub": "x", "aud": AUD }).to_string());
     for (what, header) in [
@@ -607,6 +653,17 @@ fn jwt_differential_against_envoy_jwt_authn() {
             allowed += 1;
         } else {
             refused += 1;
+        }
+        // The remote key set served its issuer on both sides (a non-applicable policy
+        // sharing its jwksUri once made meshguard fail these with "Jwks remote fetch is failed").
+        if what.starts_with("remote JWKS: valid") {
+            assert_eq!(
+                (n.status, m.status),
+                (200, 200),
+                "{what}: {:?} / {:?}",
+                n.text(),
+                m.text()
+            );
         }
     }
     eprintln!(
