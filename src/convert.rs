@@ -1,5 +1,5 @@
 //! `meshguard convert`: Istio manifests (YAML or JSON, multi-document, `kind: List`) into the
-//! filter configuration of CONFIG.md, validated by the engine. Native only.
+//! filter configuration (docs/configuration.md), validated by the engine. Native only.
 
 use crate::engine::Engine;
 use serde::Deserialize;

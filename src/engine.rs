@@ -36,7 +36,7 @@ pub enum Outcome {
 }
 
 impl Engine {
-    /// Parses and compiles a plugin configuration (CONFIG.md).
+    /// Parses and compiles a plugin configuration (docs/configuration.md).
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
         Self::compile(&config::parse(json)?)
     }

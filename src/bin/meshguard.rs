@@ -10,7 +10,7 @@ use std::process::ExitCode;
 const USAGE: &str = "\
 usage:
   meshguard validate <filter.json>...
-      Checks filter configurations (the JSON of CONFIG.md); prints OK or the error with its
+      Checks filter configurations (docs/configuration.md); prints OK or the error with its
       JSON path. Exit status 1 if any file is invalid.
   meshguard convert [--namespace NS] [--label KEY=VALUE]... [--root-namespace NS]
                     [--jwks-cluster AUTHORITY=CLUSTER]... <manifest.yaml|->...

@@ -9,6 +9,9 @@ use serde::de::DeserializeOwned;
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+    /// For an unknown field: the fields accepted where it was found (for hints and for the
+    /// test that keeps docs/configuration.md and the parser in step). Empty otherwise.
+    pub known_fields: Vec<String>,
 }
 
 impl ConfigError {
@@ -16,6 +19,7 @@ impl ConfigError {
         Self {
             path: path.into(),
             message: message.into(),
+            known_fields: Vec::new(),
         }
     }
 }
@@ -63,7 +67,9 @@ fn describe(at: &str, serde_message: &str) -> ConfigError {
         } else {
             join(at, &field)
         };
-        return ConfigError::new(path, format!("unknown field{hint}"));
+        let mut err = ConfigError::new(path, format!("unknown field{hint}"));
+        err.known_fields = expected;
+        return err;
     }
     if let Some(field) = serde_message
         .strip_prefix("missing field `")

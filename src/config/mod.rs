@@ -1,4 +1,4 @@
-//! The plugin configuration contract (`shared/spec/CONFIG.md`): one JSON document with the
+//! The plugin configuration contract (docs/configuration.md): one JSON document with the
 //! workload, JWKS settings and Istio resources exactly as `kubectl get -o json` prints them.
 //!
 //! Parsing is phase one (serde structs, every error naming its JSON path); compiling into the

@@ -84,7 +84,7 @@ pub fn policy(i: usize) -> Value {
     )
 }
 
-/// The meshguard filter JSON (CONFIG.md contract) for `policies` AuthorizationPolicies.
+/// The meshguard filter JSON (docs/configuration.md) for `policies` AuthorizationPolicies.
 /// `jwks` is the inline key set of the RequestAuthentication.
 pub fn filter_config(policies: usize, jwks: &str) -> Value {
     let mut all = vec![resource(
