@@ -79,7 +79,8 @@ N ?= 10000
 FUZZ_ARGS ?=
 fuzz-diff: wasm $(ENVOY)
 	@mkdir -p .run
-	$(CARGO) run --release --example fuzz_diff -- --seed $(SEED) --pairs $(N) $(FUZZ_ARGS) 2>&1 | tee .run/fuzz-diff-$(SEED).log
+	cp $(WASM) .run/fuzz-diff-$(SEED).wasm
+	MESHGUARD_WASM=.run/fuzz-diff-$(SEED).wasm $(CARGO) run --release --example fuzz_diff -- --seed $(SEED) --pairs $(N) $(FUZZ_ARGS) 2>&1 | tee .run/fuzz-diff-$(SEED).log
 
 clean:
 	rm -rf dist .run

@@ -68,10 +68,15 @@ fn main() {
     let envoy = std::env::var_os("ENVOY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo.join(".venv/bin/envoy"));
-    let wasm = repo.join("dist/meshguard.wasm");
+    // MESHGUARD_WASM: a copy of the module, so a long run is not affected by rebuilds.
+    let wasm = std::env::var_os("MESHGUARD_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("dist/meshguard.wasm"));
     for p in [&envoy, &wasm] {
         assert!(p.exists(), "{} missing (make wasm setup)", p.display());
     }
+    // Envoy runs in its own directory: absolute names.
+    let wasm = wasm.canonicalize().unwrap_or(wasm);
     let work = repo.join(format!("target/fuzz-diff/{}", std::process::id()));
     let setup = Setup::new(&repo, &envoy, &wasm, &work).expect("setup");
     let opts = RunOpts {
@@ -86,22 +91,10 @@ fn main() {
         "fuzz-diff: seed {} from scenario {}, {} pairs, {} scenarios per batch, known features {}",
         a.seed, a.first, a.pairs, a.batch, a.known
     );
-    let mut known_examples: Vec<(String, difftest::Finding)> = Vec::new();
     let (tally, next) = difftest::run(&setup, &opts, &mut |scenarios, res, tally| {
         if a.print {
             for sc in scenarios {
                 println!("{}", serde_json::to_string_pretty(sc).unwrap());
-            }
-        }
-        if a.shrink_known {
-            let mut equiv = Default::default();
-            for f in difftest::findings(scenarios, res, &mut equiv).1 {
-                let req = &f.scenario.requests[f.request];
-                if let Some(c) = difftest::classify(&f.scenario, req, &f.diff) {
-                    if !known_examples.iter().any(|(n, _)| n == c.name) {
-                        known_examples.push((c.name.to_string(), f));
-                    }
-                }
             }
         }
         let first = scenarios.first().map_or(String::new(), |s| s.id.clone());
@@ -111,7 +104,7 @@ fn main() {
             tally.rate(),
             res.envoy_ready,
             res.elapsed,
-            tally.by_class.values().sum::<u64>(),
+            tally.classified(),
             tally.unclassified(),
         );
     });
@@ -136,7 +129,7 @@ fn main() {
         );
         shrink_and_print(&setup, f, &format!("gen-{}-{}", a.seed, i + 1));
     }
-    for (name, f) in &known_examples {
+    for (name, f) in tally.class_examples.iter().filter(|_| a.shrink_known) {
         println!("\n===== known class {name}: one example =====");
         shrink_and_print(&setup, f, &format!("gen-{name}"));
     }

@@ -336,8 +336,34 @@ fn upstream_delta(n: &Value, m: &Value) -> Vec<String> {
     out
 }
 
+/// Token-shaped runs (`eyJ...`) replaced by `<jwt>`: a diff's text names no token (tokens
+/// are minted afresh on every run).
+fn mask_jwts(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("eyJ") {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "-_.=".contains(c)))
+            .unwrap_or(tail.len());
+        out.push_str("<jwt>");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The first difference between the two sides, if any.
 pub fn compare(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<Diff> {
+    compare_raw(sc, req, n, m).map(|d| Diff {
+        native: mask_jwts(&d.native),
+        meshguard: mask_jwts(&d.meshguard),
+        ..d
+    })
+}
+
+fn compare_raw(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<Diff> {
     if equivalent_refusal(sc, req, n, m).is_some() {
         return None;
     }
@@ -435,7 +461,12 @@ pub struct Class {
     pub name: &'static str,
     pub kind: ClassKind,
     pub reason: &'static str,
+    /// Does the pair have the class's feature?
     pub test: fn(&Scenario, &Req, &Diff) -> bool,
+    /// The scenario with that feature taken away from request `j` (or its policies): the
+    /// counterfactual. A finding belongs to the class only when the original still disagrees
+    /// and this variant does not.
+    pub neutralize: fn(&mut Scenario, usize),
 }
 
 fn strs(v: &Value) -> Vec<&str> {
@@ -570,13 +601,8 @@ fn c_claim_list_to_header(sc: &Scenario, r: &Req, d: &Diff) -> bool {
 }
 
 fn c_multi_provider(sc: &Scenario, r: &Req, _: &Diff) -> bool {
-    let mut issuers: Vec<&str> = jwt_rules(sc, true)
-        .iter()
-        .filter_map(|r| r["issuer"].as_str())
-        .collect();
-    issuers.sort_unstable();
-    issuers.dedup();
-    issuers.len() >= 2 && token_presences(sc, r) >= 2
+    // One Envoy provider per applicable jwtRule, whatever the issuers.
+    jwt_rules(sc, true).len() >= 2 && token_presences(sc, r) >= 2
 }
 
 /// Tokens the request carries at the applicable rules' locations: the placed ones, plus
@@ -689,12 +715,14 @@ pub const CLASSES: &[Class] = &[
         reason: "ipBlocks/source.ip use Envoy's source.address (after XFF handling) where RBAC's \
                  direct_remote_ip uses the TCP peer; wasm has no attribute for the peer (README)",
         test: c_xff_source_ip,
+        neutralize: n_xff,
     },
     Class {
         name: "dup-json-members",
         kind: ClassKind::BeingFixed,
         reason: "a JWT header/payload repeating a member (two exp, two sub)",
         test: c_dup_members,
+        neutralize: n_dup_members,
     },
     Class {
         name: "template-vs-literal-star",
@@ -702,40 +730,46 @@ pub const CLASSES: &[Class] = &[
         reason: "path templates ({*}, {**}) or a literal `*` in a policy path against a request \
                  path with a literal `*`",
         test: c_template_literal_star,
+        neutralize: n_literal_star,
     },
     Class {
         name: "host-header-in-when",
         kind: ClassKind::BeingFixed,
         reason: "`request.headers[host]` / `[:authority]` in a `when` condition",
         test: c_host_header_when,
+        neutralize: n_host_header_when,
     },
     Class {
         name: "multi-uri-san-cert",
         kind: ClassKind::BeingFixed,
         reason: "a client certificate with several URI SANs",
         test: c_multi_san,
+        neutralize: n_multi_san,
     },
     Class {
         name: "same-issuer-twice",
         kind: ClassKind::BeingFixed,
         reason: "one issuer in two applicable jwtRules",
         test: c_same_issuer,
+        neutralize: n_same_issuer,
     },
     Class {
         name: "foreign-ra-shares-jwks-uri",
         kind: ClassKind::BeingFixed,
         reason: "a non-applicable RequestAuthentication with the same jwksUri",
         test: c_foreign_shared_jwks_uri,
+        neutralize: n_foreign_ras,
     },
     Class {
         name: "multi-provider-any-passes",
         kind: ClassKind::Reported,
-        reason: "several jwtRules (issuers) and several tokens: Envoy's Istio requirement \
+        reason: "several jwtRules (providers) and several tokens: Envoy's Istio requirement \
                  requires_any[P1..Pn, requires_all[Pi or allow_missing]] passes once ONE \
                  provider's tokens verify (only its outputs applied, tokens at other rules' \
                  locations neither verified nor removed; allow_missing keeps the last token's \
                  status); meshguard verifies every token at every location (401 on any failure)",
         test: c_multi_provider,
+        neutralize: n_one_token,
     },
     Class {
         name: "root-ns-peer-selector",
@@ -744,6 +778,7 @@ pub const CLASSES: &[Class] = &[
                  (ComposePeerAuthentication takes workload-level policies only outside the root \
                  namespace), meshguard applies it as the workload-level policy",
         test: c_root_ns_peer_selector,
+        neutralize: n_root_ns_peer_selector,
     },
     Class {
         name: "query-token-empty-param",
@@ -751,6 +786,7 @@ pub const CLASSES: &[Class] = &[
         reason: "a query-parameter token removed from a query with an empty parameter (`?&`, \
                  `&&`, trailing `&`): Envoy re-serialises the rest (`?=`), meshguard drops it",
         test: c_query_token_empty_param,
+        neutralize: n_empty_params,
     },
     Class {
         name: "dry-run-allow-after-deny",
@@ -759,6 +795,7 @@ pub const CLASSES: &[Class] = &[
                  filter (which holds the ALLOW shadow rules) never runs after the DENY filter \
                  denied, so nothing is counted; meshguard evaluates and counts them",
         test: c_dry_run_allow_after_deny,
+        neutralize: n_dry_run_allows,
     },
     Class {
         name: "multi-token-output-order",
@@ -767,6 +804,7 @@ pub const CLASSES: &[Class] = &[
                  values reach the upstream in another order (Envoy: verification order, last \
                  extracted first)",
         test: c_multi_token_output_order,
+        neutralize: n_one_token,
     },
     Class {
         name: "padded-payload-header",
@@ -774,17 +812,368 @@ pub const CLASSES: &[Class] = &[
         reason: "outputPayloadToHeader of a token whose payload part has `=` padding: Envoy \
                  forwards the part as sent (padded), meshguard unpadded",
         test: c_padded_payload_header,
+        neutralize: n_unpad,
     },
     Class {
         name: "claim-list-to-header",
         kind: ClassKind::BeingFixed,
         reason: "outputClaimToHeaders of a list or object claim",
         test: c_claim_list_to_header,
+        neutralize: n_scalar_claim_headers,
     },
 ];
 
 pub fn classify(sc: &Scenario, r: &Req, d: &Diff) -> Option<&'static Class> {
     CLASSES.iter().find(|c| (c.test)(sc, r, d))
+}
+
+/// Every class whose feature the pair has.
+pub fn candidates(sc: &Scenario, r: &Req, d: &Diff) -> Vec<&'static Class> {
+    CLASSES.iter().filter(|c| (c.test)(sc, r, d)).collect()
+}
+
+// ----- neutralizers: the feature taken away -----
+
+fn req_mut(sc: &mut Scenario, j: usize) -> Option<&mut Req> {
+    sc.requests.get_mut(j)
+}
+
+fn n_xff(sc: &mut Scenario, j: usize) {
+    if let Some(r) = req_mut(sc, j) {
+        r.headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("x-forwarded-for"));
+    }
+}
+
+fn n_dup_members(sc: &mut Scenario, j: usize) {
+    if let Some(r) = req_mut(sc, j) {
+        for t in &mut r.tokens {
+            if matches!(t.tok.flaw, Flaw::DupPayload { .. } | Flaw::DupHeader { .. }) {
+                t.tok.flaw = Flaw::None;
+            }
+        }
+    }
+}
+
+fn n_literal_star(sc: &mut Scenario, j: usize) {
+    if let Some(r) = req_mut(sc, j) {
+        let (path, query) = match r.path.split_once('?') {
+            Some((p, q)) => (p.to_string(), format!("?{q}")),
+            None => (r.path.clone(), String::new()),
+        };
+        r.path = format!("{}{query}", path.replace('*', "x"));
+    }
+}
+
+/// Applies `f` to every `when` condition of every AuthorizationPolicy rule; `f` returns
+/// false to drop the condition.
+fn retain_conditions(sc: &mut Scenario, f: &dyn Fn(&Value) -> bool) {
+    for p in &mut sc.policies {
+        if p["kind"] != "AuthorizationPolicy" {
+            continue;
+        }
+        for r in p["spec"]["rules"].as_array_mut().into_iter().flatten() {
+            if let Some(w) = r.get_mut("when").and_then(Value::as_array_mut) {
+                w.retain(|c| f(c));
+            }
+            if r["when"].as_array().is_some_and(Vec::is_empty) {
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("when");
+                }
+            }
+        }
+    }
+}
+
+fn n_host_header_when(sc: &mut Scenario, _: usize) {
+    retain_conditions(sc, &|c| {
+        let k = c["key"].as_str().unwrap_or("").to_ascii_lowercase();
+        k != "request.headers[host]" && k != "request.headers[:authority]"
+    });
+}
+
+fn n_multi_san(sc: &mut Scenario, j: usize) {
+    if let Some(r) = req_mut(sc, j) {
+        r.client = Some("foo/sleep".into());
+    }
+}
+
+/// The applicable jwtRules, in order, as (policy index, rule index).
+fn applicable_rule_refs(sc: &Scenario) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (i, p) in sc.policies.iter().enumerate() {
+        if p["kind"] == "RequestAuthentication" && applicable(p) {
+            for k in 0..p["spec"]["jwtRules"].as_array().map_or(0, Vec::len) {
+                out.push((i, k));
+            }
+        }
+    }
+    out
+}
+
+fn n_same_issuer(sc: &mut Scenario, _: usize) {
+    let mut seen: Vec<String> = Vec::new();
+    let mut drop: Vec<(usize, usize)> = Vec::new();
+    for (i, k) in applicable_rule_refs(sc) {
+        let iss = sc.policies[i]["spec"]["jwtRules"][k]["issuer"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if seen.contains(&iss) {
+            drop.push((i, k));
+        } else {
+            seen.push(iss);
+        }
+    }
+    for (i, k) in drop.into_iter().rev() {
+        if let Some(rules) = sc.policies[i]["spec"]["jwtRules"].as_array_mut() {
+            rules.remove(k);
+        }
+    }
+    sc.policies.retain(|p| {
+        p["kind"] != "RequestAuthentication"
+            || p["spec"]["jwtRules"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+    });
+}
+
+fn n_foreign_ras(sc: &mut Scenario, _: usize) {
+    sc.policies
+        .retain(|p| p["kind"] != "RequestAuthentication" || applicable(p));
+}
+
+/// Only the first token the request carries: the others, and token-shaped headers and
+/// query parameters, removed.
+fn n_one_token(sc: &mut Scenario, j: usize) {
+    let rules = jwt_rules(sc, true);
+    let mut headers: Vec<String> = vec!["authorization".into()];
+    let mut params: Vec<String> = vec!["access_token".into()];
+    for rule in &rules {
+        for h in rule["fromHeaders"].as_array().into_iter().flatten() {
+            headers.push(h["name"].as_str().unwrap_or("").to_ascii_lowercase());
+        }
+        params.extend(strs(&rule["fromParams"]).iter().map(|p| p.to_string()));
+    }
+    if let Some(r) = req_mut(sc, j) {
+        r.tokens.truncate(1);
+        r.headers
+            .retain(|(k, _)| !headers.contains(&k.to_ascii_lowercase()));
+        if let Some((path, query)) = r.path.clone().split_once('?') {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|kv| {
+                    !params
+                        .iter()
+                        .any(|p| kv.split('=').next() == Some(p.as_str()))
+                })
+                .collect();
+            r.path = if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            };
+        }
+    }
+}
+
+fn n_root_ns_peer_selector(sc: &mut Scenario, _: usize) {
+    sc.policies.retain(|p| {
+        !(p["kind"] == "PeerAuthentication"
+            && p["metadata"]["namespace"] == gen::ROOT_NS
+            && p["spec"]["selector"]["matchLabels"]
+                .as_object()
+                .is_some_and(|m| !m.is_empty()))
+    });
+}
+
+fn n_empty_params(sc: &mut Scenario, j: usize) {
+    if let Some(r) = req_mut(sc, j) {
+        if let Some((path, query)) = r.path.clone().split_once('?') {
+            let kept: Vec<&str> = query.split('&').filter(|kv| !kv.is_empty()).collect();
+            r.path = if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            };
+        }
+    }
+}
+
+fn n_dry_run_allows(sc: &mut Scenario, _: usize) {
+    sc.policies.retain(|p| {
+        !(p["kind"] == "AuthorizationPolicy" && action(p) == "ALLOW" && dry_run_value(p))
+    });
+}
+
+fn n_unpad(sc: &mut Scenario, j: usize) {
+    if let Some(r) = req_mut(sc, j) {
+        for t in &mut r.tokens {
+            if t.tok.flaw == Flaw::Padded(1) {
+                t.tok.flaw = Flaw::None;
+            }
+        }
+    }
+}
+
+fn n_scalar_claim_headers(sc: &mut Scenario, j: usize) {
+    let Some(r) = sc.requests.get(j).cloned() else {
+        return;
+    };
+    for p in &mut sc.policies {
+        if p["kind"] != "RequestAuthentication" {
+            continue;
+        }
+        for rule in p["spec"]["jwtRules"].as_array_mut().into_iter().flatten() {
+            if let Some(cs) = rule
+                .get_mut("outputClaimToHeaders")
+                .and_then(Value::as_array_mut)
+            {
+                cs.retain(|c| {
+                    let claim = c["claim"].as_str().unwrap_or("");
+                    !r.tokens.iter().any(|t| {
+                        t.tok
+                            .claims
+                            .get(claim)
+                            .is_some_and(|v| v.is_array() || v.is_object())
+                    })
+                });
+            }
+        }
+    }
+}
+
+/// How a finding was classified.
+#[derive(Clone, Copy)]
+pub enum Verdict {
+    /// The neutralized variant agrees, the original still disagrees.
+    Confirmed(&'static Class),
+    /// The class's feature is there, not re-run (its confirmation quota is used up).
+    ByFeature(&'static Class),
+    /// Does not disagree the same way when run again: a flaky or order-dependent result.
+    Unstable,
+    /// The variants of two (or more) classes all agree: the first two.
+    Ambiguous(&'static Class, &'static Class),
+    /// No class; or every candidate class's variant still disagrees.
+    Unclassified,
+}
+
+/// Confirmed findings per class before further ones count by feature alone.
+pub const CONFIRM_QUOTA: u64 = 25;
+
+fn same_disagreement(a: &Diff, b: &Diff) -> bool {
+    if a.kind == DiffKind::DryRun {
+        b.kind == DiffKind::DryRun
+    } else {
+        a.signature() == b.signature()
+    }
+}
+
+/// A finding's confirmation runs: its original's index in the batch (`usize::MAX`: not
+/// re-run) and, per candidate class, its variant's index.
+type Plan = (usize, Vec<(&'static Class, usize)>);
+
+/// Classifies findings counterfactually: one extra batch runs each finding's scenario as it
+/// was and once per candidate class with that class's feature neutralized.
+pub fn confirm(
+    setup: &Setup,
+    found: &[Finding],
+    confirmed_so_far: &dyn Fn(&str) -> u64,
+) -> Result<Vec<Verdict>> {
+    let mut verdicts = vec![Verdict::Unclassified; found.len()];
+    let mut runs: Vec<Scenario> = Vec::new();
+    // Per finding: index of its original run and (class, variant run index).
+    let mut plan: Vec<Option<Plan>> = Vec::new();
+    let mut quota_left: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for f in found {
+        let req = &f.scenario.requests[f.request];
+        let cands = candidates(&f.scenario, req, &f.diff);
+        if cands.is_empty() {
+            plan.push(None);
+            continue;
+        }
+        let left = |c: &Class, q: &mut BTreeMap<&'static str, u64>| -> bool {
+            let e = q
+                .entry(c.name)
+                .or_insert_with(|| CONFIRM_QUOTA.saturating_sub(confirmed_so_far(c.name)));
+            *e > 0
+        };
+        let lefts: Vec<bool> = cands.iter().map(|c| left(c, &mut quota_left)).collect();
+        let any_left = lefts.contains(&true);
+        if !any_left {
+            plan.push(Some((
+                usize::MAX,
+                cands.iter().map(|c| (*c, usize::MAX)).collect(),
+            )));
+            continue;
+        }
+        let orig = runs.len();
+        runs.push(f.scenario.clone());
+        let mut variants = Vec::new();
+        for c in cands {
+            let mut v = f.scenario.clone();
+            (c.neutralize)(&mut v, f.request);
+            variants.push((c, runs.len()));
+            runs.push(v);
+        }
+        plan.push(Some((orig, variants)));
+    }
+    if runs.is_empty() {
+        for (k, p) in plan.iter().enumerate() {
+            if let Some((_, vs)) = p {
+                if let Some((c, _)) = vs.first() {
+                    verdicts[k] = Verdict::ByFeature(c);
+                }
+            }
+        }
+        return Ok(verdicts);
+    }
+    let res = run_batch(setup, &runs)?;
+    let diff_at = |run: usize, j: usize| -> Option<Diff> {
+        let sc = runs.get(run)?;
+        let (n, m) = res.pairs.get(run)?.get(j)?;
+        compare(sc, sc.requests.get(j)?, n, m)
+    };
+    for (k, p) in plan.iter().enumerate() {
+        let Some((orig, variants)) = p else { continue };
+        let f = &found[k];
+        if *orig == usize::MAX {
+            if let Some((c, _)) = variants.first() {
+                verdicts[k] = Verdict::ByFeature(c);
+            }
+            continue;
+        }
+        match diff_at(*orig, f.request) {
+            Some(d) if same_disagreement(&f.diff, &d) => {}
+            _ => {
+                verdicts[k] = Verdict::Unstable;
+                continue;
+            }
+        }
+        let gone: Vec<&'static Class> = variants
+            .iter()
+            .filter(|(_, run)| {
+                diff_at(*run, f.request).is_none_or(|d| !same_disagreement(&f.diff, &d))
+            })
+            .map(|(c, _)| *c)
+            .collect();
+        verdicts[k] = match gone.as_slice() {
+            [] => Verdict::Unclassified,
+            [c] => {
+                let q = quota_left.entry(c.name).or_insert(0);
+                if *q > 0 {
+                    *q -= 1;
+                    Verdict::Confirmed(c)
+                } else {
+                    Verdict::ByFeature(c)
+                }
+            }
+            // Several features each make the disagreement go away: which one is the cause
+            // is not decided here.
+            [a, b, ..] => Verdict::Ambiguous(a, b),
+        };
+    }
+    Ok(verdicts)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1462,18 +1851,12 @@ fn by_curl(r: &Req) -> bool {
 /// connection while their TLS/HTTP/2 requests run in curl processes. Then the dry-run
 /// scenarios one by one, with a stats snapshot around each (meshguard's shadow counters are
 /// process-wide): their (shadow allowed, shadow denied) total is carried by the first request.
-fn drive(setup: &Setup, run: &Run, scs: &[&Scenario], now: u64) -> Result<Vec<Vec<Obs>>> {
-    let wires: Vec<Vec<Wire>> = scs
-        .iter()
-        .enumerate()
-        .map(|(i, sc)| {
-            sc.requests
-                .iter()
-                .enumerate()
-                .map(|(j, r)| wire(setup, r, &format!("{i}-{j}"), now))
-                .collect::<Result<Vec<_>>>()
-        })
-        .collect::<Result<_>>()?;
+fn drive(
+    setup: &Setup,
+    run: &Run,
+    scs: &[&Scenario],
+    wires: &[Vec<Wire>],
+) -> Result<Vec<Vec<Obs>>> {
     let mut out: Vec<Vec<Option<Obs>>> =
         scs.iter().map(|sc| vec![None; sc.requests.len()]).collect();
     let t0 = Instant::now();
@@ -1692,10 +2075,22 @@ fn run_subset(
         }
     };
     *ready += t0.elapsed();
+    // Tokens minted once: both sides get the very same bytes (ES256 signatures are random).
     let now = keys::now();
+    let wires: Vec<Vec<Wire>> = scs
+        .iter()
+        .enumerate()
+        .map(|(i, sc)| {
+            sc.requests
+                .iter()
+                .enumerate()
+                .map(|(j, r)| wire(setup, r, &format!("{i}-{j}"), now))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<_>>()?;
     let (nobs, mobs) = std::thread::scope(|s| {
-        let a = s.spawn(|| drive(setup, &native, &scs, now));
-        let b = s.spawn(|| drive(setup, &mesh, &scs, now));
+        let a = s.spawn(|| drive(setup, &native, &scs, &wires));
+        let b = s.spawn(|| drive(setup, &mesh, &scs, &wires));
         (
             a.join()
                 .unwrap_or_else(|_| Err("native requests panicked".into())),
@@ -1914,7 +2309,15 @@ pub struct Tally {
     pub pairs: u64,
     pub scenarios: u64,
     pub batches: u64,
-    pub by_class: BTreeMap<String, u64>,
+    /// Per class: (confirmed by the counterfactual re-run, counted by feature once the
+    /// confirmation quota was used up).
+    pub by_class: BTreeMap<String, (u64, u64)>,
+    /// One confirmed example per class.
+    pub class_examples: BTreeMap<String, Finding>,
+    /// Findings that did not disagree the same way when run again: count and one example.
+    pub unstable: (u64, Option<Finding>),
+    /// Findings that two classes' neutralizations both remove, by the two class names.
+    pub ambiguous: BTreeMap<String, u64>,
     pub equivalences: BTreeMap<&'static str, u64>,
     /// Config refused by one side: (side, first line) -> count.
     pub rejected: BTreeMap<String, u64>,
@@ -1934,7 +2337,8 @@ impl Tally {
         }
     }
 
-    pub fn add(&mut self, scenarios: &[Scenario], res: &BatchResult) {
+    /// Counts a batch's pairs, refused configs and equivalences; returns its findings.
+    pub fn add(&mut self, scenarios: &[Scenario], res: &BatchResult) -> Vec<Finding> {
         self.started.get_or_insert_with(Instant::now);
         self.batches += 1;
         self.scenarios += scenarios.len() as u64;
@@ -1954,11 +2358,31 @@ impl Tally {
                 .entry(format!("{:?}: {first}", r.side))
                 .or_default() += 1;
         }
-        for f in found {
-            let req = &f.scenario.requests[f.request];
-            match classify(&f.scenario, req, &f.diff) {
-                Some(c) => *self.by_class.entry(c.name.to_string()).or_default() += 1,
-                None => {
+        found
+    }
+
+    /// Counts findings by their verdicts (from [`confirm`]).
+    pub fn record(&mut self, found: Vec<Finding>, verdicts: &[Verdict]) {
+        for (f, v) in found.into_iter().zip(verdicts) {
+            match v {
+                Verdict::Confirmed(c) => {
+                    self.by_class.entry(c.name.to_string()).or_default().0 += 1;
+                    self.class_examples.entry(c.name.to_string()).or_insert(f);
+                }
+                Verdict::ByFeature(c) => {
+                    self.by_class.entry(c.name.to_string()).or_default().1 += 1
+                }
+                Verdict::Ambiguous(a, b) => {
+                    *self
+                        .ambiguous
+                        .entry(format!("{} | {}", a.name, b.name))
+                        .or_default() += 1;
+                }
+                Verdict::Unstable => {
+                    self.unstable.0 += 1;
+                    self.unstable.1.get_or_insert(f);
+                }
+                Verdict::Unclassified => {
                     let key = f.diff.signature();
                     let e = self.new.entry(key).or_insert((0, f.clone()));
                     e.0 += 1;
@@ -1969,6 +2393,17 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Confirmed findings of class `name` so far.
+    pub fn confirmed(&self, name: &str) -> u64 {
+        self.by_class.get(name).map_or(0, |c| c.0)
+    }
+
+    /// Every finding classified: confirmed, by feature, or ambiguous between two classes.
+    pub fn classified(&self) -> u64 {
+        self.by_class.values().map(|(a, b)| a + b).sum::<u64>()
+            + self.ambiguous.values().sum::<u64>()
     }
 
     pub fn unclassified(&self) -> u64 {
@@ -1999,8 +2434,14 @@ impl Tally {
             ClassKind::Reported,
         ] {
             for c in CLASSES.iter().filter(|c| c.kind == kind) {
-                if let Some(n) = self.by_class.get(c.name) {
-                    s.push_str(&format!("  {:?} {}: {n} ({})\n", c.kind, c.name, c.reason));
+                if let Some((conf, feat)) = self.by_class.get(c.name) {
+                    s.push_str(&format!(
+                        "  {:?} {}: {} ({conf} confirmed by re-run with the feature removed, {feat} by feature) ({})\n",
+                        c.kind,
+                        c.name,
+                        conf + feat,
+                        c.reason
+                    ));
                 }
             }
         }
@@ -2009,6 +2450,17 @@ impl Tally {
         }
         for (what, n) in &self.rejected {
             s.push_str(&format!("  config refused {what}: {n}\n"));
+        }
+        for (names, n) in &self.ambiguous {
+            s.push_str(&format!(
+                "  ambiguous (either feature removes it) {names}: {n}\n"
+            ));
+        }
+        if let (n, Some(f)) = &self.unstable {
+            s.push_str(&format!(
+                "  unstable (not the same when run again): {n}, e.g. {} request {}: {:?} {} / {}\n",
+                f.scenario.id, f.request, f.diff.kind, f.diff.native, f.diff.meshguard
+            ));
         }
         for b in &self.failed_batches {
             s.push_str(&format!("  batch not run: {b}\n"));
@@ -2060,7 +2512,29 @@ pub fn run(
         next += batch;
         match run_batch(setup, &scenarios) {
             Ok(res) => {
-                tally.add(&scenarios, &res);
+                let found = tally.add(&scenarios, &res);
+                let done: BTreeMap<String, u64> = tally
+                    .by_class
+                    .iter()
+                    .map(|(k, (c, _))| (k.clone(), *c))
+                    .collect();
+                let verdicts = confirm(setup, &found, &|name| done.get(name).copied().unwrap_or(0))
+                    .unwrap_or_else(|_| {
+                        found
+                            .iter()
+                            .map(|f| {
+                                match classify(
+                                    &f.scenario,
+                                    &f.scenario.requests[f.request],
+                                    &f.diff,
+                                ) {
+                                    Some(c) => Verdict::ByFeature(c),
+                                    None => Verdict::Unclassified,
+                                }
+                            })
+                            .collect()
+                    });
+                tally.record(found, &verdicts);
                 progress(&scenarios, &res, &tally);
             }
             Err(e) => {
