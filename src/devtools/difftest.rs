@@ -427,14 +427,15 @@ fn compare_raw(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<Diff> {
 pub fn equivalent_refusal(sc: &Scenario, req: &Req, n: &Obs, m: &Obs) -> Option<&'static str> {
     // PeerAuthentication STRICT: Envoy (Istio's listener) has no plaintext filter chain, so
     // the connection closes; meshguard's listener takes plaintext and its L7 check refuses
-    // (or Envoy's codec refused the request before any filter: 400).
+    // (or Envoy refused or redirected the request before any filter: 400, 307).
     if sc.transport == Transport::Mixed
         && req.client.is_none()
         && n.status.is_none()
         && n.error.is_some()
         && ((m.status == Some(403)
             && (m.body.contains("mutual TLS is required") || req.method == "HEAD"))
-            || m.status == Some(400))
+            || m.status == Some(400)
+            || m.status == Some(307))
         && gen::peer_mode(&sc.policies, gen::PORT) == PeerMode::Strict
     {
         return Some("peer-strict-refusal");
@@ -1497,11 +1498,16 @@ fn wire(setup: &Setup, r: &Req, id: &str, now: u64) -> Result<Wire> {
     for p in &r.tokens {
         let t = mint(&p.tok, &setup.keys, now)?;
         match &p.loc {
-            Loc::Bearer => headers.push(("authorization".into(), format!("Bearer {t}"))),
-            Loc::Header { name, prefix } => headers.push((name.clone(), format!("{prefix}{t}"))),
+            Loc::Bearer => headers.push((
+                "authorization".into(),
+                gen::header_value("Bearer ", p.decor, &t),
+            )),
+            Loc::Header { name, prefix } => {
+                headers.push((name.clone(), gen::header_value(prefix, p.decor, &t)))
+            }
             Loc::Param(name) => {
                 let sep = if path.contains('?') { '&' } else { '?' };
-                path = format!("{path}{sep}{name}={t}");
+                path = format!("{path}{sep}{}", gen::query_param(name, p.decor, &t));
             }
             Loc::Cookie { name, style } => {
                 for v in gen::cookie_header(name, *style, &t) {
@@ -2300,7 +2306,23 @@ pub fn reproducer(f: &Finding, name: &str) -> String {
         format!("native:    {}", f.native.short()),
         format!("meshguard: {}", f.meshguard.short()),
     ];
-    gen::to_case(&sc, name, &[expect], &notes)
+    let mut case = gen::to_case(&sc, name, &[expect], &notes);
+    // Audit and dry-run expectations in e2e_differential's builder.
+    let extra = match f.diff.kind {
+        DiffKind::Audit => f.native.audit.map(|a| format!(".audited({a})")),
+        DiffKind::DryRun => f.native.shadow.map(|(a, d)| format!(".shadow({a}, {d})")),
+        _ => None,
+    };
+    if let Some(x) = extra {
+        case = case.replacen(&format!(".is({expect}),"), &format!(".is({expect}){x},"), 1);
+    }
+    if f.diff.kind == DiffKind::Upstream {
+        case.insert_str(
+            0,
+            "// needs what e2e_differential's harness lacks: comparing what the upstream received\n",
+        );
+    }
+    case
 }
 
 /// Counts for the run summary.

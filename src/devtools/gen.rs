@@ -225,6 +225,39 @@ pub enum Loc {
 pub struct Placed {
     pub loc: Loc,
     pub tok: Tok,
+    /// Syntax edge around the token (see [`header_value`], [`query_param`]); 0 = none.
+    #[serde(default)]
+    pub decor: u8,
+}
+
+/// A header value carrying `token` after `prefix`, by syntax edge: as is, trailing space,
+/// a comma list, two spaces, quoted, a trailing `;x`, the prefix in lower case, a fourth part.
+pub fn header_value(prefix: &str, decor: u8, token: &str) -> String {
+    match decor % 8 {
+        1 => format!("{prefix}{token} "),
+        2 => format!("{prefix}{token}, Basic eA=="),
+        3 => format!("{prefix} {token}"),
+        4 => format!("{prefix}\"{token}\""),
+        5 => format!("{prefix}{token};x"),
+        6 => format!("{}{token}", prefix.to_ascii_lowercase()),
+        7 => format!("{prefix}{token}.e30"),
+        _ => format!("{prefix}{token}"),
+    }
+}
+
+/// The query parameter(s) carrying `token` in `name`, by syntax edge: as is, repeated after
+/// or before a junk value, dots percent-encoded, the name in upper case, an empty one first,
+/// a trailing encoded space.
+pub fn query_param(name: &str, decor: u8, token: &str) -> String {
+    match decor % 8 {
+        1 => format!("{name}={token}&{name}=junk"),
+        2 => format!("{name}=junk&{name}={token}"),
+        3 => format!("{name}={}", token.replace('.', "%2E")),
+        4 => format!("{}={token}", name.to_ascii_uppercase()),
+        5 => format!("{name}=&{name}={token}"),
+        6 => format!("{name}={token}%20"),
+        _ => format!("{name}={token}"),
+    }
 }
 
 /// Which key signs a token (the JWKS each issuer publishes: see [`ISS1`]..[`ISS3`]).
@@ -1132,6 +1165,10 @@ impl Gen<'_> {
                 v = format!("{v}, {}", self.rng.pick(XFF_IPS));
             }
             r.headers.push(("x-forwarded-for".into(), v));
+            if self.rng.pct(8) {
+                let second = self.rng.pick(XFF_IPS).to_string();
+                r.headers.push(("x-forwarded-for".into(), second));
+            }
         }
         // Tokens
         let n_tok = if aims.locations.is_empty() {
@@ -1160,7 +1197,12 @@ impl Gen<'_> {
                 l => l,
             };
             let tok = self.token(aims);
-            r.tokens.push(Placed { loc, tok });
+            let decor = if self.rng.pct(22) {
+                self.rng.range(1, 7) as u8
+            } else {
+                0
+            };
+            r.tokens.push(Placed { loc, tok, decor });
         }
         // TLS
         let tls = match self.transport {
@@ -1856,6 +1898,7 @@ pub fn shrink_candidates(sc: &Scenario) -> Vec<Scenario> {
                     q.tokens[i].tok.claims.remove(&k);
                 });
             }
+            push(&|q| q.tokens[i].decor = 0);
             push(&|q| q.tokens[i].tok.flaw = Flaw::None);
             push(&|q| q.tokens[i].tok.exp = Exp::Rel(3600));
             push(&|q| q.tokens[i].tok.nbf = None);
@@ -2051,11 +2094,15 @@ fn rust_req(r: &Req, status: u16) -> String {
     for t in &r.tokens {
         let minted = rust_token(&t.tok);
         match &t.loc {
-            Loc::Bearer => s.push_str(&format!(".tok(&{minted})")),
+            Loc::Bearer if t.decor == 0 => s.push_str(&format!(".tok(&{minted})")),
+            Loc::Bearer => s.push_str(&format!(
+                ".h(\"authorization\", &format!({}, {minted}))",
+                rust_str(&format_template(&header_value("Bearer ", t.decor, "\u{0}")))
+            )),
             Loc::Header { name, prefix } => s.push_str(&format!(
-                ".h({}, &format!(\"{}{{}}\", {minted}))",
+                ".h({}, &format!({}, {minted}))",
                 rust_str(name),
-                prefix.replace('\\', "\\\\").replace('"', "\\\"")
+                rust_str(&format_template(&header_value(prefix, t.decor, "\u{0}")))
             )),
             Loc::Param(_) => {}
             Loc::Cookie { name, style } => {
@@ -2089,6 +2136,13 @@ fn rust_req(r: &Req, status: u16) -> String {
     s
 }
 
+/// `text` as a `format!` template: braces doubled, the NUL placeholder as `{}`.
+fn format_template(text: &str) -> String {
+    text.replace('{', "{{")
+        .replace('}', "}}")
+        .replace('\u{0}', "{}")
+}
+
 /// The path with query-parameter tokens, as Rust (a literal, or `&format!` with tokens).
 fn path_with_params(r: &Req) -> String {
     let mut p = r.path.replace('{', "{{").replace('}', "}}");
@@ -2096,8 +2150,14 @@ fn path_with_params(r: &Req) -> String {
     for t in &r.tokens {
         if let Loc::Param(name) = &t.loc {
             p.push(if p.contains('?') { '&' } else { '?' });
-            p.push_str(&format!("{name}={{}}"));
-            args.push(rust_token(&t.tok));
+            let one = format_template(&query_param(name, t.decor, "\u{0}"));
+            p.push_str(&one);
+            if t.decor == 3 {
+                // Dots encoded in the token itself.
+                args.push(format!("{}.replace('.', \"%2E\")", rust_token(&t.tok)));
+            } else {
+                args.push(rust_token(&t.tok));
+            }
         }
     }
     if args.is_empty() {
