@@ -125,10 +125,7 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
 /// `builder.go` `isDryRun`: the annotation is read with Go's `strconv.ParseBool` (`1`, `t`,
 /// `T`, `TRUE`, `true`, `True` are true); anything else is false (logged by istiod).
 fn is_dry_run(v: &Value) -> bool {
-    matches!(
-        v.as_str(),
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True")
-    )
+    matches!(v.as_str(), Some("1" | "t" | "T" | "TRUE" | "true" | "True"))
 }
 
 /// `kind: List` items inlined.
