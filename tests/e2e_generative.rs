@@ -5,8 +5,9 @@
 //! `www-authenticate`, what the upstream received, audit mark and dry-run result.
 //!
 //! A disagreement either belongs to a named class (`difftest::CLASSES`: deliberate, being
-//! fixed, or reported and not fixed yet), or fails the test, shrunk to a minimal case for
-//! `tests/e2e_differential.rs`. The budget is fixed seeds and pair counts (about a minute);
+//! fixed, or reported and not fixed yet; confirmed by re-running it with the class's feature
+//! taken away), or fails the test, shrunk to a minimal case for `tests/e2e_differential.rs`
+//! — as does a confirmed finding of a class marked fixed (a regression). The budget is fixed seeds and pair counts (about a minute);
 //! longer runs: `make fuzz-diff SEED=.. N=..`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -50,6 +51,13 @@ fn generative_differential() {
             tally.failed_batches
         );
         assert!(tally.pairs >= pairs, "{} pairs", tally.pairs);
+        for (class, f) in &tally.regressions {
+            let case = match difftest::shrink(&setup, f, 20) {
+                Ok(small) => difftest::reproducer(&small, &format!("gen-{class}")),
+                Err(e) => format!("(not shrunk: {e})\n{}", difftest::reproducer(f, class)),
+            };
+            failures.push(format!("regression of the fixed class {class}\n{case}"));
+        }
         for (i, (sig, (n, f))) in tally.new.iter().enumerate().take(2) {
             let name = format!("gen-{seed}-{}", i + 1);
             let case = match difftest::shrink(&setup, f, 20) {

@@ -455,6 +455,8 @@ pub enum ClassKind {
     BeingFixed,
     /// Found by this generator, reported, not fixed yet.
     Reported,
+    /// Fixed: a confirmed finding of this class is a regression (the test fails on it).
+    Fixed,
 }
 
 /// A named predicate over a disagreeing pair.
@@ -708,119 +710,117 @@ fn c_padded_payload_header(_: &Scenario, r: &Req, d: &Diff) -> bool {
         && r.tokens.iter().any(|t| t.tok.flaw == Flaw::Padded(1))
 }
 
-/// Every named class, in the order they are tried.
+/// Every named class, in the order they are tried. The fixed ones stay, so a regression is
+/// named (and fails the test) instead of being merely unclassified.
 pub const CLASSES: &[Class] = &[
     Class {
-        name: "xff-source-ip",
+        name: "multi-provider-any-passes",
         kind: ClassKind::Deliberate,
-        reason: "ipBlocks/source.ip use Envoy's source.address (after XFF handling) where RBAC's \
-                 direct_remote_ip uses the TCP peer; wasm has no attribute for the peer (README)",
+        reason: "several jwtRules (providers) and several tokens: Envoy's Istio requirement \
+                 requires_any[P1..Pn, requires_all[Pi or allow_missing]] passes once ONE \
+                 provider's tokens verify (only its outputs applied, tokens at other rules' \
+                 locations neither verified nor removed); meshguard verifies every token at \
+                 every location, 401 on any failure (README: fail closed)",
+        test: c_multi_provider,
+        neutralize: n_one_token,
+    },
+    Class {
+        name: "xff-source-ip",
+        kind: ClassKind::Fixed,
+        reason: "ipBlocks/source.ip against the XFF client instead of the TCP peer (fixed in \
+                 17958ae: the shipped set_filter_state records the direct remote address)",
         test: c_xff_source_ip,
         neutralize: n_xff,
     },
     Class {
         name: "dup-json-members",
-        kind: ClassKind::BeingFixed,
-        reason: "a JWT header/payload repeating a member (two exp, two sub)",
+        kind: ClassKind::Fixed,
+        reason: "a JWT header/payload repeating a member (fixed in 2e3407a: invalid JSON, as \
+                 protobuf's Struct parser)",
         test: c_dup_members,
         neutralize: n_dup_members,
     },
     Class {
         name: "template-vs-literal-star",
-        kind: ClassKind::BeingFixed,
-        reason: "path templates ({*}, {**}) or a literal `*` in a policy path against a request \
-                 path with a literal `*`",
+        kind: ClassKind::Fixed,
+        reason: "path templates against a literal `*` in the request path (fixed in 825469b)",
         test: c_template_literal_star,
         neutralize: n_literal_star,
     },
     Class {
         name: "host-header-in-when",
-        kind: ClassKind::BeingFixed,
-        reason: "`request.headers[host]` / `[:authority]` in a `when` condition",
+        kind: ClassKind::Fixed,
+        reason: "`request.headers[host]` in `when` (fixed in af64510: reads :authority)",
         test: c_host_header_when,
         neutralize: n_host_header_when,
     },
     Class {
         name: "multi-uri-san-cert",
-        kind: ClassKind::BeingFixed,
-        reason: "a client certificate with several URI SANs",
+        kind: ClassKind::Fixed,
+        reason: "a client certificate with several URI SANs (fixed in af64510)",
         test: c_multi_san,
         neutralize: n_multi_san,
     },
     Class {
         name: "same-issuer-twice",
-        kind: ClassKind::BeingFixed,
-        reason: "one issuer in two applicable jwtRules",
+        kind: ClassKind::Fixed,
+        reason: "one issuer in two applicable jwtRules (fixed in af64510: passes when either \
+                 verifies)",
         test: c_same_issuer,
         neutralize: n_same_issuer,
     },
     Class {
         name: "foreign-ra-shares-jwks-uri",
-        kind: ClassKind::BeingFixed,
-        reason: "a non-applicable RequestAuthentication with the same jwksUri",
+        kind: ClassKind::Fixed,
+        reason: "a non-applicable RequestAuthentication with the same jwksUri (fixed in af64510)",
         test: c_foreign_shared_jwks_uri,
         neutralize: n_foreign_ras,
     },
     Class {
-        name: "multi-provider-any-passes",
-        kind: ClassKind::Reported,
-        reason: "several jwtRules (providers) and several tokens: Envoy's Istio requirement \
-                 requires_any[P1..Pn, requires_all[Pi or allow_missing]] passes once ONE \
-                 provider's tokens verify (only its outputs applied, tokens at other rules' \
-                 locations neither verified nor removed; allow_missing keeps the last token's \
-                 status); meshguard verifies every token at every location (401 on any failure)",
-        test: c_multi_provider,
-        neutralize: n_one_token,
+        name: "claim-list-to-header",
+        kind: ClassKind::Fixed,
+        reason: "outputClaimToHeaders of a list or object claim (fixed in 5c02181)",
+        test: c_claim_list_to_header,
+        neutralize: n_scalar_claim_headers,
     },
     Class {
         name: "root-ns-peer-selector",
-        kind: ClassKind::Reported,
-        reason: "a root-namespace PeerAuthentication with a selector: istiod ignores it \
-                 (ComposePeerAuthentication takes workload-level policies only outside the root \
-                 namespace), meshguard applies it as the workload-level policy",
+        kind: ClassKind::Fixed,
+        reason: "a root-namespace PeerAuthentication with a selector, which istiod ignores \
+                 (found here, fixed in 59a1a12)",
         test: c_root_ns_peer_selector,
         neutralize: n_root_ns_peer_selector,
     },
     Class {
         name: "query-token-empty-param",
-        kind: ClassKind::Reported,
-        reason: "a query-parameter token removed from a query with an empty parameter (`?&`, \
-                 `&&`, trailing `&`): Envoy re-serialises the rest (`?=`), meshguard drops it",
+        kind: ClassKind::Fixed,
+        reason: "query-token removal from a query with empty parameters (found here, fixed in \
+                 59a1a12)",
         test: c_query_token_empty_param,
         neutralize: n_empty_params,
     },
     Class {
         name: "dry-run-allow-after-deny",
-        kind: ClassKind::Reported,
-        reason: "dry-run ALLOW policies beside an enforced DENY that matches: Envoy's ALLOW RBAC \
-                 filter (which holds the ALLOW shadow rules) never runs after the DENY filter \
-                 denied, so nothing is counted; meshguard evaluates and counts them",
+        kind: ClassKind::Fixed,
+        reason: "dry-run ALLOW policies counted after an enforced DENY (found here, fixed in \
+                 59a1a12)",
         test: c_dry_run_allow_after_deny,
         neutralize: n_dry_run_allows,
     },
     Class {
         name: "multi-token-output-order",
-        kind: ClassKind::Reported,
-        reason: "several verified tokens: the same outputPayloadToHeader/outputClaimToHeaders \
-                 values reach the upstream in another order (Envoy: verification order, last \
-                 extracted first)",
+        kind: ClassKind::Fixed,
+        reason: "output headers of several tokens in another order (found here, fixed in \
+                 59a1a12)",
         test: c_multi_token_output_order,
         neutralize: n_one_token,
     },
     Class {
         name: "padded-payload-header",
-        kind: ClassKind::Reported,
-        reason: "outputPayloadToHeader of a token whose payload part has `=` padding: Envoy \
-                 forwards the part as sent (padded), meshguard unpadded",
+        kind: ClassKind::Fixed,
+        reason: "outputPayloadToHeader of a padded payload part (found here, fixed in 59a1a12)",
         test: c_padded_payload_header,
         neutralize: n_unpad,
-    },
-    Class {
-        name: "claim-list-to-header",
-        kind: ClassKind::BeingFixed,
-        reason: "outputClaimToHeaders of a list or object claim",
-        test: c_claim_list_to_header,
-        neutralize: n_scalar_claim_headers,
     },
 ];
 
@@ -1158,6 +1158,17 @@ pub fn confirm(
             })
             .map(|(c, _)| *c)
             .collect();
+        // A class that is not fixed explains the finding before fixed ones do; several
+        // fixed ones alone are still a regression (of the first).
+        let open: Vec<&'static Class> = gone
+            .iter()
+            .copied()
+            .filter(|c| c.kind != ClassKind::Fixed)
+            .collect();
+        let gone = match open.len() {
+            0 => gone.into_iter().take(1).collect(),
+            _ => open,
+        };
         verdicts[k] = match gone.as_slice() {
             [] => Verdict::Unclassified,
             [c] => {
@@ -1222,7 +1233,9 @@ pub fn validate(setup: &Setup, sc: &Scenario) -> std::result::Result<(), (Side, 
     mesh
 }
 
-fn wasm_filter(setup: &Setup, filter: &Value) -> Result<Value> {
+/// meshguard's HTTP filters exactly as the shipped gateway config declares them (the
+/// `set_filter_state` recording the TCP peer, then the wasm filter), with `filter`.
+fn meshguard_filters(setup: &Setup, filter: &Value) -> Result<Vec<Value>> {
     let mut cfg = envoy::load_config(&setup.repo.join("envoy/ingress-gateway.yaml"))?;
     envoy::localize_files(
         &mut cfg,
@@ -1233,11 +1246,20 @@ fn wasm_filter(setup: &Setup, filter: &Value) -> Result<Value> {
         },
     );
     envoy::set_meshguard_configuration(&mut cfg, &filter.to_string())?;
-    cfg.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
+    let chain: Vec<Value> = cfg
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
         .and_then(Value::as_array)
-        .and_then(|fs| fs.iter().find(|f| f["name"] == "envoy.filters.http.wasm"))
+        .into_iter()
+        .flatten()
+        .filter(|f| f["name"] != "envoy.filters.http.router")
         .cloned()
-        .ok_or_else(|| "no wasm filter in envoy/ingress-gateway.yaml".into())
+        .collect();
+    if !chain.iter().any(|f| f["name"] == "envoy.filters.http.wasm") {
+        return Err("no wasm filter in envoy/ingress-gateway.yaml".into());
+    }
+    Ok(chain)
 }
 
 fn hcm(name: &str, http_filters: &[Value], access_log: &Path, edge: Option<u32>) -> Value {
@@ -1440,7 +1462,7 @@ fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Resul
         let f = filter_json(setup, &sc.policies, if port == 0 { 8000 } else { port })?;
         let filters = match side {
             Side::Native => istio_rbac::http_filters(&f)?,
-            Side::Meshguard => vec![wasm_filter(setup, &f)?],
+            Side::Meshguard => meshguard_filters(setup, &f)?,
         };
         listeners.push(listener(
             setup,
@@ -2338,6 +2360,8 @@ pub struct Tally {
     pub class_examples: BTreeMap<String, Finding>,
     /// Findings that did not disagree the same way when run again: count and one example.
     pub unstable: (u64, Option<Finding>),
+    /// Confirmed findings of fixed classes (regressions): one example each.
+    pub regressions: BTreeMap<String, Finding>,
     /// Findings that two classes' neutralizations both remove, by the two class names.
     pub ambiguous: BTreeMap<String, u64>,
     pub equivalences: BTreeMap<&'static str, u64>,
@@ -2388,6 +2412,11 @@ impl Tally {
         for (f, v) in found.into_iter().zip(verdicts) {
             match v {
                 Verdict::Confirmed(c) => {
+                    if c.kind == ClassKind::Fixed {
+                        self.regressions
+                            .entry(c.name.to_string())
+                            .or_insert_with(|| f.clone());
+                    }
                     self.by_class.entry(c.name.to_string()).or_default().0 += 1;
                     self.class_examples.entry(c.name.to_string()).or_insert(f);
                 }
@@ -2454,6 +2483,7 @@ impl Tally {
             ClassKind::Deliberate,
             ClassKind::BeingFixed,
             ClassKind::Reported,
+            ClassKind::Fixed,
         ] {
             for c in CLASSES.iter().filter(|c| c.kind == kind) {
                 if let Some((conf, feat)) = self.by_class.get(c.name) {
@@ -2472,6 +2502,12 @@ impl Tally {
         }
         for (what, n) in &self.rejected {
             s.push_str(&format!("  config refused {what}: {n}\n"));
+        }
+        for (class, f) in &self.regressions {
+            s.push_str(&format!(
+                "  REGRESSION of fixed class {class}, e.g. {} request {}: {:?} {} / {}\n",
+                f.scenario.id, f.request, f.diff.kind, f.diff.native, f.diff.meshguard
+            ));
         }
         for (names, n) in &self.ambiguous {
             s.push_str(&format!(
