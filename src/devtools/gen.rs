@@ -615,6 +615,12 @@ impl Gen<'_> {
                 policies.push(self.peer_authn(i));
             }
         }
+        // Either API version is accepted.
+        for p in &mut policies {
+            if self.rng.pct(10) {
+                p["apiVersion"] = json!("security.istio.io/v1beta1");
+            }
+        }
         // Resource order is creation order; shuffle kinds a little.
         if policies.len() > 1 && self.rng.pct(30) {
             let i = self.rng.below(policies.len());
@@ -1222,6 +1228,16 @@ impl Gen<'_> {
                 3 => Some("localhost".into()),
                 _ => None,
             };
+        }
+        // CORS preflight: Envoy's jwt_authn lets it through unauthenticated
+        // (`bypass_cors_preflight`), authorization still decides.
+        if r.method == "OPTIONS" && self.rng.pct(60) {
+            r.headers
+                .push(("origin".into(), "https://web.example".into()));
+            if self.rng.pct(85) {
+                r.headers
+                    .push(("access-control-request-method".into(), "GET".into()));
+            }
         }
         r.h2 = self.rng.pct(8);
         r
