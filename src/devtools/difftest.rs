@@ -575,6 +575,14 @@ fn c_same_issuer(sc: &Scenario, _: &Req, _: &Diff) -> bool {
     false
 }
 
+fn c_same_issuer_race(sc: &Scenario, r: &Req, d: &Diff) -> bool {
+    d.kind == DiffKind::Upstream
+        && c_same_issuer(sc, r, d)
+        && jwt_rules(sc, true)
+            .iter()
+            .any(|rule| rule["jwksUri"].is_string())
+}
+
 fn c_foreign_shared_jwks_uri(sc: &Scenario, _: &Req, _: &Diff) -> bool {
     let mine: Vec<&str> = jwt_rules(sc, true)
         .iter()
@@ -631,6 +639,17 @@ fn token_presences(sc: &Scenario, r: &Req) -> usize {
         .iter()
         .filter(|(k, _)| headers.contains(&k.to_ascii_lowercase()))
         .count();
+    let cookies: Vec<&str> = rules
+        .iter()
+        .flat_map(|rule| strs(&rule["fromCookies"]))
+        .collect();
+    let in_cookies = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
+        .flat_map(|(_, v)| v.split(';'))
+        .filter(|kv| cookies.contains(&kv.trim().split('=').next().unwrap_or("")))
+        .count();
     let query = r.path.split_once('?').map_or("", |(_, q)| q);
     let in_query = query
         .split('&')
@@ -640,7 +659,7 @@ fn token_presences(sc: &Scenario, r: &Req) -> usize {
                 .any(|p| kv.split('=').next() == Some(p.as_str()))
         })
         .count();
-    r.tokens.len() + in_headers + in_query
+    r.tokens.len() + in_headers + in_query + in_cookies
 }
 
 fn c_root_ns_peer_selector(sc: &Scenario, _: &Req, _: &Diff) -> bool {
@@ -723,6 +742,16 @@ pub const CLASSES: &[Class] = &[
                  every location, 401 on any failure (README: fail closed)",
         test: c_multi_provider,
         neutralize: n_one_token,
+    },
+    Class {
+        name: "same-issuer-first-rule",
+        kind: ClassKind::Deliberate,
+        reason: "one issuer in several applicable rules with a remote JWKS, and a token both \
+                 verify: meshguard applies the first rule's settings (forwardOriginalToken, \
+                 output headers); Envoy the first provider whose check completes, another one \
+                 while a JWKS fetch is in flight (README; timing-dependent)",
+        test: c_same_issuer_race,
+        neutralize: n_same_issuer,
     },
     Class {
         name: "xff-source-ip",
@@ -958,8 +987,10 @@ fn n_one_token(sc: &mut Scenario, j: usize) {
     }
     if let Some(r) = req_mut(sc, j) {
         r.tokens.truncate(1);
-        r.headers
-            .retain(|(k, _)| !headers.contains(&k.to_ascii_lowercase()));
+        r.headers.retain(|(k, _)| {
+            let k = k.to_ascii_lowercase();
+            !headers.contains(&k) && k != "cookie"
+        });
         if let Some((path, query)) = r.path.clone().split_once('?') {
             let kept: Vec<&str> = query
                 .split('&')
@@ -2603,4 +2634,61 @@ pub fn run(
         }
     }
     (tally, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ra(rule: Value) -> Value {
+        json!({ "kind": "RequestAuthentication",
+                "metadata": { "name": "r", "namespace": "foo" },
+                "spec": { "jwtRules": [rule] } })
+    }
+
+    #[test]
+    fn token_presences_count_every_configured_location() {
+        let sc = Scenario {
+            id: "t".into(),
+            transport: Transport::Plain,
+            policies: vec![
+                ra(json!({ "issuer": gen::ISS3, "fromCookies": ["session"] })),
+                ra(json!({ "issuer": gen::ISS1, "fromHeaders": [{ "name": "x-jwt" }] })),
+                ra(json!({ "issuer": gen::ISS2, "fromParams": ["tok"] })),
+            ],
+            requests: Vec::new(),
+        };
+        let mut r = Req::get("/?tok=junk&a=1");
+        r.headers.push(("cookie".into(), "a=1; session=by".into()));
+        r.headers.push(("X-Jwt".into(), String::new()));
+        assert_eq!(token_presences(&sc, &r), 3);
+        let d = Diff {
+            kind: DiffKind::Status,
+            native: "200".into(),
+            meshguard: "401".into(),
+        };
+        assert!(c_multi_provider(&sc, &r, &d));
+        let mut one = sc.clone();
+        one.requests.push(r);
+        n_one_token(&mut one, 0);
+        assert_eq!(token_presences(&one, &one.requests[0]), 0);
+        assert_eq!(one.requests[0].path, "/?a=1");
+    }
+
+    #[test]
+    fn diffs_name_no_token_and_dry_run_signatures_are_coarse() {
+        assert_eq!(
+            mask_jwts("realm=\"/a?t=eyJhbGc.eyJz.sig-_x\", x"),
+            "realm=\"/a?t=<jwt>\", x"
+        );
+        let d = |n: &str, m: &str| Diff {
+            kind: DiffKind::DryRun,
+            native: n.into(),
+            meshguard: m.into(),
+        };
+        assert_eq!(
+            d("Some((0, 2))", "Some((1, 2))").signature(),
+            d("Some((0, 5))", "Some((3, 5))").signature()
+        );
+    }
 }
