@@ -1,6 +1,6 @@
 //! RequestAuthentication spec (istio/api `security/v1/request_authentication.proto`).
 
-use crate::config::{PolicySpec, PolicyTargetReference, WorkloadSelector};
+use super::{PolicySpec, PolicyTargetReference, WorkloadSelector};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,6 +1,9 @@
 //! The proxy-wasm adapter: the only code that touches hostcalls. One root context per VM
 //! (one VM per Envoy worker thread) owns the compiled engine and the JWKS cache; HTTP contexts
 //! read request attributes, ask the engine, and act on its decision.
+//!
+//! Compiled for `wasm32` only; on the host this crate is empty (the engine is tested there).
+#![cfg(target_arch = "wasm32")]
 
 mod host;
 mod host_crypto;
@@ -8,9 +11,9 @@ mod http;
 mod jwks_host;
 mod metrics;
 
-use crate::engine::Engine;
-use crate::jwks_cache::JwksCache;
 use jwks_host::WasmJwksHost;
+use meshguard_engine::engine::Engine;
+use meshguard_engine::jwks_cache::JwksCache;
 use metrics::Metrics;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
@@ -107,8 +110,8 @@ impl RootContext for Root {
             LogLevel::Info,
             &format!(
                 "meshguard {} ({}) VM started",
-                crate::VERSION,
-                crate::GIT_HASH
+                meshguard_engine::VERSION,
+                meshguard_engine::GIT_HASH
             ),
         );
         host_crypto::install(&self.state.borrow().metrics);

@@ -2,7 +2,10 @@
 //! the demo (`make run`, docker-compose.yml). Arguments are parsed by hand to keep the tool
 //! dependency-light.
 
-use meshguard::devtools::{certs, demo};
+mod convert;
+mod explain;
+
+use meshguard_devtools::{certs, demo};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +58,11 @@ fn main() -> ExitCode {
         ["ca", "init", rest @ ..] => ca_init(rest),
         ["ca", "issue", rest @ ..] => ca_issue(rest),
         ["version" | "--version"] => {
-            println!("meshguard {} ({})", meshguard::VERSION, meshguard::GIT_HASH);
+            println!(
+                "meshguard {} ({})",
+                meshguard_engine::VERSION,
+                meshguard_engine::GIT_HASH
+            );
             Ok(())
         }
         ["help" | "--help" | "-h"] => {
@@ -81,7 +88,7 @@ fn validate(files: &[&str]) -> ExitCode {
                 println!("{file}: cannot read: {e}");
                 ok = false;
             }
-            Ok(text) => match meshguard::engine::Engine::from_json(&text) {
+            Ok(text) => match meshguard_engine::engine::Engine::from_json(&text) {
                 Ok(engine) => {
                     println!("{file}: OK ({})", engine.summary());
                     for w in engine.warnings() {
@@ -208,7 +215,7 @@ fn ca_init(args: &[&str]) -> CliResult {
     let flags = Flags::parse(args, &["--out", "--trust-domain"], &[])?;
     let out = PathBuf::from(flags.get("--out").ok_or("ca init: --out DIR is required")?);
     let td = flags.get("--trust-domain").unwrap_or("cluster.local");
-    meshguard::ca::init(&out, td)?;
+    meshguard_devtools::ca::init(&out, td)?;
     println!(
         "wrote a CA for trust domain {td}: ca.pem, ca-key.pem (0600), trust-domain in {}",
         out.display()
@@ -224,10 +231,10 @@ fn ca_issue(args: &[&str]) -> CliResult {
             .ok_or_else(|| format!("ca issue: {name} is required\n{USAGE}"))
     };
     let ttl = match flags.get("--ttl") {
-        Some(t) => meshguard::ca::parse_ttl(t)?,
-        None => meshguard::ca::DEFAULT_TTL,
+        Some(t) => meshguard_devtools::ca::parse_ttl(t)?,
+        None => meshguard_devtools::ca::DEFAULT_TTL,
     };
-    let issued = meshguard::ca::issue(
+    let issued = meshguard_devtools::ca::issue(
         &PathBuf::from(need("--ca")?),
         need("--ns")?,
         need("--sa")?,
@@ -245,7 +252,7 @@ fn ca_issue(args: &[&str]) -> CliResult {
 }
 
 fn convert(args: &[&str]) -> CliResult {
-    let mut target = meshguard::convert::Target::default();
+    let mut target = crate::convert::Target::default();
     let mut files = Vec::new();
     let mut it = args.iter();
     let pair = |flag: &str, v: Option<&&str>| -> Result<(String, String), String> {
@@ -288,7 +295,7 @@ fn convert(args: &[&str]) -> CliResult {
         };
         manifests.push((file.to_string(), text));
     }
-    let out = meshguard::convert::convert(&manifests, &target)?;
+    let out = crate::convert::convert(&manifests, &target)?;
     for s in &out.skipped {
         eprintln!("meshguard: skipped {s} (not a security policy)");
     }
@@ -348,7 +355,7 @@ fn run_explain(
                 .ok_or(format!("--header {h:?}: expected NAME:VALUE"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let described = meshguard::explain::Described {
+    let described = crate::explain::Described {
         method: flags.get("--method").unwrap_or("GET").to_string(),
         path: flags.get("--path").unwrap_or("/").to_string(),
         host: flags.get("--host").unwrap_or("example.com").to_string(),
@@ -358,7 +365,7 @@ fn run_explain(
         source: addr("--source")?,
         destination: addr("--destination")?,
     };
-    let out = meshguard::explain::explain(&text, &described).map_err(|e| format!("{file}: {e}"))?;
+    let out = crate::explain::explain(&text, &described).map_err(|e| format!("{file}: {e}"))?;
     print!("{}", out.text);
     Ok(out.allowed)
 }

@@ -4,7 +4,7 @@ use crate::jwt::JwtStatus;
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/vectors/jwt-status-strings.json"
+    "/../../../shared/vectors/jwt-status-strings.json"
 );
 
 #[test]

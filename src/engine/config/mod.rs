@@ -8,12 +8,12 @@ mod error;
 mod meta;
 
 pub use error::{closest, from_value, join, ConfigError};
-pub use meta::{ObjectMeta, Resource, Workload, WorkloadSelector};
+pub use meta::{Resource, Workload};
 
-use crate::authn::spec::RequestAuthenticationSpec;
-use crate::authz::spec::AuthorizationPolicySpec;
-use crate::peer::PeerAuthenticationSpec;
-use serde::de::DeserializeOwned;
+use crate::istio::{
+    AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, PolicySpec,
+    RequestAuthenticationSpec,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -72,25 +72,6 @@ impl JwksSettings {
             .cloned()
             .unwrap_or_else(|| authority.to_string())
     }
-}
-
-/// A policy spec: something with an optional workload selector.
-pub trait PolicySpec: DeserializeOwned {
-    fn selector(&self) -> Option<&WorkloadSelector>;
-    /// Gateway API attachment (`targetRef`, `targetRefs`); PeerAuthentication has none.
-    fn target_refs(&self) -> (Option<&PolicyTargetReference>, &[PolicyTargetReference]) {
-        (None, &[])
-    }
-}
-
-/// A Gateway API policy attachment (istio/api `type/v1beta1/selector.proto`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PolicyTargetReference {
-    pub group: Option<String>,
-    pub kind: Option<String>,
-    pub name: Option<String>,
-    pub namespace: Option<String>,
 }
 
 /// The one attachment check of every policy kind: meshguard applies a policy by namespace

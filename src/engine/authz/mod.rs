@@ -18,7 +18,7 @@ mod compile;
 mod index;
 mod matcher;
 mod model;
-pub mod spec;
+
 mod validate;
 
 #[cfg(test)]
@@ -28,10 +28,10 @@ mod tests;
 
 use crate::attrs::{AuthContext, Needs, RequestAttributes};
 use crate::config::{ConfigError, Resource, Workload};
+pub use crate::istio::authorization_policy::Action;
+use crate::istio::AuthorizationPolicySpec;
 use index::PolicySet;
 use model::{Cond, Ctx, HeaderName, Policy, Rule};
-pub use spec::Action;
-use spec::AuthorizationPolicySpec;
 
 /// The annotation that turns a policy into a dry run.
 pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";

@@ -3,8 +3,8 @@
 //! may use it.
 
 use super::outputs::HeaderMutations;
-use super::spec::JwtRule;
 use crate::attrs::RequestAttributes;
+use crate::istio::JwtRule;
 use std::collections::BTreeMap;
 
 /// Where a token was found.

@@ -10,8 +10,10 @@ use super::matcher::{
     parse_port, Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch,
 };
 use super::model::{Cond, Field, HeaderName, Policy, Rule};
-use super::spec::{items, Action, AuthorizationPolicySpec, Condition, Operation, Source};
 use crate::config::Resource;
+use crate::istio::authorization_policy::{
+    items, Action, AuthorizationPolicySpec, Condition, Operation, Source,
+};
 
 /// Compiles one applicable policy. Dropped rules and values are reported in `warnings`.
 pub(crate) fn policy(

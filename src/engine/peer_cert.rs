@@ -104,7 +104,7 @@ fn percent_decode(value: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devtools::certs::{Identity, IssueOptions, MeshCa};
+    use meshguard_devtools::certs::{Identity, IssueOptions, MeshCa};
 
     fn url_encode(pem: &str) -> String {
         pem.bytes()

@@ -272,9 +272,9 @@ mod tests {
 
     #[test]
     fn needs_for_a_path_are_those_of_its_candidate_policies() {
-        use crate::devtools::workload;
-        let key = crate::devtools::keys::SigningKey::hmac("k");
-        let cfg = workload::filter_config(1000, &crate::devtools::keys::jwks(&[&key]));
+        use meshguard_devtools::workload;
+        let key = meshguard_devtools::keys::SigningKey::hmac("k");
+        let cfg = workload::filter_config(1000, &meshguard_devtools::keys::jwks(&[&key]));
         let e = Engine::from_json(&cfg.to_string()).unwrap();
         let req = |path: &str| RequestAttributes {
             path: path.into(),

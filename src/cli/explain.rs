@@ -2,10 +2,10 @@
 //! without Envoy. The token, if any, is described by its claims (taken as verified), so the
 //! authorization side can be explored without keys. Native only.
 
-use crate::attrs::{AuthContext, ConnectionInfo, RequestAttributes, VerifiedJwt};
-use crate::authz::Authorizer;
-use crate::config::{self, ConfigError};
-use crate::peer::PeerPolicy;
+use meshguard_engine::attrs::{AuthContext, ConnectionInfo, RequestAttributes, VerifiedJwt};
+use meshguard_engine::authz::Authorizer;
+use meshguard_engine::config::{self, ConfigError};
+use meshguard_engine::peer::PeerPolicy;
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub struct Explanation {
 pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigError> {
     let cfg = config::parse(config_json)?;
     // Validate everything the filter would (also RequestAuthentication).
-    let engine = crate::engine::Engine::compile(&cfg)?;
+    let engine = meshguard_engine::engine::Engine::compile(&cfg)?;
     let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
     let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
     let req = RequestAttributes {

@@ -5,8 +5,7 @@
 //! survive parsing. Unknown fields are errors (`deny_unknown_fields`), which the config loader
 //! turns into `...source.principal: unknown field, did you mean principals?`.
 
-pub use crate::config::PolicyTargetReference;
-use crate::config::{PolicySpec, WorkloadSelector};
+use super::{PolicySpec, PolicyTargetReference, WorkloadSelector};
 use serde::Deserialize;
 
 /// `spec` of an AuthorizationPolicy.

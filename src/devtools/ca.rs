@@ -8,8 +8,8 @@
 //! new version and swaps `..data` with one `rename`, so a reader (Envoy's file-based SDS with
 //! `watched_directory` on the directory) always sees a matching certificate and key.
 
-use crate::devtools::certs::{Identity, IssueOptions, MeshCa};
-use crate::devtools::Result;
+use crate::certs::{Identity, IssueOptions, MeshCa};
+use crate::Result;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

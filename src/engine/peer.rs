@@ -4,31 +4,9 @@
 //! even behind a listener that was configured too leniently.
 
 use crate::attrs::{Needs, RequestAttributes};
-use crate::config::{join, ConfigError, PolicySpec, Resource, WorkloadSelector};
-use serde::Deserialize;
+use crate::config::{join, ConfigError, Resource};
+use crate::istio::PeerAuthenticationSpec;
 use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct PeerAuthenticationSpec {
-    pub selector: Option<WorkloadSelector>,
-    pub mtls: Option<MutualTls>,
-    #[serde(default)]
-    pub port_level_mtls: BTreeMap<String, MutualTls>,
-}
-
-impl PolicySpec for PeerAuthenticationSpec {
-    fn selector(&self) -> Option<&WorkloadSelector> {
-        self.selector.as_ref()
-    }
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct MutualTls {
-    #[serde(default)]
-    pub mode: Option<String>,
-}
 
 /// An mTLS mode. `Unset` inherits from the parent level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,13 +5,12 @@
 mod cache;
 mod extract;
 mod outputs;
-pub mod spec;
 
 use crate::attrs::{AuthContext, RequestAttributes, VerifiedJwt};
 use crate::config::{join, ConfigError, JwksSettings, Resource};
+use crate::istio::{JwtRule, RequestAuthenticationSpec};
 use crate::jwt::{self, Jwks, Jwt, JwtStatus};
 use extract::Extractor;
-use spec::{JwtRule, RequestAuthenticationSpec};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;

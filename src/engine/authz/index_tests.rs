@@ -286,12 +286,12 @@ fn nested_prefixes_past_the_budget_fall_back_to_the_linear_scan() {
 /// no DENY policy is evaluated.
 #[test]
 fn the_benchmark_request_evaluates_only_its_service_policies() {
-    use crate::devtools::workload;
-    let key = match crate::devtools::keys::SigningKey::ec_p256("es") {
+    use meshguard_devtools::workload;
+    let key = match meshguard_devtools::keys::SigningKey::ec_p256("es") {
         Ok(k) => k,
         Err(e) => panic!("{e}"),
     };
-    let jwks = crate::devtools::keys::jwks(&[&key]);
+    let jwks = meshguard_devtools::keys::jwks(&[&key]);
     let cfg = workload::filter_config(1000, &jwks).to_string();
     let cfg = match config::parse(&cfg) {
         Ok(c) => c,

@@ -4,8 +4,10 @@
 //! Every policy is validated, applicable or not: an invalid policy is an invalid config.
 
 use super::matcher::{check_path_template, parse_port, Cidr};
-use super::spec::{items, Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source};
 use crate::config::{closest, join, ConfigError, Resource};
+use crate::istio::authorization_policy::{
+    items, Action, AuthorizationPolicySpec, Condition, Operation, Rule, Source,
+};
 
 type Result<T = ()> = std::result::Result<T, ConfigError>;
 
