@@ -50,7 +50,7 @@ fn every_filter_file_is_accepted_by_the_engine() {
     assert!(files.len() >= 2, "{files:?}");
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        if let Err(e) = meshguard_engine::engine::Engine::from_json(&text) {
+        if let Err(e) = meshguard_engine::Engine::from_json(&text) {
             panic!("{}: {e}", f.display());
         }
     }

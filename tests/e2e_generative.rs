@@ -158,7 +158,7 @@ fn generated_resources_are_valid_and_cover_the_api() {
             );
             v = serde_json::from_str(&t).unwrap();
         }
-        meshguard_engine::engine::Engine::from_json(&v.to_string())
+        meshguard_engine::Engine::from_json(&v.to_string())
             .unwrap_or_else(|e| panic!("scenario {i}: meshguard refuses: {e}\n{v}"));
         meshguard_devtools::istio_rbac::http_filters(&v)
             .unwrap_or_else(|e| panic!("scenario {i}: translator refuses: {e}\n{v}"));

@@ -738,7 +738,7 @@ fn cli_ca_init_and_issue() {
             "bad ttl",
         ),
         (
-            &["--ns", "foo", "--sa", "sleep", "--ttl", "365d"][..],
+            &["--ns", "foo", "--sa", "sleep", "--ttl", "8760h"][..],
             "out of range",
         ),
         (&["--ns", "foo"][..], "--sa is required"),

@@ -1,7 +1,7 @@
 //! `meshguard convert`: Istio manifests (YAML or JSON, multi-document, `kind: List`) into the
 //! filter configuration (docs/configuration.md), validated by the engine. Native only.
 
-use meshguard_engine::engine::Engine;
+use meshguard_engine::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

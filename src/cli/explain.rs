@@ -1,11 +1,9 @@
 //! `meshguard explain`: how a configuration decides one described request, step by step,
-//! without Envoy. The token, if any, is described by its claims (taken as verified), so the
+//! without Envoy: the engine's own decision and trace ([`Engine::decide_assuming`]), printed. The token, if any, is described by its claims (taken as verified), so the
 //! authorization side can be explored without keys. Native only.
 
-use meshguard_engine::attrs::{AuthContext, ConnectionInfo, RequestAttributes, VerifiedJwt};
-use meshguard_engine::authz::Authorizer;
-use meshguard_engine::config::{self, ConfigError};
-use meshguard_engine::peer::PeerPolicy;
+use meshguard_engine::config::ConfigError;
+use meshguard_engine::{ConnectionInfo, Engine, RequestAttributes, Verdict, VerifiedJwt};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -32,11 +30,8 @@ pub struct Explanation {
 }
 
 pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigError> {
-    let cfg = config::parse(config_json)?;
-    // Validate everything the filter would (also RequestAuthentication).
-    let engine = meshguard_engine::engine::Engine::compile(&cfg)?;
-    let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
-    let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
+    // The filter's own parse and compile: everything it validates, this refuses.
+    let engine = Engine::from_json(config_json)?;
     let req = RequestAttributes {
         method: d.method.clone(),
         path: d.path.clone(),
@@ -52,68 +47,39 @@ pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigEr
             ..ConnectionInfo::default()
         },
     };
+    let jwt = d.claims.as_ref().map(|claims| {
+        let text = |k: &str| {
+            claims
+                .get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        VerifiedJwt {
+            issuer: text("iss"),
+            subject: text("sub"),
+            claims: claims.clone(),
+        }
+    });
+    let (decision, trace) = engine.decide_assuming(&req, jwt);
     let mut text = String::new();
     let _ = writeln!(text, "config:    {}", engine.summary());
     for w in engine.warnings() {
         let _ = writeln!(text, "warning:   {w}");
     }
-    let mode = peer.mode_for(d.destination.map(|a| a.port()));
-    let _ = writeln!(
+    // The trace says "token verified"; here the claims were only described.
+    let _ = write!(
         text,
-        "peer:      mTLS mode {} ({}), connection {}",
-        mode.mode.as_str(),
-        mode.policy.as_deref().unwrap_or("default"),
-        match req.peer_principal() {
-            Some(p) => format!("mTLS as {p}"),
-            None if req.connection.mtls => "mTLS without a SPIFFE identity".into(),
-            None => "plaintext".into(),
-        }
+        "{}",
+        trace
+            .to_string()
+            .replace("(token verified)", "(claims taken as verified)")
     );
-    if let Some(reason) = peer.check(&req) {
-        let _ = writeln!(text, "decision:  DENY 403 ({reason})");
-        return Ok(Explanation {
-            text,
-            allowed: false,
-        });
-    }
-    let jwt = d.claims.as_ref().map(|claims| VerifiedJwt {
-        issuer: claims
-            .get("iss")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        subject: claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        claims: claims.clone(),
-    });
-    let _ = writeln!(
-        text,
-        "principal: {}",
-        jwt.as_ref()
-            .map_or("none (no token)".to_string(), |j| format!(
-                "{} (claims taken as verified)",
-                j.principal()
-            ))
-    );
-    let decision = authz.evaluate(
-        &req,
-        &AuthContext {
-            jwt: jwt.map(Into::into),
-        },
-    );
-    let _ = writeln!(
-        text,
-        "decision:  {} ({})",
-        if decision.allowed {
-            "ALLOW"
-        } else {
-            "DENY 403 RBAC: access denied"
-        },
-        decision.reason
-    );
+    let verdict = match &decision.verdict {
+        Verdict::Allow => "ALLOW".to_string(),
+        Verdict::Deny(reply) => format!("DENY {} {}", reply.status, reply.body),
+    };
+    let _ = writeln!(text, "decision:  {verdict} ({})", decision.reason);
     if let Some(a) = &decision.audit {
         let _ = writeln!(text, "audit:     marked by {a}");
     }
@@ -127,7 +93,7 @@ pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigEr
     }
     Ok(Explanation {
         text,
-        allowed: decision.allowed,
+        allowed: decision.allowed(),
     })
 }
 
@@ -170,6 +136,27 @@ mod tests {
         let e = explain(&config(), &described("/admin/x", Some(claims))).unwrap();
         assert!(e.allowed, "{}", e.text);
         assert!(e.text.contains("https://i/ann"), "{}", e.text);
+    }
+
+    #[test]
+    fn says_which_rule_clause_failed() {
+        let claims = json!({"iss": "https://i", "sub": "ann", "groups": ["dev"]});
+        let e = explain(&config(), &described("/admin/x", Some(claims))).unwrap();
+        assert!(!e.allowed, "{}", e.text);
+        assert!(
+            e.text
+                .contains("policy:    DENY foo/admins: rule[0] matches"),
+            "{}",
+            e.text
+        );
+        let e = explain(&config(), &described("/health", None)).unwrap();
+        assert!(e.allowed, "{}", e.text);
+        assert!(
+            e.text
+                .contains("rule[0]: to: path \"/health\" does not match"),
+            "{}",
+            e.text
+        );
     }
 
     #[test]

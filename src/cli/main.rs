@@ -88,7 +88,7 @@ fn validate(files: &[&str]) -> ExitCode {
                 println!("{file}: cannot read: {e}");
                 ok = false;
             }
-            Ok(text) => match meshguard_engine::engine::Engine::from_json(&text) {
+            Ok(text) => match meshguard_engine::Engine::from_json(&text) {
                 Ok(engine) => {
                     println!("{file}: OK ({})", engine.summary());
                     for w in engine.warnings() {

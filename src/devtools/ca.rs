@@ -164,24 +164,14 @@ pub fn serial_of(cert_pem: &str) -> Result<String> {
     Ok(hex.trim_start_matches("00").to_string())
 }
 
-/// `1h`, `30m`, `90s`, `2d`.
+/// A Go duration (`1h`, `30m`, `90s`, `1h30m`), as Istio's own `--workload-cert-ttl` takes it,
+/// through the engine's one duration parser; zero is refused.
 pub fn parse_ttl(s: &str) -> Result<Duration> {
-    let bad =
-        || format!("bad ttl {s:?}: expected a positive number with a unit s, m, h or d (e.g. 1h)");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.checked_mul(60).ok_or_else(bad)?,
-        "h" => n.checked_mul(3600).ok_or_else(bad)?,
-        "d" => n.checked_mul(86400).ok_or_else(bad)?,
-        _ => return Err(bad().into()),
-    };
-    if secs == 0 {
-        return Err(bad().into());
+    match meshguard_engine::duration::parse(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("bad ttl {s:?}: must be positive").into()),
+        Err(e) => Err(format!("bad ttl {s:?}: {e} (e.g. 1h, 90m, 48h)").into()),
     }
-    Ok(Duration::from_secs(secs))
 }
 
 fn dns_label(s: &str) -> bool {
@@ -387,17 +377,9 @@ mod tests {
         assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_ttl("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172800));
-        for bad in [
-            "",
-            "h",
-            "1",
-            "0h",
-            "-1h",
-            "1.5h",
-            "1w",
-            "99999999999999999999d",
-        ] {
+        assert_eq!(parse_ttl("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_ttl("1.5h").unwrap(), Duration::from_secs(5400));
+        for bad in ["", "h", "1", "0h", "-1h", "0s", "2d", "1w"] {
             let err = parse_ttl(bad).unwrap_err().to_string();
             assert!(err.contains("bad ttl"), "{bad}: {err}");
         }

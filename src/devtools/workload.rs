@@ -128,9 +128,9 @@ pub fn claims(user: usize, now: u64, ttl_secs: u64) -> Value {
 mod tests {
     use super::*;
     use crate::keys::{self, SigningKey};
-    use meshguard_engine::attrs::RequestAttributes;
-    use meshguard_engine::authn::InlineKeysOnly;
-    use meshguard_engine::engine::{Engine, Outcome};
+    use meshguard_engine::parts::InlineKeysOnly;
+    use meshguard_engine::RequestAttributes;
+    use meshguard_engine::{Engine, Outcome};
 
     fn decide(engine: &Engine, path: &str, token: Option<&str>) -> bool {
         let mut headers = Vec::new();

@@ -2,12 +2,16 @@
 //! (PeerAuthentication), then authentication (RequestAuthentication), then authorization
 //! (AuthorizationPolicy) — the order of Istio's listener and filter chain.
 
-use crate::attrs::{Needs, RequestAttributes};
-use crate::authn::{www_authenticate, Authenticator, AuthnOutcome, KeyStore, RemoteJwks};
+use crate::attrs::{AuthContext, Needs, RequestAttributes, VerifiedJwt};
+use crate::authn::{
+    www_authenticate, Authenticator, AuthnOutcome, HeaderMutations, KeyStore, RemoteJwks,
+};
 use crate::authz::Authorizer;
 use crate::config::{self, ConfigError, JwksSettings, PluginConfig};
 use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
 use crate::peer::PeerPolicy;
+use crate::trace::{PeerStep, Trace};
+use std::sync::Arc;
 
 /// Envoy RBAC's denial body.
 pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
@@ -104,7 +108,74 @@ impl Engine {
 
     /// Decides one request. `now_secs`: Unix time, for token expiry.
     pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
-        if let Some(reason) = self.peer.check(req) {
+        self.run(req, || self.authn.authenticate(req, keys, now_secs), None)
+    }
+
+    /// [`Engine::decide`], also saying how: every stage, every applicable policy and rule.
+    pub fn decide_traced(
+        &self,
+        req: &RequestAttributes,
+        keys: &dyn KeyStore,
+        now_secs: u64,
+    ) -> (Outcome, Trace) {
+        let mut trace = Trace::default();
+        let outcome = self.run(
+            req,
+            || self.authn.authenticate(req, keys, now_secs),
+            Some(&mut trace),
+        );
+        (outcome, trace)
+    }
+
+    /// Decides a described request whose token is given by its claims, taken as verified
+    /// (`meshguard explain`: the authorization side explored without keys). The same
+    /// stages in the same order as [`Engine::decide`]; only the signature check is assumed.
+    pub fn decide_assuming(
+        &self,
+        req: &RequestAttributes,
+        jwt: Option<VerifiedJwt>,
+    ) -> (Decision, Trace) {
+        let mut trace = Trace::default();
+        let authenticate = || AuthnOutcome::Done {
+            result: Ok(AuthContext {
+                jwt: jwt.map(Arc::new),
+            }),
+            mutations: HeaderMutations::default(),
+        };
+        let decision = match self.run(req, authenticate, Some(&mut trace)) {
+            Outcome::Decided(d) => *d,
+            // Unreachable: the assumed authentication never waits for keys. Refuse anyway.
+            Outcome::NeedKeys(_) => Decision {
+                verdict: Verdict::Deny(LocalReply {
+                    status: 401,
+                    body: "Jwks remote fetch is failed".into(),
+                    headers: Vec::new(),
+                    details: "jwt_authn_access_denied".into(),
+                }),
+                stage: Stage::Authn,
+                reason: "keys not fetched".into(),
+                mutations: HeaderMutations::default(),
+                jwt: None,
+                audit: None,
+                dry_run: Vec::new(),
+            },
+        };
+        (decision, trace)
+    }
+
+    /// The one orchestrator: peer check, authentication (`authenticate`), authorization,
+    /// in Istio's order. `trace`, when given, records each step.
+    fn run(
+        &self,
+        req: &RequestAttributes,
+        authenticate: impl FnOnce() -> AuthnOutcome,
+        mut trace: Option<&mut Trace>,
+    ) -> Outcome {
+        let refused = self.peer.check(req);
+        if let Some(t) = trace.as_deref_mut() {
+            t.peer = Some(self.peer_step(req, refused.clone()));
+        }
+        if let Some(reason) = refused {
             return Outcome::Decided(Box::new(Decision {
                 verdict: Verdict::Deny(LocalReply {
                     status: 403,
@@ -120,7 +191,25 @@ impl Engine {
                 dry_run: Vec::new(),
             }));
         }
-        let (auth, mutations) = match self.authn.authenticate(req, keys, now_secs) {
+        let authn = authenticate();
+        if let Some(t) = trace.as_deref_mut() {
+            t.authn = Some(match &authn {
+                AuthnOutcome::NeedKeys(_) => "waiting for remote keys".to_string(),
+                AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
+                    Some(j) => format!("{} (token verified)", j.principal()),
+                    None => "none (no token)".to_string(),
+                },
+                AuthnOutcome::Done {
+                    result: Err(failure),
+                    ..
+                } => format!(
+                    "refused: JWT from {}: {}",
+                    failure.location,
+                    failure.status.message()
+                ),
+            });
+        }
+        let (auth, mutations) = match authn {
             AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
             AuthnOutcome::Done {
                 result: Err(failure),
@@ -159,6 +248,9 @@ impl Engine {
             &authorized_view
         };
         let authz = self.authz.evaluate(view, &auth);
+        if let Some(t) = trace {
+            t.policies = self.authz.trace(view, &auth);
+        }
         let verdict = if authz.allowed {
             Verdict::Allow
         } else {
@@ -185,10 +277,25 @@ impl Engine {
         }))
     }
 
+    /// The peer step of a trace.
+    fn peer_step(&self, req: &RequestAttributes, refused: Option<String>) -> PeerStep {
+        let mode = self.peer.mode_for(req.destination.map(|a| a.port()));
+        PeerStep {
+            mode: mode.mode.as_str(),
+            policy: mode.policy,
+            connection: match req.peer_principal() {
+                Some(p) => format!("mTLS as {p}"),
+                None if req.connection.mtls => "mTLS without a SPIFFE identity".into(),
+                None => "plaintext".into(),
+            },
+            refused,
+        }
+    }
+
     /// Whether authentication's header changes are visible to authorization: a changed
     /// `:path` always is; a removed or added header only when some condition reads it. When
     /// not, authorization reads the request as it came (no copy).
-    fn authz_sees(&self, m: &crate::authn::HeaderMutations) -> bool {
+    fn authz_sees(&self, m: &HeaderMutations) -> bool {
         m.path.is_some()
             || m.remove
                 .iter()
@@ -204,6 +311,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::istio::authorization_policy::Action;
     use serde_json::json;
 
     fn engine(policies: serde_json::Value) -> Engine {
@@ -215,6 +323,50 @@ mod tests {
         json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
                 "metadata": { "name": "p", "namespace": "ns" },
                 "spec": { "action": "ALLOW", "rules": [rule] } })
+    }
+
+    /// The traced decision is the decision; the trace names every policy in Envoy's order,
+    /// the rule that matched, and why the others did not.
+    #[test]
+    fn decide_traced_decides_the_same_and_says_why() {
+        let deny = json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "no-admin", "namespace": "ns" },
+            "spec": { "action": "DENY", "rules": [
+                { "to": [{ "operation": { "methods": ["DELETE"] } }] },
+                { "to": [{ "operation": { "paths": ["/admin/*"] } }] } ] } });
+        let get = allow(json!({ "to": [{ "operation": { "methods": ["GET"] } }] }));
+        let e = engine(json!([get, deny]));
+        let keys = crate::authn::InlineKeysOnly;
+        for (method, path, allowed) in [("GET", "/a", true), ("GET", "/admin/x", false)] {
+            let req = RequestAttributes {
+                method: method.into(),
+                path: path.into(),
+                host: "h".into(),
+                ..Default::default()
+            };
+            let (Outcome::Decided(traced), trace) = e.decide_traced(&req, &keys, 0) else {
+                panic!("no keys are needed");
+            };
+            let Outcome::Decided(plain) = e.decide(&req, &keys, 0) else {
+                panic!("no keys are needed");
+            };
+            assert_eq!(traced, plain);
+            assert_eq!(traced.allowed(), allowed, "{path}");
+            assert_eq!(trace.authn.as_deref(), Some("none (no token)"));
+            assert_eq!(trace.peer.as_ref().map(|p| p.mode), Some("PERMISSIVE"));
+            let names: Vec<_> = trace
+                .policies
+                .iter()
+                .map(|p| (p.action, p.evaluated))
+                .collect();
+            assert_eq!(names, [(Action::Deny, true), (Action::Allow, allowed)]);
+            let deny = &trace.policies[0];
+            assert_eq!(
+                deny.rules[0].mismatch.as_deref(),
+                Some("to: method \"GET\" does not match")
+            );
+            assert_eq!(deny.matched_rule(), (!allowed).then_some(1));
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 use super::host;
 use super::metrics::Metrics;
-use meshguard_engine::authn::RemoteJwks;
-use meshguard_engine::jwks_cache::{Fetcher, Report, SharedStore};
+use meshguard_engine::parts::RemoteJwks;
+use meshguard_engine::{Fetcher, Report, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 

@@ -12,8 +12,8 @@ mod jwks_host;
 mod metrics;
 
 use jwks_host::WasmJwksHost;
-use meshguard_engine::engine::Engine;
-use meshguard_engine::jwks_cache::JwksCache;
+use meshguard_engine::Engine;
+use meshguard_engine::JwksCache;
 use metrics::Metrics;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};

@@ -102,6 +102,7 @@ impl TokenCache {
             .retain(|_, e| e.rule != rule || Arc::ptr_eq(&e.keys, current));
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

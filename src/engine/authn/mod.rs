@@ -295,18 +295,15 @@ impl Authenticator {
     }
 
     /// Signatures verified so far (a verified-token cache hit verifies none).
+    #[cfg(test)]
     pub fn signature_checks(&self) -> u64 {
         self.signature_checks.get()
     }
 
     /// Tokens in the verified-token cache.
+    #[cfg(test)]
     pub fn cached_tokens(&self) -> usize {
         self.verified.borrow().len()
-    }
-
-    /// True when no RequestAuthentication applies.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
     }
 
     /// Authenticates a request. `now_secs` is the Unix time.

@@ -30,6 +30,7 @@ use crate::attrs::{AuthContext, Needs, RequestAttributes};
 use crate::config::{ConfigError, Resource, Workload};
 pub use crate::istio::authorization_policy::Action;
 use crate::istio::AuthorizationPolicySpec;
+use crate::trace::{PolicyTrace, RuleTrace};
 use index::PolicySet;
 use model::{Cond, Ctx, HeaderName, Policy, Rule};
 
@@ -213,6 +214,42 @@ impl Authorizer {
             audit,
             dry_run,
         }
+    }
+
+    /// Every applicable policy with each rule's result, in Envoy's filter order (AUDIT,
+    /// DENY, ALLOW, then the dry-run engines), for [`crate::Trace`]. Scans linearly: the
+    /// index only skips policies that cannot match, and a trace shows them too.
+    pub(crate) fn trace(&self, req: &RequestAttributes, auth: &AuthContext) -> Vec<PolicyTrace> {
+        let ctx = Ctx::new(req, auth);
+        let denied = self.deny.first_match_linear(&ctx).is_some();
+        let enforced = [
+            (&self.audit, Action::Audit),
+            (&self.deny, Action::Deny),
+            (&self.allow, Action::Allow),
+        ]
+        .into_iter()
+        .map(|(set, action)| (set, action, false));
+        let shadows = self.shadow.iter().map(|e| (&e.policies, e.action, true));
+        enforced
+            .chain(shadows)
+            .flat_map(|(set, action, dry_run)| {
+                let ctx = &ctx;
+                set.policies().iter().map(move |p| PolicyTrace {
+                    name: p.name.clone(),
+                    action,
+                    dry_run,
+                    evaluated: !(denied && action == Action::Allow),
+                    rules: p
+                        .rules
+                        .iter()
+                        .map(|r| RuleTrace {
+                            index: r.index,
+                            mismatch: r.mismatch(ctx),
+                        })
+                        .collect(),
+                })
+            })
+            .collect()
     }
 
     /// Every policy set: the enforced actions, then the dry-run engines.

@@ -345,3 +345,101 @@ impl Policy {
         self.rules.iter().find(|r| r.matches(ctx))
     }
 }
+
+// Explaining a mismatch (`Engine::decide_traced`): off the request path.
+
+impl Cond {
+    /// The attribute this condition reads and what the request has there, for a person.
+    /// Header values and claims are not shown (they may be secrets); their presence is.
+    fn describe(&self, ctx: &Ctx) -> String {
+        let shown = |v: Option<&str>| v.map_or_else(|| "absent".to_string(), |v| format!("{v:?}"));
+        match self {
+            Cond::PeerId(_) => {
+                let names: Vec<&str> = ctx.peer_names().collect();
+                if names.is_empty() {
+                    "peer identity (none: no client certificate)".into()
+                } else {
+                    format!("peer identity {:?}", names.join(", "))
+                }
+            }
+            Cond::RequestPrincipal(_) => match (ctx.iss, ctx.sub) {
+                (Some(i), Some(s)) => format!("request principal \"{i}/{s}\""),
+                _ => "request principal (none: no verified token with iss and sub)".into(),
+            },
+            Cond::DirectRemoteIp(_) => format!("source IP {}", shown_ip(ctx.direct_ip)),
+            Cond::RemoteIp(_) => format!("remote IP {}", shown_ip(ctx.remote_ip)),
+            Cond::DestinationIp(_) => format!("destination IP {}", shown_ip(ctx.dest_ip)),
+            Cond::DestinationPort(_) => match ctx.dest_port {
+                Some(p) => format!("port {p}"),
+                None => "port (unknown)".into(),
+            },
+            Cond::Host(_) => format!("host {}", shown(Some(ctx.req.host.as_str()))),
+            Cond::Method(_) => format!("method {}", shown(Some(ctx.req.method.as_str()))),
+            Cond::Path(_) => format!("path {}", shown(Some(ctx.path))),
+            Cond::Header(name, _) => {
+                let state = if ctx.header(name).is_some() {
+                    "present"
+                } else {
+                    "absent"
+                };
+                format!("header {} ({state})", header_label(name))
+            }
+            Cond::Sni(_) => format!("SNI {}", shown((!ctx.sni.is_empty()).then_some(ctx.sni))),
+            Cond::Claim(path, _) => {
+                let state = if ctx.claim(path).is_some() {
+                    "present"
+                } else {
+                    "absent"
+                };
+                format!("claim {} ({state})", path.join("."))
+            }
+        }
+    }
+}
+
+fn shown_ip(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(|| "(unknown)".to_string(), |ip| ip.to_string())
+}
+
+fn header_label(name: &HeaderName) -> &str {
+    match name {
+        HeaderName::Authority => ":authority",
+        HeaderName::Method => ":method",
+        HeaderName::Path => ":path",
+        HeaderName::Scheme => ":scheme",
+        HeaderName::Regular(n) => n,
+    }
+}
+
+impl Rule {
+    /// None when the rule matches; otherwise its first failing clause, checked in the
+    /// order [`Rule::matches`] uses (`when`, `to`, `from`).
+    pub fn mismatch(&self, ctx: &Ctx) -> Option<String> {
+        fn failing<'c>(conds: &'c [Cond], ctx: &Ctx) -> Option<&'c Cond> {
+            conds.iter().find(|c| !c.matches(ctx))
+        }
+        if let Some(c) = failing(&self.when, ctx) {
+            return Some(format!("when: {} does not match", c.describe(ctx)));
+        }
+        let alternatives = |name: &str, list: &[Box<[Cond]>]| -> Option<String> {
+            if list.is_empty() || list.iter().any(|conds| failing(conds, ctx).is_none()) {
+                return None;
+            }
+            let why: Vec<String> = list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, conds)| {
+                    let c = failing(conds, ctx)?;
+                    let at = if list.len() > 1 {
+                        format!("{name}[{i}]")
+                    } else {
+                        name.to_string()
+                    };
+                    Some(format!("{at}: {} does not match", c.describe(ctx)))
+                })
+                .collect();
+            Some(why.join("; "))
+        };
+        alternatives("to", &self.to).or_else(|| alternatives("from", &self.from))
+    }
+}

@@ -31,7 +31,7 @@ mod token;
 #[cfg(test)]
 mod tests;
 
-pub use jwks::{Jwks, SkippedKey};
+pub use jwks::Jwks;
 pub use status::JwtStatus;
 pub use token::Jwt;
 

@@ -24,7 +24,7 @@ mod matcher;
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use meshguard_engine::engine::{Engine, Outcome};
+use meshguard_engine::{Engine, Outcome};
 use meshguard_fuzz::{
     fixture_jwks, full_match, lit, parse_request, star_tokens, text, FixtureKeys, Tok, ANY0, ANY1,
     FIXTURE_JWKS, NOW,

@@ -20,9 +20,9 @@
 mod matcher;
 
 use libfuzzer_sys::fuzz_target;
-use meshguard_engine::attrs::RequestAttributes;
-use meshguard_engine::authn::InlineKeysOnly;
-use meshguard_engine::engine::{Engine, Outcome};
+use meshguard_engine::RequestAttributes;
+use meshguard_engine::parts::InlineKeysOnly;
+use meshguard_engine::{Engine, Outcome};
 use meshguard_fuzz::{full_match, template_tokens, text, NOW};
 use serde_json::json;
 
