@@ -7,10 +7,10 @@
 
 use meshguard_devtools::keys::{self, SigningKey};
 use meshguard_devtools::workload;
-use meshguard_engine::attrs::{AuthContext, RequestAttributes, VerifiedJwt};
-use meshguard_engine::authn::InlineKeysOnly;
-use meshguard_engine::authz::Authorizer;
-use meshguard_engine::engine::{Engine, Outcome};
+use meshguard_engine::parts::Authorizer;
+use meshguard_engine::parts::InlineKeysOnly;
+use meshguard_engine::{AuthContext, RequestAttributes, VerifiedJwt};
+use meshguard_engine::{Engine, Outcome};
 use std::hint::black_box;
 use std::time::Instant;
 

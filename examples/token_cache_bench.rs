@@ -4,9 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshguard_devtools::keys::{self, SigningKey};
-use meshguard_engine::attrs::RequestAttributes;
-use meshguard_engine::authn::InlineKeysOnly;
-use meshguard_engine::engine::{Engine, Outcome};
+use meshguard_engine::parts::InlineKeysOnly;
+use meshguard_engine::RequestAttributes;
+use meshguard_engine::{Engine, Outcome};
 use serde_json::json;
 use std::time::Instant;
 
