@@ -31,6 +31,8 @@ fn probes() -> BTreeMap<&'static str, String> {
         ("root", r#"{"PROBE":0}"#.to_string()),
         ("workload", r#"{"workload":{"PROBE":0}}"#.to_string()),
         ("jwks", r#"{"jwks":{"PROBE":0}}"#.to_string()),
+        ("jwtCache", r#"{"jwtCache":{"PROBE":0}}"#.to_string()),
+        ("decisionLog", r#"{"decisionLog":{"PROBE":0}}"#.to_string()),
         (
             "resource",
             r#"{"policies":[{"apiVersion":"security.istio.io/v1","kind":"PeerAuthentication",

@@ -41,8 +41,24 @@ fn deny_beats_allow() {
     };
     expect_upstream(&g.get("/public"), "allowed by the ALLOW-all rule");
     expect_reply(&g.get("/secret"), 403, DENIED, "DENY matches too");
-    assert!(g.counter("rbac.denied") >= 1, "{:?}", g.counters());
-    assert!(g.counter("rbac.allowed") >= 1, "{:?}", g.counters());
+    // Each decision once, under the policy that made it.
+    let deny = [
+        ("policy", "foo/deny-secret"),
+        ("action", "DENY"),
+        ("result", "denied"),
+    ];
+    assert_eq!(g.settled_metric("meshguard_policy_total", &deny), 1.0);
+    let allow = [
+        ("policy", "foo/allow-all"),
+        ("action", "ALLOW"),
+        ("result", "allowed"),
+    ];
+    assert_eq!(g.metric("meshguard_policy_total", &allow), 1.0);
+    assert_eq!(
+        g.metric("meshguard_policy_total", &[]),
+        2.0,
+        "no request counted twice"
+    );
 }
 
 /// With no ALLOW policy, whatever no DENY matches is allowed.

@@ -1896,7 +1896,7 @@ fn cases() -> Vec<Case> {
     // Audit mark = Envoy RBAC LOG action's `envoy.common` `access_log_hint` (native) and
     // meshguard's `meshguard.audit` filter state, both read from the access log.
     // Dry-run = (shadow allowed, shadow denied) per request: the RBAC filters'
-    // `istio_dry_run_*shadow_*` stats (native) and meshguard's `rbac.shadow_*` counters.
+    // `istio_dry_run_*shadow_*` stats (native) and meshguard's `meshguard_dry_run_total`.
     v.push(case(
         "audit-only",
         vec![pol("audit", "AUDIT", json!([{}]))],
@@ -2559,9 +2559,18 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
             let m = send(&mesh, i, c, req, &id);
             if let Some((nb, mb)) = before {
                 shadow_checks += 1;
-                let (na, ma) = (shadow_counts(&native, i), shadow_counts(&mesh, i));
+                let na = shadow_counts(&native, i);
                 let nd = (na.0 - nb.0, na.1 - nb.1);
-                let md = (ma.0 - mb.0, ma.1 - mb.1);
+                // meshguard adds its counters to Envoy's stats in a batch, within a second.
+                let deadline = Instant::now() + std::time::Duration::from_millis(2500);
+                let md = loop {
+                    let ma = shadow_counts(&mesh, i);
+                    let md = (ma.0 - mb.0, ma.1 - mb.1);
+                    if md == nd || Instant::now() > deadline {
+                        break md;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                };
                 if nd != md || req.shadow.is_some_and(|e| e != nd) {
                     failures.push(format!(
                         "case {}, request {}: dry-run (shadow allowed, denied) expected {:?}\n  native:    {nd:?}\n  meshguard: {md:?}",
@@ -2655,7 +2664,9 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
 fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
     let stats = match run.side {
         Side::Native => run.envoy.stats(&format!("^http\\.case{i}\\.rbac\\.")),
-        Side::Meshguard => run.envoy.stats("meshguard\\.rbac\\.shadow"),
+        // `meshguard_dry_run_total{policy, action, result}`, tags still in the stat name
+        // (these configs have no stats_tags).
+        Side::Meshguard => run.envoy.stats("meshguard_dry_run_total"),
     }
     .unwrap();
     let sum = |suffix: &str| -> u64 {
@@ -2665,7 +2676,13 @@ fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
             .map(|(_, v)| v)
             .sum()
     };
-    (sum("shadow_allowed"), sum("shadow_denied"))
+    match run.side {
+        Side::Native => (sum("shadow_allowed"), sum("shadow_denied")),
+        Side::Meshguard => (
+            sum("result=.=allowed;.;meshguard_dry_run_total"),
+            sum("result=.=denied;.;meshguard_dry_run_total"),
+        ),
+    }
 }
 
 /// Access log lines by request id: (native audit hint, meshguard audit filter state).

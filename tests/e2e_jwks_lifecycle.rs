@@ -37,20 +37,6 @@ fn filter_with(rule: serde_json::Value, jwks: serde_json::Value) -> String {
     json!({ "workload": ingress_workload(), "jwks": settings, "policies": [ra] }).to_string()
 }
 
-/// Polls `cond` every 50 ms for up to `limit`; true when it held.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Sends `per_thread` requests with `token` from each of `threads` threads (every request
 /// on its own connection); returns the statuses and bodies that were not 200.
 fn burst(g: &Group, token: &str, threads: usize, per_thread: usize) -> (usize, Vec<String>) {
@@ -94,7 +80,10 @@ fn jwks_over_one_mib_is_served_by_default() {
         &g.get_with_token("/headers", &valid_token("alice")),
         "3 MiB JWKS",
     );
-    assert_eq!(g.counter("jwks.fetch_failed"), 0, "{:?}", g.counters());
+    assert_eq!(
+        g.metric("meshguard_jwks_fetch_total", &[("result", "failed")]),
+        0.0
+    );
 }
 
 /// `--concurrency 4`: 40 requests over 8 concurrent connections, all arriving while the
@@ -162,7 +151,7 @@ fn refresh_once_per_interval_and_stale_keys_serve() {
     );
     let (_, bad) = burst(&g, &valid_token("alice"), 4, 5);
     assert!(bad.is_empty(), "stale keys must keep serving: {bad:?}");
-    assert!(g.counter("jwks.fetch_failed") >= 2, "{:?}", g.counters());
+    assert!(g.metric("meshguard_jwks_fetch_total", &[("result", "failed")]) >= 2.0);
     let bad = g.get_with_token("/headers", &keys::tamper(&valid_token("alice")));
     expect_reply(&bad, 401, "Jwt verification fails", "tampered token");
 }
@@ -201,7 +190,8 @@ fn jwks_fetch_faults_fail_closed_then_recover() {
     ];
     for (what, fault) in faults {
         g.jwks.set_fault(fault);
-        let failed_before = g.counter("jwks.fetch_failed");
+        let failed = || g.metric("meshguard_jwks_fetch_total", &[("result", "failed")]);
+        let failed_before = failed();
         let hits_before = g.jwks.hits();
         assert!(
             wait_for(Duration::from_secs(10), || g.jwks.hits() > hits_before),
@@ -209,10 +199,8 @@ fn jwks_fetch_faults_fail_closed_then_recover() {
         );
         // The timeout (1 s) plus a tick decides the slow fetch.
         assert!(
-            wait_for(Duration::from_secs(5), || g.counter("jwks.fetch_failed")
-                > failed_before),
-            "{what}: fetch not counted as failed: {:?}",
-            g.counters()
+            wait_for(Duration::from_secs(5), || failed() > failed_before),
+            "{what}: fetch not counted as failed"
         );
         expect_reply(
             &g.get_with_token("/headers", &alice),

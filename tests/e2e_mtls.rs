@@ -151,9 +151,8 @@ fn shipped_sidecar_policies() {
         "client certificate from an untrusted CA"
     );
     assert!(
-        s.group.counter("peer.denied") >= 1,
-        "{:?}",
-        s.group.counters()
+        s.group.settled_metric("meshguard_peer_denied_total", &[]) >= 1.0,
+        "plaintext refusals counted"
     );
 }
 

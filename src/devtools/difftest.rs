@@ -1885,7 +1885,9 @@ fn normalize_echo(mut v: Value, mask: &dyn Fn(&str) -> String) -> Value {
 fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
     let stats = match run.side {
         Side::Native => run.envoy.stats(&format!("^http\\.case{i}\\.rbac\\.")),
-        Side::Meshguard => run.envoy.stats("meshguard\\.rbac\\.shadow"),
+        // `meshguard_dry_run_total{policy, action, result}`, the tags still in the stat
+        // name (these configs have no stats_tags).
+        Side::Meshguard => run.envoy.stats("meshguard_dry_run_total"),
     }
     .unwrap_or_default();
     let sum = |suffix: &str| -> u64 {
@@ -1895,7 +1897,20 @@ fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
             .map(|(_, v)| v)
             .sum()
     };
-    (sum("shadow_allowed"), sum("shadow_denied"))
+    match run.side {
+        Side::Native => (sum("shadow_allowed"), sum("shadow_denied")),
+        Side::Meshguard => (
+            sum("result=.=allowed;.;meshguard_dry_run_total"),
+            sum("result=.=denied;.;meshguard_dry_run_total"),
+        ),
+    }
+}
+
+/// meshguard adds its counters to Envoy's stats on its tick (every 250 ms): wait for one.
+fn settle(run: &Run) {
+    if run.side == Side::Meshguard {
+        std::thread::sleep(std::time::Duration::from_millis(400));
+    }
 }
 
 /// How many curl processes a side keeps running at once.
@@ -1978,6 +1993,7 @@ fn drive(
             };
             out[i][j] = Some(observe(resp, run.ports[i]));
         }
+        settle(run);
         let after = shadow_counts(run, i);
         if let Some(Some(first)) = out[i].first_mut() {
             first.shadow = Some((

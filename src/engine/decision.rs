@@ -39,6 +39,11 @@ pub struct Decision {
     pub stage: Stage,
     /// One line, for the log and the access log: which policy, which rule, which token check.
     pub reason: String,
+    /// The policy that decided: the matching DENY or ALLOW AuthorizationPolicy, or the
+    /// STRICT PeerAuthentication that refused (`namespace/name`); None when none did.
+    pub policy: Option<String>,
+    /// The deciding AuthorizationPolicy's matching rule.
+    pub rule: Option<usize>,
     /// Request changes to apply when allowed (token removal, output headers).
     pub mutations: HeaderMutations,
     /// The verified token behind the request principal (`iss/sub`, see

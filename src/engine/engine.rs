@@ -9,7 +9,10 @@ use crate::authn::{
 use crate::authz::Authorizer;
 use crate::config::{self, ConfigError, JwksSettings, PluginConfig};
 use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
+use crate::decision_log::DecisionLog;
+use crate::jwt::JwtStatus;
 use crate::peer::PeerPolicy;
+use crate::stats::{IssuerLabel, Stats};
 use crate::trace::{PeerStep, Trace};
 use std::sync::Arc;
 
@@ -27,6 +30,9 @@ pub struct Engine {
     peer_needs: Needs,
     /// Regular headers authorization conditions read (lower case).
     authz_headers: Vec<Box<str>>,
+    /// Pending counters of this configuration's decisions.
+    stats: Stats,
+    log: DecisionLog,
 }
 
 /// The engine's answer for one request.
@@ -47,7 +53,8 @@ impl Engine {
 
     pub fn compile(cfg: &PluginConfig) -> Result<Self, ConfigError> {
         let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
-        let authn = Authenticator::compile(&cfg.request_authentications, &cfg.jwks)?;
+        let mut authn = Authenticator::compile(&cfg.request_authentications, &cfg.jwks)?;
+        authn.size_token_cache(cfg.jwt_cache);
         let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
         let count = |applies: usize, total: usize| format!("{applies}/{total}");
         let summary = format!(
@@ -59,7 +66,15 @@ impl Engine {
             count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
             authn.remote_jwks().len(),
         );
+        let stats = Stats::new(
+            &authz.policy_names(),
+            &authz.dry_run_actions(),
+            authn.issuers(),
+            &peer.policy_names(),
+        );
         Ok(Engine {
+            stats,
+            log: DecisionLog::new(cfg.decision_log.clone()),
             needs: peer.needs().union(authz.needs()),
             peer_needs: peer.needs(),
             authz_headers: authz.read_headers(),
@@ -154,6 +169,8 @@ impl Engine {
                 }),
                 stage: Stage::Authn,
                 reason: "keys not fetched".into(),
+                policy: None,
+                rule: None,
                 mutations: HeaderMutations::default(),
                 jwt: None,
                 audit: None,
@@ -176,6 +193,9 @@ impl Engine {
             t.peer = Some(self.peer_step(req, refused.clone()));
         }
         if let Some(reason) = refused {
+            let port = req.destination.map(|a| a.port());
+            self.stats
+                .peer_denied(self.peer.mode_for(port).policy.as_deref());
             return Outcome::Decided(Box::new(Decision {
                 verdict: Verdict::Deny(LocalReply {
                     status: 403,
@@ -185,6 +205,8 @@ impl Engine {
                 }),
                 stage: Stage::Peer,
                 reason,
+                policy: self.peer.mode_for(port).policy,
+                rule: None,
                 mutations: Default::default(),
                 jwt: None,
                 audit: None,
@@ -209,6 +231,7 @@ impl Engine {
                 ),
             });
         }
+        self.count_authn(&authn);
         let (auth, mutations) = match authn {
             AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
             AuthnOutcome::Done {
@@ -225,6 +248,8 @@ impl Engine {
                     }),
                     stage: Stage::Authn,
                     reason: format!("JWT from {}: {message}", failure.location),
+                    policy: None,
+                    rule: None,
                     mutations,
                     jwt: None,
                     audit: None,
@@ -248,6 +273,14 @@ impl Engine {
             &authorized_view
         };
         let authz = self.authz.evaluate(view, &auth);
+        self.stats.authz(authz.policy.as_deref(), authz.allowed);
+        if let Some(a) = &authz.audit {
+            self.stats.audit(a);
+        }
+        for dry in &authz.dry_run {
+            let matched = dry.rule.map(|_| dry.policy.as_str());
+            self.stats.dry_run(dry.action, matched, dry.would_allow);
+        }
         if let Some(t) = trace {
             t.policies = self.authz.trace(view, &auth);
         }
@@ -270,11 +303,52 @@ impl Engine {
             verdict,
             stage: Stage::Authz,
             reason: authz.reason,
+            policy: authz.policy,
+            rule: authz.rule,
             mutations,
             jwt: auth.jwt,
             audit: authz.audit,
             dry_run: authz.dry_run,
         }))
+    }
+
+    /// Counts one request's token outcome (nothing while it waits for keys, nothing when
+    /// no RequestAuthentication applies).
+    fn count_authn(&self, authn: &AuthnOutcome) {
+        if !self.authn.has_rules() {
+            return;
+        }
+        match authn {
+            AuthnOutcome::NeedKeys(_) => {}
+            AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
+                Some(j) => self.stats.jwt(IssuerLabel::Known(&j.issuer), JwtStatus::Ok),
+                None => self.stats.jwt(IssuerLabel::None, JwtStatus::JwtMissed),
+            },
+            AuthnOutcome::Done { result: Err(f), .. } => {
+                let issuer = match &f.issuer {
+                    Some(i) => IssuerLabel::Known(i),
+                    None if f.status == JwtStatus::JwtMissed => IssuerLabel::None,
+                    None => IssuerLabel::Unknown,
+                };
+                self.stats.jwt(issuer, f.status);
+            }
+        }
+    }
+
+    /// The decision log line for `decision` (JSON), when `decisionLog` logs it: every
+    /// denial, AUDIT mark and dry-run result, and the configured sample of allowed requests.
+    pub fn decision_log_line(
+        &self,
+        decision: &Decision,
+        req: &RequestAttributes,
+    ) -> Option<String> {
+        self.log.record(decision, req)
+    }
+
+    /// Hands the counts pending since the last call to `add` (Envoy stat name with Istio's
+    /// tag convention, delta): the filter flushes them in a batch, off the request path.
+    pub fn drain_stats(&self, add: impl FnMut(&str, u64)) {
+        self.stats.drain(self.authn.cache_lookups(), add);
     }
 
     /// The peer step of a trace.
@@ -367,6 +441,104 @@ mod tests {
             );
             assert_eq!(deny.matched_rule(), (!allowed).then_some(1));
         }
+    }
+
+    /// Each decided request lands in one series of each family it reaches, labelled from the
+    /// config; a drain empties them.
+    #[test]
+    fn counters_name_the_deciding_policy_and_drain_once() {
+        let deny = json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "no-admin", "namespace": "ns" },
+            "spec": { "action": "DENY", "rules": [{ "to": [{ "operation": { "paths": ["/admin"] } }] }] } });
+        let audit = json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "audit-all", "namespace": "ns" },
+            "spec": { "action": "AUDIT", "rules": [{}] } });
+        let get = allow(json!({ "to": [{ "operation": { "methods": ["GET"] } }] }));
+        let e = engine(json!([get, deny, audit]));
+        let keys = crate::authn::InlineKeysOnly;
+        for (method, path) in [
+            ("GET", "/a"),
+            ("GET", "/admin"),
+            ("POST", "/a"),
+            ("GET", "/b"),
+        ] {
+            let req = RequestAttributes {
+                method: method.into(),
+                path: path.into(),
+                ..Default::default()
+            };
+            assert!(matches!(e.decide(&req, &keys, 0), Outcome::Decided(_)));
+        }
+        let mut got = std::collections::BTreeMap::new();
+        e.drain_stats(|name, n| {
+            got.insert(name.to_string(), n);
+        });
+        let want: std::collections::BTreeMap<String, u64> = [
+            (
+                "policy=.=ns/p;.;action=.=ALLOW;.;result=.=allowed;.;meshguard_policy_total",
+                2,
+            ),
+            (
+                "policy=.=ns/no-admin;.;action=.=DENY;.;result=.=denied;.;meshguard_policy_total",
+                1,
+            ),
+            (
+                "policy=.=none;.;action=.=ALLOW;.;result=.=denied;.;meshguard_policy_total",
+                1,
+            ),
+            ("policy=.=ns/audit-all;.;meshguard_audit_total", 4),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(got, want);
+        let mut again = 0;
+        e.drain_stats(|_, n| again += n);
+        assert_eq!(again, 0, "a drain clears what it handed over");
+    }
+
+    /// Allowed requests are logged only when sampled (every 1/rate-th per VM); a denial
+    /// always is; claim values only when configured.
+    #[test]
+    fn decision_log_samples_allowed_requests_and_names_the_denier() {
+        let deny = json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "no-admin", "namespace": "ns" },
+            "spec": { "action": "DENY", "rules": [{ "to": [{ "operation": { "paths": ["/admin"] } }] }] } });
+        let keys = crate::authn::InlineKeysOnly;
+        let lines = |log: serde_json::Value, paths: &[&str]| -> Vec<serde_json::Value> {
+            let cfg = json!({ "workload": { "namespace": "ns" }, "decisionLog": log,
+                              "policies": [deny.clone()] });
+            let e = Engine::from_json(&cfg.to_string()).unwrap();
+            paths
+                .iter()
+                .filter_map(|path| {
+                    let req = RequestAttributes {
+                        method: "GET".into(),
+                        path: format!("{path}?secret=1"),
+                        headers: vec![("x-request-id".into(), "r1".into())],
+                        ..Default::default()
+                    };
+                    let Outcome::Decided(d) = e.decide(&req, &keys, 0) else {
+                        return None;
+                    };
+                    e.decision_log_line(&d, &req)
+                })
+                .map(|l| serde_json::from_str(&l).unwrap())
+                .collect()
+        };
+        let got = lines(json!({}), &["/a", "/admin", "/b"]);
+        assert_eq!(got.len(), 1, "only the denial: {got:?}");
+        assert_eq!(got[0]["policy"], "ns/no-admin");
+        assert_eq!(got[0]["path"], "/admin", "no query");
+        assert_eq!(got[0]["request_id"], "r1");
+        assert!(got[0].get("claims").is_none());
+        let got = lines(json!({ "allowSampleRate": 0.5 }), &["/a", "/b", "/c", "/d"]);
+        assert_eq!(got.len(), 2, "every second allowed request");
+        assert!(got
+            .iter()
+            .all(|l| l["decision"] == "allow" && l["policy"].is_null()));
+        assert!(lines(json!({ "enabled": false }), &["/admin"]).is_empty());
+        assert!(Engine::from_json(r#"{"decisionLog":{"allowSampleRate":2}}"#).is_err());
     }
 
     #[test]

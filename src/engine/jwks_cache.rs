@@ -41,8 +41,8 @@ pub trait Fetcher {
 
 /// Where the lifecycle reports what happened.
 pub trait Report {
-    /// A fetch ended (counted as `jwks.fetch_success` / `jwks.fetch_failed`).
-    fn fetch_done(&self, ok: bool);
+    /// A fetch of `uri` ended (counted as `meshguard_jwks_fetch_total{jwks, result}`).
+    fn fetch_done(&self, uri: &str, ok: bool);
     fn warn(&self, message: &str);
 }
 
@@ -190,6 +190,17 @@ impl JwksCache {
         self.kid_cooldown_ms = settings.kid_refetch_cooldown.as_millis() as u64;
         self.max_body_bytes = settings.max_response_bytes;
         self.in_flight.clear();
+    }
+
+    /// Each key set's URI and the age of the keys this VM holds (None: no keys).
+    pub fn key_ages(&self, now: u64) -> impl Iterator<Item = (&str, Option<u64>)> {
+        self.sources.iter().map(move |s| {
+            let age = s
+                .keys
+                .as_ref()
+                .map(|_| now.saturating_sub(s.fetched_at_ms) / 1000);
+            (s.remote.uri.as_str(), age)
+        })
     }
 
     /// True while some key set has neither keys nor a final failure.
@@ -441,7 +452,7 @@ impl JwksCache {
         };
         match outcome {
             Ok((keys, body)) => {
-                host.fetch_done(true);
+                host.fetch_done(&uri, true);
                 if let Some(src) = self.sources.get_mut(idx) {
                     src.keys = Some(Arc::new(keys));
                     src.fetched_at_ms = now;
@@ -468,10 +479,10 @@ impl JwksCache {
     }
 
     fn record_failure(&mut self, idx: usize, now: u64, host: &impl JwksHost) {
-        host.fetch_done(false);
         let Some(src) = self.sources.get_mut(idx) else {
             return;
         };
+        host.fetch_done(&src.remote.uri, false);
         src.last_attempt_ms = now;
         if src.keys.is_none() {
             src.failed = true;

@@ -7,6 +7,7 @@ mod authn;
 mod authz;
 pub mod config;
 mod decision;
+mod decision_log;
 pub mod duration;
 mod engine;
 mod fast_hash;
@@ -15,6 +16,7 @@ mod jwks_cache;
 mod jwt;
 mod peer;
 mod peer_cert;
+pub mod stats;
 mod trace;
 
 // The facade: what the filter, the CLI and the dev tools use.

@@ -139,6 +139,15 @@ impl PeerPolicy {
 
     /// The mode for a destination port: workload port-level > workload > namespace > mesh,
     /// `UNSET` inheriting from the next level; PERMISSIVE when nothing is set.
+    /// The PeerAuthentications in force (mesh, namespace, workload level), by name.
+    pub(crate) fn policy_names(&self) -> Vec<String> {
+        [&self.mesh, &self.namespace, &self.workload]
+            .into_iter()
+            .flatten()
+            .map(|l| l.name.clone())
+            .collect()
+    }
+
     pub fn mode_for(&self, port: Option<u16>) -> EffectiveMode {
         let mut effective = EffectiveMode {
             mode: MtlsMode::Permissive,

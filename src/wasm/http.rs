@@ -2,10 +2,10 @@
 
 use super::host;
 use super::jwks_host::WasmJwksHost;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, FLUSH_INTERVAL_MS};
 use super::Shared;
 use meshguard_engine::RequestAttributes;
-use meshguard_engine::{Decision, Stage, Verdict};
+use meshguard_engine::{Decision, Verdict};
 use meshguard_engine::{Engine, Outcome};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -65,8 +65,7 @@ impl HttpContext for Filter {
         let now = host::now_ms();
         let outcome = {
             let mut st = self.state.borrow_mut();
-            let metrics = st.metrics;
-            let jwks_host = WasmJwksHost { metrics: &metrics };
+            let jwks_host = WasmJwksHost;
             st.jwks.sync_failed(now, &jwks_host);
             match engine.decide(&attrs, &st.jwks, now / 1000) {
                 // Marks what the request waits for; when nothing is left to wait for after
@@ -84,10 +83,16 @@ impl HttpContext for Filter {
                 other => other,
             }
         };
+        {
+            let mut st = self.state.borrow_mut();
+            if now.saturating_sub(st.stats.last_flush_ms) >= FLUSH_INTERVAL_MS {
+                st.stats.flush(&engine, now);
+            }
+        }
         match outcome {
             Outcome::Decided(decision) => {
-                let metrics = self.state.borrow().metrics;
-                act(&decision, &metrics, false)
+                let line = engine.decision_log_line(&decision, &attrs);
+                act(&decision, line.as_deref(), false)
             }
             Outcome::NeedKeys(_) => {
                 let mut st = self.state.borrow_mut();
@@ -120,13 +125,16 @@ impl HttpContext for Filter {
 /// answers it. Runs in the root context, switching the effective context per request.
 pub(crate) fn resume_paused(state: &Shared, root_context_id: u32) {
     let now = host::now_ms();
-    let ready: Vec<(u32, Box<Decision>)> = {
+    let ready: Vec<(u32, Box<Decision>, Option<String>)> = {
         let st = state.borrow();
         st.paused
             .iter()
             .filter_map(
                 |(id, p)| match p.engine.decide(&p.attrs, &st.jwks, now / 1000) {
-                    Outcome::Decided(d) => Some((*id, d)),
+                    Outcome::Decided(d) => {
+                        let line = p.engine.decision_log_line(&d, &p.attrs);
+                        Some((*id, d, line))
+                    }
                     Outcome::NeedKeys(_) => None,
                 },
             )
@@ -135,16 +143,15 @@ pub(crate) fn resume_paused(state: &Shared, root_context_id: u32) {
     if ready.is_empty() {
         return;
     }
-    let metrics = {
+    {
         let mut st = state.borrow_mut();
-        for (id, _) in &ready {
+        for (id, _, _) in &ready {
             st.paused.remove(id);
         }
-        st.metrics
-    };
-    for (id, decision) in ready {
+    }
+    for (id, decision, line) in ready {
         if hostcalls::set_effective_context(id).is_ok() {
-            act(&decision, &metrics, true);
+            act(&decision, line.as_deref(), true);
         }
     }
     let _ = hostcalls::set_effective_context(root_context_id);
@@ -152,8 +159,14 @@ pub(crate) fn resume_paused(state: &Shared, root_context_id: u32) {
 
 /// Carries out a decision on the current (effective) HTTP context. When `resume` is set the
 /// request was paused: an allowed request is resumed explicitly.
-fn act(decision: &Decision, metrics: &Metrics, resume: bool) -> Action {
-    record(decision, metrics);
+fn act(decision: &Decision, log_line: Option<&str>, resume: bool) -> Action {
+    if let Some(policy) = &decision.audit {
+        host::set_filter_state("meshguard.audit", policy);
+    }
+    if let Some(line) = log_line {
+        host::log(LogLevel::Info, &format!("meshguard: decision {line}"));
+        host::set_filter_state("meshguard.decision", line);
+    }
     match &decision.verdict {
         Verdict::Allow => {
             let m = &decision.mutations;
@@ -172,61 +185,9 @@ fn act(decision: &Decision, metrics: &Metrics, resume: bool) -> Action {
             Action::Continue
         }
         Verdict::Deny(reply) => {
-            host::log(
-                LogLevel::Info,
-                &format!(
-                    "meshguard: denied {} {}: {} ({})",
-                    reply.status,
-                    reply.details,
-                    decision.reason,
-                    principal(decision)
-                ),
-            );
             host::set_filter_state("meshguard.reason", &decision.reason);
             host::send_local_reply(reply.status, &reply.body, &reply.headers, &reply.details);
             Action::Pause
         }
-    }
-}
-
-fn principal(decision: &Decision) -> String {
-    match &decision.request_principal() {
-        Some(p) => format!("request principal {p}"),
-        None => "no request principal".into(),
-    }
-}
-
-/// Counters, audit mark and dry-run report.
-fn record(decision: &Decision, metrics: &Metrics) {
-    match (decision.stage, decision.allowed()) {
-        (Stage::Peer, _) => Metrics::inc(metrics.peer_denied),
-        (Stage::Authn, _) => Metrics::inc(metrics.jwt_denied),
-        (Stage::Authz, allowed) => {
-            Metrics::inc(metrics.jwt_allowed);
-            Metrics::inc(if allowed {
-                metrics.rbac_allowed
-            } else {
-                metrics.rbac_denied
-            });
-        }
-    }
-    if let Some(policy) = &decision.audit {
-        Metrics::inc(metrics.audit);
-        host::set_filter_state("meshguard.audit", policy);
-    }
-    for dry in &decision.dry_run {
-        Metrics::inc(if dry.would_allow {
-            metrics.rbac_shadow_allowed
-        } else {
-            metrics.rbac_shadow_denied
-        });
-        host::log(
-            LogLevel::Info,
-            &format!(
-                "meshguard: dry-run policy {} would {} this request",
-                dry.policy,
-                if dry.would_allow { "allow" } else { "deny" }
-            ),
-        );
     }
 }

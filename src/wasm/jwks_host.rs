@@ -1,19 +1,17 @@
 //! The host side of the JWKS lifecycle (`meshguard_engine::jwks_cache`): shared data, HTTP callouts,
-//! counters and log lines, as hostcalls. Only bytes move here; every decision is the
+//! the fetch counter and log lines, as hostcalls. Only bytes move here; every decision is the
 //! engine's.
 
 use super::host;
-use super::metrics::Metrics;
 use meshguard_engine::parts::RemoteJwks;
+use meshguard_engine::stats::series_name;
 use meshguard_engine::{Fetcher, Report, SharedStore};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, MetricType};
 
-pub(crate) struct WasmJwksHost<'a> {
-    pub(crate) metrics: &'a Metrics,
-}
+pub(crate) struct WasmJwksHost;
 
-impl SharedStore for WasmJwksHost<'_> {
+impl SharedStore for WasmJwksHost {
     fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
         hostcalls::get_shared_data(key).ok()
     }
@@ -23,7 +21,7 @@ impl SharedStore for WasmJwksHost<'_> {
     }
 }
 
-impl Fetcher for WasmJwksHost<'_> {
+impl Fetcher for WasmJwksHost {
     fn dispatch(&self, r: &RemoteJwks) -> Result<u32, String> {
         let headers = vec![
             (":method", "GET"),
@@ -36,13 +34,17 @@ impl Fetcher for WasmJwksHost<'_> {
     }
 }
 
-impl Report for WasmJwksHost<'_> {
-    fn fetch_done(&self, ok: bool) {
-        Metrics::inc(if ok {
-            self.metrics.jwks_fetch_success
-        } else {
-            self.metrics.jwks_fetch_failed
-        });
+impl Report for WasmJwksHost {
+    /// Fetches are rare (one per key set per refresh, per process): counted at once.
+    fn fetch_done(&self, uri: &str, ok: bool) {
+        let result = if ok { "success" } else { "failed" };
+        let name = series_name(
+            "meshguard_jwks_fetch_total",
+            &[("jwks", uri), ("result", result)],
+        );
+        if let Ok(id) = hostcalls::define_metric(MetricType::Counter, &name) {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
     }
 
     fn warn(&self, message: &str) {

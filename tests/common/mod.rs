@@ -327,7 +327,9 @@ impl Group {
         self.send(&Call::get(path).bearer(token))
     }
 
-    /// meshguard's counters, by name without Envoy's `wasmcustom.` prefix.
+    /// meshguard's unlabelled counters and gauges (`meshguard.jwks.requests_paused`,
+    /// `meshguard.jwt.host_*`, `meshguard.vm.memory_bytes`), by name without Envoy's
+    /// `wasmcustom.` prefix. They are counted at once.
     pub fn counters(&self) -> BTreeMap<String, u64> {
         self.envoy
             .stats("meshguard")
@@ -344,6 +346,60 @@ impl Group {
         *all.get(&key)
             .unwrap_or_else(|| panic!("no counter {key} in /stats: {all:?}"))
     }
+
+    /// `/stats/prometheus`, parsed by a Prometheus text-format parser.
+    pub fn prometheus(&self) -> prometheus_parse::Scrape {
+        let text = meshguard_devtools::http::get(self.envoy.admin(), "/stats/prometheus")
+            .unwrap()
+            .text()
+            .to_string();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .unwrap_or_else(|e| panic!("/stats/prometheus does not parse: {e}\n{text}"))
+    }
+
+    /// The sum of `family`'s samples whose labels include `labels`, as Prometheus scrapes
+    /// it now. Decision counters reach Envoy within a quarter second (the filter batches
+    /// them and flushes on its tick):
+    /// [`Group::settled_metric`] waits for that.
+    pub fn metric(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
+        sum_family(&self.prometheus(), family, labels)
+    }
+
+    /// [`Group::metric`] after the filter's next flush (every 250 ms).
+    pub fn settled_metric(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        self.metric(family, labels)
+    }
+}
+
+/// Polls `cond` every 50 ms for up to `limit`; true when it held.
+pub fn wait_for(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The sum of `family`'s samples whose labels include `labels`.
+pub fn sum_family(scrape: &prometheus_parse::Scrape, family: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == family)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 impl Drop for Group {

@@ -101,6 +101,9 @@ pub struct Authenticator {
     verified: RefCell<cache::TokenCache>,
     /// Signature verifications done (cache misses), for tests and benchmarks.
     signature_checks: Cell<u64>,
+    /// Verified-token cache hits and misses (tokens looked up), for the counters.
+    cache_hits: Cell<u64>,
+    cache_misses: Cell<u64>,
 }
 
 /// A failed authentication: Envoy's status decides code and body.
@@ -109,6 +112,9 @@ pub struct AuthnFailure {
     pub status: JwtStatus,
     /// Where the failing token was found (`header authorization`), for the denial reason.
     pub location: String,
+    /// The failing token's `iss` when it parses and a rule names that issuer (a counter
+    /// label: never a value the configuration does not contain).
+    pub issuer: Option<String>,
 }
 
 impl AuthnFailure {
@@ -289,6 +295,41 @@ impl Authenticator {
         }))
     }
 
+    /// The issuers of the applicable rules, each once, in config order.
+    pub(crate) fn issuers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in &self.rules {
+            if !out.contains(&r.issuer) {
+                out.push(r.issuer.clone());
+            }
+        }
+        out
+    }
+
+    /// True when some RequestAuthentication applies.
+    pub(crate) fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
+    /// A refused token's issuer, when it parses and some rule names it (failure path only).
+    fn configured_issuer(&self, raw: &str) -> Option<String> {
+        let jwt = Jwt::parse(raw).ok()?;
+        self.rules
+            .iter()
+            .any(|r| r.issuer == jwt.iss)
+            .then(|| jwt.iss.clone())
+    }
+
+    /// Sizes the verified-token cache (`jwtCache`); the cache starts empty.
+    pub(crate) fn size_token_cache(&mut self, s: crate::config::JwtCacheSettings) {
+        self.verified = RefCell::new(cache::TokenCache::new(s.size, s.max_token_bytes));
+    }
+
+    /// Verified-token cache lookups that hit / missed so far (for the counters).
+    pub(crate) fn cache_lookups(&self) -> (u64, u64) {
+        (self.cache_hits.get(), self.cache_misses.get())
+    }
+
     /// Remote key sets the adapter must fetch (deduplicated by URI).
     pub fn remote_jwks(&self) -> &[RemoteJwks] {
         &self.remote
@@ -345,6 +386,7 @@ impl Authenticator {
                         result: Err(AuthnFailure {
                             status,
                             location: token.location.describe(),
+                            issuer: self.configured_issuer(&token.value),
                         }),
                         mutations,
                     }
@@ -388,6 +430,12 @@ impl Authenticator {
         now_secs: u64,
     ) -> Result<Verified, JwtStatus> {
         let hit = self.verified.borrow_mut().get(&token.value);
+        let counter = if hit.is_some() {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        counter.set(counter.get() + 1);
         let (jwt, hit) = match hit {
             Some(cache::Hit {
                 rule,

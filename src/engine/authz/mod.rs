@@ -69,6 +69,8 @@ pub struct AuthzDecision {
     /// The deciding policy (`namespace/name`), if any: the matching DENY or ALLOW policy.
     /// None when no policy matched (Envoy's `rbac_access_denied_matched_policy[none]`).
     pub policy: Option<String>,
+    /// The index of the deciding policy's matching rule.
+    pub rule: Option<usize>,
     /// The first matching AUDIT policy, if any: the request is marked for audit
     /// (Envoy RBAC `envoy.common` / `access_log_hint = true`).
     pub audit: Option<String>,
@@ -198,19 +200,35 @@ impl Authorizer {
                 }
             })
             .collect();
-        let (allowed, reason, policy) = if let Some((p, r)) = denied_by {
-            (false, r.reason.to_string(), Some(p.name.clone()))
+        let (allowed, reason, policy, rule) = if let Some((p, r)) = denied_by {
+            (
+                false,
+                r.reason.to_string(),
+                Some(p.name.clone()),
+                Some(r.index),
+            )
         } else if self.allow.is_empty() {
-            (true, "allowed: no ALLOW policy applies".to_string(), None)
+            (
+                true,
+                "allowed: no ALLOW policy applies".to_string(),
+                None,
+                None,
+            )
         } else if let Some((p, r)) = first_match(&self.allow, &ctx) {
-            (true, r.reason.to_string(), Some(p.name.clone()))
+            (
+                true,
+                r.reason.to_string(),
+                Some(p.name.clone()),
+                Some(r.index),
+            )
         } else {
-            (false, self.no_allow_match.clone(), None)
+            (false, self.no_allow_match.clone(), None, None)
         };
         AuthzDecision {
             allowed,
             reason,
             policy,
+            rule,
             audit,
             dry_run,
         }
@@ -294,6 +312,34 @@ impl Authorizer {
     /// dry-run annotation), for the log.
     pub fn warnings(&self) -> &[String] {
         &self.warnings
+    }
+
+    /// Every compiled policy: its name, action and whether it is a dry run (for the
+    /// counters' label sets, which only the configuration decides).
+    pub(crate) fn policy_names(&self) -> Vec<(&str, Action, bool)> {
+        let enforced = [
+            (&self.deny, Action::Deny),
+            (&self.allow, Action::Allow),
+            (&self.audit, Action::Audit),
+        ]
+        .into_iter()
+        .flat_map(|(set, a)| {
+            set.policies()
+                .iter()
+                .map(move |p| (p.name.as_str(), a, false))
+        });
+        let shadow = self.shadow.iter().flat_map(|e| {
+            e.policies
+                .policies()
+                .iter()
+                .map(move |p| (p.name.as_str(), e.action, true))
+        });
+        enforced.chain(shadow).collect()
+    }
+
+    /// The actions that have dry-run policies.
+    pub(crate) fn dry_run_actions(&self) -> Vec<Action> {
+        self.shadow.iter().map(|e| e.action).collect()
     }
 
     /// Number of enforced policies per action (DENY, ALLOW, AUDIT) and of dry-run policies.

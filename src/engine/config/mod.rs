@@ -6,9 +6,12 @@
 
 mod error;
 mod meta;
+mod settings;
 
 pub use error::{closest, from_value, join, ConfigError};
 pub use meta::{Resource, Workload};
+pub use settings::{DecisionLogSettings, JwtCacheSettings};
+use settings::{RawDecisionLog, RawJwtCache};
 
 use crate::istio::{
     AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, PolicySpec,
@@ -27,6 +30,8 @@ pub struct PluginConfig {
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
+    pub jwt_cache: JwtCacheSettings,
+    pub decision_log: DecisionLogSettings,
 }
 
 /// `jwks` in the plugin config.
@@ -99,6 +104,10 @@ struct RawConfig {
     workload: Option<Workload>,
     #[serde(default)]
     jwks: Option<RawJwks>,
+    #[serde(default)]
+    jwt_cache: Option<RawJwtCache>,
+    #[serde(default)]
+    decision_log: Option<RawDecisionLog>,
     #[serde(default)]
     policies: Vec<Value>,
 }
@@ -182,9 +191,19 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
             }
         }
     }
+    let jwt_cache = match raw.jwt_cache {
+        Some(c) => c.settings()?,
+        None => JwtCacheSettings::default(),
+    };
+    let decision_log = match raw.decision_log {
+        Some(d) => d.settings()?,
+        None => DecisionLogSettings::on(),
+    };
     let mut config = PluginConfig {
         workload,
         jwks,
+        jwt_cache,
+        decision_log,
         ..Default::default()
     };
     for (i, entry) in raw.policies.iter().enumerate() {

@@ -83,7 +83,7 @@ impl Fetcher for Host<'_> {
 }
 
 impl Report for Host<'_> {
-    fn fetch_done(&self, ok: bool) {
+    fn fetch_done(&self, _uri: &str, ok: bool) {
         self.done.borrow_mut().push(ok);
     }
     fn warn(&self, message: &str) {
