@@ -207,3 +207,21 @@ fn make_oci_digest_matches_the_rendered_manifests() {
         printed.trim()
     );
 }
+
+/// The users' release workflow: valid YAML that tests before it pushes, pushes the layout
+/// without conversion and checks what the registry then serves.
+#[test]
+fn release_workflow_tests_pushes_and_checks() {
+    let w = load("deploy/github-actions/release.yml");
+    let steps = w["jobs"]["image"]["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    let pos = |needle: &str| {
+        runs.iter()
+            .position(|r| r.contains(needle))
+            .unwrap_or_else(|| panic!("no step runs {needle:?}"))
+    };
+    assert!(pos("make setup lint test") < pos("skopeo copy --preserve-digests"));
+    assert!(pos("make test-oci") < pos("skopeo copy --preserve-digests"));
+    assert!(pos("skopeo copy --preserve-digests") < pos("meshguard oci check"));
+    assert!(pos("meshguard oci check") < pos("meshguard oci render"));
+}
