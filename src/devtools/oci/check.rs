@@ -843,6 +843,21 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_over_256_mib_is_refused() {
+        // Only the header: the size it claims is checked before any byte is read.
+        let mut h = tar::Header::new_ustar();
+        h.set_path(PLUGIN_FILE).unwrap();
+        h.set_size(MAX_WASM_SIZE + 1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        let gz = gzip(h.as_bytes()).unwrap();
+        assert_eq!(
+            plugin_from_tar_gz(&gz).unwrap_err(),
+            Rejection::TooLarge(MAX_WASM_SIZE + 1)
+        );
+    }
+
+    #[test]
     fn docker_manifest_needs_the_docker_layer_type() {
         let gz = gzip(&layer_tar(&module()).unwrap()).unwrap();
         let mut mem = Mem::default();
