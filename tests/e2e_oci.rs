@@ -13,9 +13,13 @@
 //!   config to `code.local.filename`) and as `code.remote` over HTTP with the file's sha256
 //!   (Envoy Gateway serves the pulled module from its HTTP server); both decide the demo's
 //!   requests with `filters/demo.json`; `code.remote` with the manifest digest is refused.
+//! - `registry_index_resolves_to_linux_amd64`: an image index pushed with `skopeo copy --all`
+//!   resolves to its linux/amd64 manifest (whose digest, not the index's, is the `sha256`);
+//!   an index without linux/amd64 is refused.
 //! - `docker_pulls_the_same_bytes`: `docker pull` from the registry, `docker create` + `docker
 //!   cp` give a `plugin.wasm` byte-identical to `dist/meshguard.wasm`; container and image are
-//!   removed afterwards.
+//!   removed afterwards. After `docker push` of the pulled image the checker finds the same
+//!   module in whatever manifest Docker writes.
 //!
 //! Prerequisites (besides `make test`'s): `skopeo` and `docker-registry` (`make setup`
 //! installs them), and for the Docker test an answering Docker engine. Missing ones skip the
@@ -571,6 +575,30 @@ fn docker_pulls_the_same_bytes() {
         std::fs::read(repo().join("dist/meshguard.wasm")).unwrap(),
         "plugin.wasm from docker is byte-identical to dist/meshguard.wasm"
     );
+    // Re-pushed with `docker push`: whatever manifest Docker writes, the consumers' rules
+    // still find the same plugin.wasm; a changed manifest has another digest, so the
+    // sha256 in a WasmPlugin must follow the image actually pushed.
+    let repushed = format!("{}/meshguard:docker-repush", pushed.registry.addr);
+    let cleanup_repush = DockerCleanup {
+        container: container.clone(),
+        image: repushed.clone(),
+    };
+    let (ok, out) = docker(&["tag", &image, &repushed]);
+    assert!(ok, "docker tag: {out}");
+    let (ok, out) = docker(&["push", &repushed]);
+    assert!(ok, "docker push: {out}");
+    let reg = Registry::new(&pushed.registry.addr.to_string(), "meshguard");
+    let c = oci::check(&reg, "docker-repush", None).unwrap();
+    assert_eq!(
+        c.wasm,
+        std::fs::read(repo().join("dist/meshguard.wasm")).unwrap()
+    );
+    eprintln!("docker push wrote {} as {}", c.manifest_digest, c.format);
+    if c.manifest_digest != pushed.image.manifest_digest {
+        let e = oci::check(&reg, "docker-repush", Some(pushed.image.manifest_hex())).unwrap_err();
+        assert!(matches!(e, Rejection::ChecksumMismatch { .. }), "{e}");
+    }
+    drop(cleanup_repush);
     drop(_cleanup);
     let (_, left) = docker(&[
         "ps",
@@ -582,5 +610,103 @@ fn docker_pulls_the_same_bytes() {
     ]);
     assert!(left.trim().is_empty(), "container left: {left}");
     let (_, images) = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    assert!(!images.contains(&image), "image left: {images}");
+    assert!(
+        !images.contains(&image) && !images.contains(&repushed),
+        "image left: {images}"
+    );
+}
+
+/// Adds an image index over `platforms` (each pointing at the image's manifest) to the
+/// layout, tagged `tag`; returns the index digest.
+fn add_index(layout: &Path, image: &oci::Image, tag: &str, platforms: &[(&str, &str)]) -> String {
+    let children: Vec<Value> = platforms
+        .iter()
+        .map(|(os, arch)| {
+            json!({
+                "mediaType": oci::MEDIA_OCI_MANIFEST,
+                "digest": image.manifest_digest,
+                "size": image.manifest.len(),
+                "platform": { "os": os, "architecture": arch },
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": oci::MEDIA_OCI_INDEX,
+        "manifests": children,
+    }))
+    .unwrap();
+    let digest = oci::digest_of(&index);
+    std::fs::write(
+        layout
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+        &index,
+    )
+    .unwrap();
+    let path = layout.join("index.json");
+    let mut top: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    top["manifests"].as_array_mut().unwrap().push(json!({
+        "mediaType": oci::MEDIA_OCI_INDEX,
+        "digest": digest,
+        "size": index.len(),
+        "annotations": { oci::ANNOTATION_REF_NAME: tag },
+    }));
+    std::fs::write(&path, serde_json::to_vec(&top).unwrap()).unwrap();
+    digest
+}
+
+/// An image index pushed to the real registry resolves to linux/amd64 (and the digest to put
+/// in `sha256` is the manifest's, not the index's); one without linux/amd64 is refused.
+#[test]
+fn registry_index_resolves_to_linux_amd64() {
+    let Some(p) = oci_prereqs() else { return };
+    let pushed = build_and_push("oci-index", &p.wasm);
+    let layout = pushed.dir.join("layout");
+    let multi = add_index(
+        &layout,
+        &pushed.image,
+        "multi",
+        &[("linux", "arm64"), ("linux", "amd64")],
+    );
+    add_index(&layout, &pushed.image, "armonly", &[("linux", "arm64")]);
+    let policy = pushed.dir.join("policy.json");
+    for tag in ["multi", "armonly"] {
+        let out = Command::new("skopeo")
+            .arg("--policy")
+            .arg(&policy)
+            .args([
+                "copy",
+                "--all",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{}:{tag}", layout.display()))
+            .arg(format!("docker://{}/meshguard:{tag}", pushed.registry.addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy {tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let reg = Registry::new(&pushed.registry.addr.to_string(), "meshguard");
+    let resp = reg.manifest_response("multi").unwrap();
+    assert_eq!(resp.header("docker-content-digest"), Some(multi.as_str()));
+    let c = oci::check(&reg, "multi", Some(pushed.image.manifest_hex())).unwrap();
+    assert_eq!(c.index_digest.as_deref(), Some(multi.as_str()));
+    assert_eq!(c.manifest_digest, pushed.image.manifest_digest);
+    let e = oci::check(&reg, "multi", Some(multi.trim_start_matches("sha256:"))).unwrap_err();
+    assert!(e.to_string().contains("index digest"), "{e}");
+    let e = oci::check(&reg, "armonly", None).unwrap_err();
+    assert!(matches!(e, Rejection::NoPlatform { .. }), "{e}");
+    // The CLI says the same about the layout itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+        .args(["oci", "check", &format!("{}:armonly", layout.display())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no linux/amd64"), "{stderr}");
 }
