@@ -29,11 +29,16 @@
 //!   *oci* variant (exactly two layers, one `application/vnd.module.wasm.content.layer.v1+wasm`
 //!   holding the raw module);
 //! - a tar+gzip layer is gunzipped (multi-member, as Go's reader), limited to 256 MiB (Envoy
-//!   Gateway's `maxWasmSize`), and the first tar entry whose base name is `plugin.wasm` is the
-//!   module (so `x/plugin.wasm` is found too);
+//!   Gateway's `maxWasmSize`; Istio's `ISTIO_WASM_MAX_BINARY_SIZE_BYTES`, default the same),
+//!   and the first tar entry whose base name is `plugin.wasm` is the module (so
+//!   `x/plugin.wasm` is found too);
 //! - every blob must hash to its descriptor's digest (ggcr verifies while reading) and a
 //!   manifest fetched by digest must hash to that digest;
 //! - the module must be at least 8 bytes and start with `\0asm` (`isValidWasmBinary`).
+//!
+//! Not checked here, because it depends on where the registry is, not on the image: recent
+//! Istio (`ssrf.go`) refuses registries that resolve to link-local addresses (and a token
+//! realm on a private or loopback address); loopback and private registries are allowed.
 //!
 //! Neither consumer accepts the CNCF wasm artifact (`application/vnd.wasm.config.v0+json` with
 //! an `application/wasm` layer); the checker rejects it as they do.
