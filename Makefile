@@ -154,6 +154,7 @@ test-oci: oci-tools $(ENVOY)
 	@mkdir -p .run
 	$(MAKE) --no-print-directory oci
 	cp dist/oci.digest .run/oci.digest.first
+	rm -rf $(OCI_DIR)
 	$(MAKE) --no-print-directory oci
 	@cmp -s dist/oci.digest .run/oci.digest.first || { echo "make oci is not reproducible: $$(cat .run/oci.digest.first) then $$(cat dist/oci.digest)"; exit 1; }
 	@echo "make oci twice: $$(cat dist/oci.digest) both times"
