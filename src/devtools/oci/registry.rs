@@ -34,6 +34,14 @@ impl Reference {
         if host.is_empty() || rest.is_empty() {
             return Err(format!("{s:?}: expected HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]").into());
         }
+        // As docker reads references: the first component is a registry only with a port, a
+        // dot or `localhost` (so a mistyped layout directory is not taken for a host).
+        if !(host.contains(':') || host.contains('.') || host == "localhost") {
+            return Err(format!(
+                "{s:?}: neither an OCI image layout directory nor HOST[:PORT]/REPOSITORY[:TAG|@DIGEST]"
+            )
+            .into());
+        }
         let (repository, reference) = if let Some((repo, digest)) = rest.split_once('@') {
             (repo, digest.to_string())
         } else {
@@ -284,5 +292,10 @@ mod tests {
             ("registry.test:80", "latest")
         );
         assert!(Reference::parse("meshguard").is_err());
+        assert!(Reference::parse("dist/oci").is_err());
+        assert_eq!(
+            Reference::parse("localhost/m").unwrap().authority,
+            "localhost:80"
+        );
     }
 }
