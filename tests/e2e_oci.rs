@@ -254,6 +254,44 @@ fn registry_api_and_checker() {
     let e = oci::check(&reg, TAG, Some(&img.wasm_sha256)).unwrap_err();
     assert!(matches!(e, Rejection::ChecksumMismatch { .. }), "{e}");
 
+    // The release workflow's check (deploy/github-actions/release.yml), for registries this
+    // client cannot reach: the digest of what `skopeo inspect --raw` serves, then the image
+    // copied back into a layout by digest and checked there.
+    let policy = pushed.dir.join("policy.json");
+    let raw = Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{}", pushed.registry.reference()))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(oci::digest_of(&raw.stdout), img.manifest_digest);
+    let back = pushed.dir.join("pulled-layout");
+    let out = Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!(
+            "docker://{}/meshguard@{}",
+            pushed.registry.addr, img.manifest_digest
+        ))
+        .arg(format!("oci:{}:{TAG}", back.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layout = oci::Layout::open(&back).unwrap();
+    let again = oci::check(&layout, TAG, Some(img.manifest_hex())).unwrap();
+    assert_eq!(again.wasm, checked.wasm);
+
     // The CLI, as a user runs it.
     let cli = env!("CARGO_BIN_EXE_meshguard");
     let extracted = pushed.dir.join("from-registry.wasm");
