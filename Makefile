@@ -33,31 +33,31 @@ build: wasm cli
 # Cargo decides what is stale; the copy is cheap.
 wasm:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
-	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release --target $(WASM_TARGET) --lib
+	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release --target $(WASM_TARGET) -p meshguard --lib
 	@mkdir -p dist
 	cp target/$(WASM_TARGET)/release/meshguard.wasm $(WASM)
 
 ## wasm-trap: test-only module that traps on `x-meshguard-trap` (tests/e2e_failure_policy.rs); never in dist/
 wasm-trap:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
-	$(CARGO) build --profile wasm-test --target $(WASM_TARGET) --lib --features trap-on-demand --target-dir target/trap
+	$(CARGO) build --profile wasm-test --target $(WASM_TARGET) -p meshguard --lib --features trap-on-demand --target-dir target/trap
 
 cli:
-	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release --bin meshguard
+	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release -p meshguard-cli --bin meshguard
 
 ## test: unit tests and the end-to-end tests against the real Envoy
 # Doc tests first, so the run ends with the real suites; then one closing line for them all.
 test: wasm wasm-trap $(ENVOY)
 	@mkdir -p .run
-	$(CARGO) test --doc 2>&1 | tee .run/test.log
-	$(CARGO) test --all-targets 2>&1 | tee -a .run/test.log
+	$(CARGO) test --workspace --doc 2>&1 | tee .run/test.log
+	$(CARGO) test --workspace --all-targets 2>&1 | tee -a .run/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' .run/test.log
 
 ## lint: formatting and clippy (host and wasm)
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) -p meshguard --lib -- -D warnings
 
 ## run: the demo (Envoy + meshguard + JWKS + upstream on 127.0.0.1); Ctrl-C stops it
 run: setup build
@@ -159,4 +159,4 @@ test-oci: oci-tools $(ENVOY)
 	@cmp -s dist/oci.digest .run/oci.digest.first || { echo "make oci is not reproducible: $$(cat .run/oci.digest.first) then $$(cat dist/oci.digest)"; exit 1; }
 	@echo "make oci twice: $$(cat dist/oci.digest) both times"
 	$(CLI) oci check $(OCI_DIR) --sha256 $$(sed 's/^sha256://' dist/oci.digest) --expect-wasm $(WASM)
-	$(CARGO) test --test e2e_oci --test deploy_manifests 2>&1 | tee .run/test-oci.log
+	MESHGUARD_BIN=$(abspath $(CLI)) $(CARGO) test -p meshguard --test e2e_oci --test deploy_manifests 2>&1 | tee .run/test-oci.log

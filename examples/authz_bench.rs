@@ -5,12 +5,12 @@
 //! alone, in ns per request. Run: `cargo run --release --example authz_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshguard::attrs::{AuthContext, RequestAttributes, VerifiedJwt};
-use meshguard::authn::InlineKeysOnly;
-use meshguard::authz::Authorizer;
-use meshguard::devtools::keys::{self, SigningKey};
-use meshguard::devtools::workload;
-use meshguard::engine::{Engine, Outcome};
+use meshguard_devtools::keys::{self, SigningKey};
+use meshguard_devtools::workload;
+use meshguard_engine::parts::Authorizer;
+use meshguard_engine::parts::InlineKeysOnly;
+use meshguard_engine::{AuthContext, RequestAttributes, VerifiedJwt};
+use meshguard_engine::{Engine, Outcome};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -46,7 +46,7 @@ fn main() {
     for n in [10, 100, 1000] {
         let cfg_json = workload::filter_config(n, &jwks).to_string();
         let engine = Engine::from_json(&cfg_json).unwrap();
-        let cfg = meshguard::config::parse(&cfg_json).unwrap();
+        let cfg = meshguard_engine::config::parse(&cfg_json).unwrap();
         let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload).unwrap();
         let req = |path: String| RequestAttributes {
             method: "GET".into(),

@@ -13,8 +13,8 @@
 //! example of each known class).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshguard::devtools::difftest::{self, RunOpts, Setup};
-use meshguard::devtools::gen::Knobs;
+use meshguard_devtools::difftest::{self, RunOpts, Setup};
+use meshguard_devtools::gen::Knobs;
 use std::path::PathBuf;
 use std::time::Instant;
 

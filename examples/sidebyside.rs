@@ -20,9 +20,9 @@
 //! BENCH_SCENARIOS (all; e.g. "ES256 distinct" keeps matching labels),
 //! BENCH_OUT (BENCHMARKS.md), ENVOY_BIN (.venv/bin/envoy), MESHGUARD_WASM (dist/meshguard.wasm).
 
-use meshguard::devtools::envoy::{Envoy, Options};
-use meshguard::devtools::keys::{self, SigningKey};
-use meshguard::devtools::{http, istio_rbac, workload, Result};
+use meshguard_devtools::envoy::{Envoy, Options};
+use meshguard_devtools::keys::{self, SigningKey};
+use meshguard_devtools::{http, istio_rbac, workload, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

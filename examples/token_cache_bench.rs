@@ -3,10 +3,10 @@
 //! miss, so parse + signature each time). Run: `cargo run --release --example token_cache_bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshguard::attrs::RequestAttributes;
-use meshguard::authn::InlineKeysOnly;
-use meshguard::devtools::keys::{self, SigningKey};
-use meshguard::engine::{Engine, Outcome};
+use meshguard_devtools::keys::{self, SigningKey};
+use meshguard_engine::parts::InlineKeysOnly;
+use meshguard_engine::RequestAttributes;
+use meshguard_engine::{Engine, Outcome};
 use serde_json::json;
 use std::time::Instant;
 

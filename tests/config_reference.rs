@@ -129,7 +129,7 @@ fn the_reference_lists_exactly_the_accepted_fields() {
     let mut mismatches = Vec::new();
     for (name, doc) in &probes {
         let json = doc.replace("\"PROBE\"", "\"zzzUnknownField\"");
-        let err = match meshguard::config::parse(&json) {
+        let err = match meshguard_engine::config::parse(&json) {
             Ok(_) => panic!("{name}: an unknown field was accepted: {json}"),
             Err(e) => e,
         };
@@ -149,7 +149,7 @@ fn the_reference_lists_exactly_the_accepted_fields() {
         // Each documented field is also accepted by itself (as a field, whatever its value).
         for field in &docs[*name] {
             let with = doc.replace("\"PROBE\":0", &format!("\"{field}\":null"));
-            if let Err(e) = meshguard::config::parse(&with) {
+            if let Err(e) = meshguard_engine::config::parse(&with) {
                 assert!(
                     !e.message.starts_with("unknown field"),
                     "{name}.{field}: {e}"

@@ -11,7 +11,9 @@
 //! `dist/oci` gives the digest `make oci` printed (`dist/oci.digest`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use meshguard::devtools::oci::{self, cli, BuildOptions};
+mod common;
+
+use meshguard_devtools::oci::{self, cli, BuildOptions};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +41,7 @@ fn validate(what: &str, config: &Value) {
         config.is_object(),
         "{what}: the filter JSON is an object: {config}"
     );
-    let engine = meshguard::engine::Engine::from_json(&config.to_string())
+    let engine = meshguard_engine::Engine::from_json(&config.to_string())
         .unwrap_or_else(|e| panic!("{what}: invalid filter config: {e}"));
     assert!(
         engine.warnings().is_empty(),
@@ -150,7 +152,7 @@ fn cli_render_fills_the_layout_digest() {
     let image = oci::build(&module(), &opts).unwrap();
     oci::build::write_layout(&image, "t", &layout).unwrap();
     let out = dir.join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+    let run = Command::new(common::cli_bin())
         .args(["oci", "render", "--layout"])
         .arg(&layout)
         .args([

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::http::Call;
+use meshguard_devtools::http::Call;
 use serde_json::{json, Value};
 
 fn workload() -> Value {

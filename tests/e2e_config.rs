@@ -7,9 +7,9 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::certs;
-use meshguard::devtools::envoy::{self, Envoy, Options};
-use meshguard::devtools::mesh;
+use meshguard_devtools::certs;
+use meshguard_devtools::envoy::{self, Envoy, Options};
+use meshguard_devtools::mesh;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,7 +50,7 @@ fn every_filter_file_is_accepted_by_the_engine() {
     assert!(files.len() >= 2, "{files:?}");
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        if let Err(e) = meshguard::engine::Engine::from_json(&text) {
+        if let Err(e) = meshguard_engine::Engine::from_json(&text) {
             panic!("{}: {e}", f.display());
         }
     }
@@ -123,13 +123,13 @@ fn shipped_configs_pass_envoy_validate() {
     let dir = workdir("validate");
     certs::write_demo_set(&dir.join("certs")).unwrap();
     // The mesh configs' file-based SDS: a workload directory from the CLI's CA.
-    meshguard::ca::init(&dir.join("ca"), "cluster.local").unwrap();
+    meshguard_devtools::ca::init(&dir.join("ca"), "cluster.local").unwrap();
     let workload = dir.join("workload");
-    meshguard::ca::issue(
+    meshguard_devtools::ca::issue(
         &dir.join("ca"),
         "foo",
         "httpbin",
-        meshguard::ca::DEFAULT_TTL,
+        meshguard_devtools::ca::DEFAULT_TTL,
         &workload,
     )
     .unwrap();
@@ -238,7 +238,7 @@ fn invalid_path_templates_are_refused_like_envoy() {
             "{template}: {line}"
         );
         // Istio would reject the policy at admission or Envoy the RBAC filter istiod made.
-        let native = meshguard::devtools::istio_rbac::http_filters(&filter);
+        let native = meshguard_devtools::istio_rbac::http_filters(&filter);
         let refused_natively = match native {
             Err(_) => true,
             Ok(filters) => {
@@ -284,7 +284,7 @@ fn ip_blocks_without_the_peer_filter_warn_once() {
         "policies": [authz("peer", "foo", "ALLOW",
             serde_json::json!([{ "from": [{ "source": { "ipBlocks": ["127.0.0.1"] } }] }]))]
     });
-    let upstream = meshguard::devtools::servers::EchoUpstream::start("127.0.0.1:0").unwrap();
+    let upstream = meshguard_devtools::servers::EchoUpstream::start("127.0.0.1:0").unwrap();
     let mut cfg = render(
         Shipped::IngressGateway,
         &p,
@@ -308,7 +308,7 @@ fn ip_blocks_without_the_peer_filter_warn_once() {
     let envoy = Envoy::start(&Options::new(&p.envoy, workdir("no-peer-filter")), &cfg).unwrap();
     let addr = envoy.listener("ingress_http").unwrap();
     for _ in 0..6 {
-        let r = meshguard::devtools::http::send(addr, &meshguard::devtools::http::Call::get("/"))
+        let r = meshguard_devtools::http::send(addr, &meshguard_devtools::http::Call::get("/"))
             .unwrap();
         // At the edge (use_remote_address, no trusted hops) source.address is the peer.
         assert_eq!(r.status, 200, "{}", r.text());
@@ -322,7 +322,7 @@ fn ip_blocks_without_the_peer_filter_warn_once() {
 }
 
 fn cli() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_meshguard"))
+    Command::new(common::cli_bin())
 }
 
 #[test]
@@ -443,7 +443,7 @@ fn demo_runs_non_interactively() {
     let dir = workdir("demo");
     let out = Command::new("bash")
         .arg(repo().join("envoy/demo.sh"))
-        .env("MESHGUARD_BIN", env!("CARGO_BIN_EXE_meshguard"))
+        .env("MESHGUARD_BIN", common::cli_bin())
         .env("ENVOY_BIN", &p.envoy)
         .env("MESHGUARD_DEMO_DIR", &dir)
         .env(

@@ -2,7 +2,7 @@
 //! status Istio's documented semantics give for each request (written by hand). Every case
 //! runs in two real Envoys:
 //! - *native*: Envoy's own `jwt_authn` + RBAC filters, configured the way istiod compiles the
-//!   policies (`meshguard::devtools::istio_rbac`, the reference);
+//!   policies (`meshguard_devtools::istio_rbac`, the reference);
 //! - *meshguard*: the wasm filter with the same policies as Istio resources.
 //!
 //! Both must answer every request with the same status, and that status must be the expected
@@ -19,11 +19,11 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::certs::{Identity, IssueOptions, MeshCa};
-use meshguard::devtools::envoy::{self, Envoy, Files, Options};
-use meshguard::devtools::http::{self, Call, Response};
-use meshguard::devtools::istio_rbac;
-use meshguard::devtools::keys::{self, SigningKey};
+use meshguard_devtools::certs::{Identity, IssueOptions, MeshCa};
+use meshguard_devtools::envoy::{self, Envoy, Files, Options};
+use meshguard_devtools::http::{self, Call, Response};
+use meshguard_devtools::istio_rbac;
+use meshguard_devtools::keys::{self, SigningKey};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::http::Call;
+use meshguard_devtools::http::Call;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -103,7 +103,7 @@ fn a_trapping_vm_fails_closed_then_is_reloaded() {
         "valid token, after reload",
     );
     expect_reply(
-        &g.get_with_token("/headers", &meshguard::devtools::keys::tamper(&alice)),
+        &g.get_with_token("/headers", &meshguard_devtools::keys::tamper(&alice)),
         401,
         "Jwt verification fails",
         "tampered token, after reload",

@@ -1,6 +1,6 @@
 //! The generative differential test: random valid Istio resources and requests aimed at
-//! them (`meshguard::devtools::gen`, reproducible from a seed), run side by side in two real
-//! Envoys (`meshguard::devtools::difftest`): Envoy's own `jwt_authn` + RBAC as istiod
+//! them (`meshguard_devtools::gen`, reproducible from a seed), run side by side in two real
+//! Envoys (`meshguard_devtools::difftest`): Envoy's own `jwt_authn` + RBAC as istiod
 //! configures them, and meshguard. Every request is compared by status, local reply,
 //! `www-authenticate`, what the upstream received, audit mark and dry-run result.
 //!
@@ -14,8 +14,8 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::difftest::{self, RunOpts, Setup};
-use meshguard::devtools::gen::{self, Knobs};
+use meshguard_devtools::difftest::{self, RunOpts, Setup};
+use meshguard_devtools::gen::{self, Knobs};
 
 /// (seed, pairs, known-class features generated)
 const RUNS: &[(u64, u64, bool)] = &[(20_261_201, 1_100, true), (7, 1_100, false)];
@@ -158,9 +158,9 @@ fn generated_resources_are_valid_and_cover_the_api() {
             );
             v = serde_json::from_str(&t).unwrap();
         }
-        meshguard::engine::Engine::from_json(&v.to_string())
+        meshguard_engine::Engine::from_json(&v.to_string())
             .unwrap_or_else(|e| panic!("scenario {i}: meshguard refuses: {e}\n{v}"));
-        meshguard::devtools::istio_rbac::http_filters(&v)
+        meshguard_devtools::istio_rbac::http_filters(&v)
             .unwrap_or_else(|e| panic!("scenario {i}: translator refuses: {e}\n{v}"));
     }
     assert_eq!(seen.len(), 52, "features never generated: {seen:?}");

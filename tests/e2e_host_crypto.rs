@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::http::Call;
-use meshguard::devtools::keys;
+use meshguard_devtools::http::Call;
+use meshguard_devtools::keys;
 use serde_json::json;
 
 #[test]

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::keys;
-use meshguard::devtools::servers::Fault;
+use meshguard_devtools::keys;
+use meshguard_devtools::servers::Fault;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

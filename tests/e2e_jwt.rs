@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::http::Call;
-use meshguard::devtools::keys;
-use meshguard::devtools::servers::Fault;
+use meshguard_devtools::http::Call;
+use meshguard_devtools::keys;
+use meshguard_devtools::servers::Fault;
 use serde_json::json;
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Differential JWT test: a generated set of tokens (all 13 algorithms: RS/PS/ES/HS 256-512, EdDSA;
 //! valid and each failure kind) sent to two real Envoys with the same keys — Envoy's own
-//! `jwt_authn` (configured as istiod would, `meshguard::devtools::istio_rbac`) and meshguard.
+//! `jwt_authn` (configured as istiod would, `meshguard_devtools::istio_rbac`) and meshguard.
 //! Every token must get the same status, and the same body when refused.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,11 +8,11 @@ mod common;
 
 use common::*;
 use jsonwebtoken::{Algorithm, Header};
-use meshguard::devtools::envoy::{Envoy, Options, PLUGIN_NAME};
-use meshguard::devtools::http::{self, Call};
-use meshguard::devtools::istio_rbac;
-use meshguard::devtools::keys::{self, SigningKey};
-use meshguard::devtools::servers::{EchoUpstream, JwksServer};
+use meshguard_devtools::envoy::{Envoy, Options, PLUGIN_NAME};
+use meshguard_devtools::http::{self, Call};
+use meshguard_devtools::istio_rbac;
+use meshguard_devtools::keys::{self, SigningKey};
+use meshguard_devtools::servers::{EchoUpstream, JwksServer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 

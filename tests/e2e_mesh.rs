@@ -1,5 +1,5 @@
 //! End-to-end: the two-sidecar mesh (envoy/mesh-*.yaml) with certificates from the CLI's
-//! development CA (`meshguard::ca`) delivered by Envoy's file-based SDS. Istio's mTLS
+//! development CA (`meshguard_devtools::ca`) delivered by Envoy's file-based SDS. Istio's mTLS
 //! migration scenario (foo, bar with sidecars, legacy without), refused client certificates,
 //! and certificate rotation under load.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -7,12 +7,12 @@
 mod common;
 
 use common::*;
-use meshguard::ca;
-use meshguard::devtools::certs::{Identity, IssueOptions, MeshCa};
-use meshguard::devtools::envoy::{self, Envoy, Options};
-use meshguard::devtools::http::{self, Call, Response};
-use meshguard::devtools::mesh;
-use meshguard::devtools::servers::EchoUpstream;
+use meshguard_devtools::ca;
+use meshguard_devtools::certs::{Identity, IssueOptions, MeshCa};
+use meshguard_devtools::envoy::{self, Envoy, Options};
+use meshguard_devtools::http::{self, Call, Response};
+use meshguard_devtools::mesh;
+use meshguard_devtools::servers::EchoUpstream;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -456,7 +456,7 @@ fn refused(name: &str, counter: &str, bad: impl FnOnce(&Pki, &Path)) {
     );
 }
 
-fn write_issued(dir: &Path, issued: &meshguard::devtools::certs::Issued) {
+fn write_issued(dir: &Path, issued: &meshguard_devtools::certs::Issued) {
     std::fs::write(dir.join("cert.pem"), &issued.cert_pem).unwrap();
     std::fs::write(dir.join("key.pem"), &issued.key_pem).unwrap();
 }
@@ -679,10 +679,7 @@ fn client_sidecar_refuses_a_server_with_another_identity() {
 }
 
 fn cli(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(common::cli_bin()).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -741,7 +738,7 @@ fn cli_ca_init_and_issue() {
             "bad ttl",
         ),
         (
-            &["--ns", "foo", "--sa", "sleep", "--ttl", "365d"][..],
+            &["--ns", "foo", "--sa", "sleep", "--ttl", "8760h"][..],
             "out of range",
         ),
         (&["--ns", "foo"][..], "--sa is required"),

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::certs::{self, Identity, MeshCa};
-use meshguard::devtools::http::{Call, Response};
+use meshguard_devtools::certs::{self, Identity, MeshCa};
+use meshguard_devtools::http::{Call, Response};
 use serde_json::json;
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! End-to-end: the OCI image of `dist/meshguard.wasm` through a real registry and back into a
 //! real Envoy, the ways Istio and Envoy Gateway deliver it.
 //!
-//! Each test builds the layout (`meshguard::devtools::oci`, what `make oci` runs), starts
+//! Each test builds the layout (`meshguard_devtools::oci`, what `make oci` runs), starts
 //! Debian's `docker-registry` (distribution 2.8) on 127.0.0.1 with its own config (a free
 //! port, no auth, storage in the test's directory) and pushes with `skopeo copy
 //! --preserve-digests oci:... docker://...`. Then:
@@ -29,10 +29,10 @@
 mod common;
 
 use common::*;
-use meshguard::devtools::envoy::{self, Envoy, Options};
-use meshguard::devtools::http::{self, Call, Response};
-use meshguard::devtools::oci::{self, registry::Registry, BuildOptions, Format, Rejection};
-use meshguard::devtools::servers::{EchoUpstream, JwksServer};
+use meshguard_devtools::envoy::{self, Envoy, Options};
+use meshguard_devtools::http::{self, Call, Response};
+use meshguard_devtools::oci::{self, registry::Registry, BuildOptions, Format, Rejection};
+use meshguard_devtools::servers::{EchoUpstream, JwksServer};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -157,8 +157,8 @@ fn build_and_push(name: &str, wasm: &Path) -> Pushed {
     let bytes = std::fs::read(wasm).unwrap();
     let opts = BuildOptions {
         source: "https://example.test/meshguard".into(),
-        revision: meshguard::GIT_HASH.into(),
-        version: meshguard::VERSION.into(),
+        revision: meshguard_engine::GIT_HASH.into(),
+        version: meshguard_engine::VERSION.into(),
         tag: TAG.into(),
     };
     let image = oci::build(&bytes, &opts).unwrap();
@@ -233,7 +233,7 @@ fn registry_api_and_checker() {
     );
     let by_digest = reg.manifest_response(&img.manifest_digest).unwrap();
     assert_eq!(by_digest.body, img.manifest);
-    use meshguard::devtools::oci::Source;
+    use meshguard_devtools::oci::Source;
     assert_eq!(reg.blob(&img.layer_digest).unwrap(), img.layer);
     assert_eq!(reg.blob(&img.config_digest).unwrap(), img.config);
 
@@ -293,9 +293,9 @@ fn registry_api_and_checker() {
     assert_eq!(again.wasm, checked.wasm);
 
     // The CLI, as a user runs it.
-    let cli = env!("CARGO_BIN_EXE_meshguard");
+    let cli = cli_bin();
     let extracted = pushed.dir.join("from-registry.wasm");
-    let out = Command::new(cli)
+    let out = Command::new(&cli)
         .args([
             "oci",
             "check",
@@ -322,7 +322,7 @@ fn registry_api_and_checker() {
         std::fs::read(&extracted).unwrap(),
         std::fs::read(&p.wasm).unwrap()
     );
-    let out = Command::new(cli)
+    let out = Command::new(&cli)
         .args([
             "oci",
             "check",
@@ -405,7 +405,7 @@ fn expect_demo_decisions(name: &str, listener: SocketAddr) {
         &send(&Call::get("/admin").bearer(&demo_token(&["admins"]))),
         &format!("{name}: /admin as admin"),
     );
-    let bad = meshguard::devtools::keys::tamper(&demo_token(&["users"]));
+    let bad = meshguard_devtools::keys::tamper(&demo_token(&["users"]));
     expect_status(
         &send(&Call::get("/headers").bearer(&bad)),
         401,
@@ -740,7 +740,7 @@ fn registry_index_resolves_to_linux_amd64() {
     let e = oci::check(&reg, "armonly", None).unwrap_err();
     assert!(matches!(e, Rejection::NoPlatform { .. }), "{e}");
     // The CLI says the same about the layout itself.
-    let out = Command::new(env!("CARGO_BIN_EXE_meshguard"))
+    let out = Command::new(cli_bin())
         .args(["oci", "check", &format!("{}:armonly", layout.display())])
         .output()
         .unwrap();

@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn finds_issuer_and_audience_of_the_shipped_demo() {
         let text = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("filters/demo.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../filters/demo.json"),
         )
         .unwrap();
         let (iss, aud) = first_jwt_rule(&text).unwrap();

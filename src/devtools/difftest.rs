@@ -1257,7 +1257,7 @@ fn fill(v: &mut Value, j1: &str, j2: &str) {
 pub fn validate(setup: &Setup, sc: &Scenario) -> std::result::Result<(), (Side, String)> {
     let f = filter_json(setup, &sc.policies, 8000).map_err(|e| (Side::Native, e.to_string()))?;
     let native = istio_rbac::http_filters(&f).map_err(|e| (Side::Native, e.to_string()));
-    let mesh = crate::engine::Engine::from_json(&f.to_string())
+    let mesh = meshguard_engine::Engine::from_json(&f.to_string())
         .map(|_| ())
         .map_err(|e| (Side::Meshguard, e.to_string()));
     native.map(|_| ())?;

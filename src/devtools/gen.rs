@@ -2250,7 +2250,7 @@ mod tests {
             .replace(PORT, "8000")
             .replace(JWKS1, "{\\\"keys\\\":[]}")
             .replace(JWKS2, "{\\\"keys\\\":[]}");
-            if let Err(e) = crate::engine::Engine::from_json(&text) {
+            if let Err(e) = meshguard_engine::Engine::from_json(&text) {
                 let msg = e.to_string();
                 assert!(
                     msg.contains("jwks") || msg.contains("keys"),

@@ -3,7 +3,7 @@
 //! them, so a real Envoy running `jwt_authn` + `rbac` decides as an Istio sidecar would.
 //!
 //! Written from Istio's translation, not from meshguard's engine (nothing here calls
-//! `crate::authz` or `crate::authn`):
+//! `meshguard_engine::authz` or `meshguard_engine::authn`):
 //! - `jwt_authn` per istio/istio `pilot/pkg/security/authn/policy_applier.go`
 //!   (`convertToEnvoyJwtConfig`): one provider `origins-<i>` per jwtRule (rules sorted by
 //!   issuer), `payload_in_metadata: payload`, `normalize_payload_in_metadata` with the

@@ -127,10 +127,10 @@ pub fn claims(user: usize, now: u64, ttl_secs: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attrs::RequestAttributes;
-    use crate::authn::InlineKeysOnly;
-    use crate::devtools::keys::{self, SigningKey};
-    use crate::engine::{Engine, Outcome};
+    use crate::keys::{self, SigningKey};
+    use meshguard_engine::parts::InlineKeysOnly;
+    use meshguard_engine::RequestAttributes;
+    use meshguard_engine::{Engine, Outcome};
 
     fn decide(engine: &Engine, path: &str, token: Option<&str>) -> bool {
         let mut headers = Vec::new();

@@ -2,7 +2,7 @@
 //! never a panic. Maps are read as bytes because the SDK's string variant panics on
 //! non-UTF-8 header values.
 
-use crate::attrs::{ConnectionInfo, Needs, RequestAttributes};
+use meshguard_engine::{ConnectionInfo, Needs, RequestAttributes};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 use std::net::SocketAddr;
@@ -144,7 +144,7 @@ fn warn_once_without_direct_remote() {
 fn add_peer_names(c: &mut ConnectionInfo) {
     let non_empty = |path: &[&str]| property_string(path).filter(|s| !s.is_empty());
     let sans = property(&["connection", "peer_certificate"])
-        .and_then(|pem| crate::peer_cert::sans_from_url_encoded_pem(&pem));
+        .and_then(|pem| meshguard_engine::sans_from_url_encoded_pem(&pem));
     match sans {
         Some(sans) => {
             c.peer_uri_sans = sans.uris;

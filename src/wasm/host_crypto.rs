@@ -10,7 +10,7 @@ use proxy_wasm::types::LogLevel;
 
 use super::host;
 use super::metrics::Metrics;
-use crate::jwt::host_verify::{self, Hash, SignatureHost};
+use meshguard_engine::host_verify::{self, Hash, SignatureHost};
 
 const FUNCTION: &str = "verify_signature";
 

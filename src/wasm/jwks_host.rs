@@ -1,11 +1,11 @@
-//! The host side of the JWKS lifecycle (`crate::jwks_cache`): shared data, HTTP callouts,
+//! The host side of the JWKS lifecycle (`meshguard_engine::jwks_cache`): shared data, HTTP callouts,
 //! counters and log lines, as hostcalls. Only bytes move here; every decision is the
 //! engine's.
 
 use super::host;
 use super::metrics::Metrics;
-use crate::authn::RemoteJwks;
-use crate::jwks_cache::{Fetcher, Report, SharedStore};
+use meshguard_engine::parts::RemoteJwks;
+use meshguard_engine::{Fetcher, Report, SharedStore};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType};
 

@@ -1,15 +1,15 @@
 //! Shared harness of the end-to-end tests: the real Envoy (`.venv/bin/envoy`) running the
 //! shipped configs from `envoy/` with the one wasm build (`dist/meshguard.wasm`), the dev
-//! servers from `meshguard::devtools`, and helpers to talk to it.
+//! servers from `meshguard_devtools`, and helpers to talk to it.
 //!
 //! A *group* is one Envoy with one filter configuration and many requests. When a group's
 //! test fails, the group prints Envoy's log to stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
-use meshguard::devtools::envoy::{self, Envoy, Files, Options};
-use meshguard::devtools::http::{self, Call, Response};
-use meshguard::devtools::keys::{self, SigningKey};
-use meshguard::devtools::servers::{EchoUpstream, Fault, JwksServer};
+use meshguard_devtools::envoy::{self, Envoy, Files, Options};
+use meshguard_devtools::http::{self, Call, Response};
+use meshguard_devtools::keys::{self, SigningKey};
+use meshguard_devtools::servers::{EchoUpstream, Fault, JwksServer};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +25,28 @@ pub fn repo() -> PathBuf {
 pub struct Prereqs {
     pub wasm: PathBuf,
     pub envoy: PathBuf,
+}
+
+/// The `meshguard` CLI built by the same `cargo test --workspace` run (it lives in the
+/// workspace member `src/cli`, so Cargo's `CARGO_BIN_EXE_*` does not reach these tests): the
+/// test binary sits in `target/<profile>/deps/`, the CLI in `target/<profile>/`.
+/// `MESHGUARD_BIN` overrides.
+pub fn cli_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MESHGUARD_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("meshguard"))
+        .unwrap_or_default();
+    assert!(
+        bin.exists(),
+        "the meshguard CLI is not built at {} (run `cargo test --workspace`, or set MESHGUARD_BIN)",
+        bin.display()
+    );
+    bin
 }
 
 /// The prerequisites, or `None` (test skipped, with a note) when they are missing outside
@@ -405,10 +427,10 @@ pub fn run_curl(cmd: &mut Command) -> Result<Response, String> {
     http::parse_response(&out.stdout).map_err(|e| e.to_string())
 }
 
-/// A token described as JSON (a `meshguard::devtools::gen::Tok`, as the generative
+/// A token described as JSON (a `meshguard_devtools::gen::Tok`, as the generative
 /// differential prints it in reproducers), minted with the shared keys.
 pub fn mint(spec: &str) -> String {
-    use meshguard::devtools::gen::{Signer, Tok};
+    use meshguard_devtools::gen::{Signer, Tok};
     let tok: Tok = serde_json::from_str(spec).unwrap();
     let k = keys();
     let key = |s: Signer| match s {
@@ -417,5 +439,5 @@ pub fn mint(spec: &str) -> String {
         Signer::Hmac => &k.hmac,
         Signer::Stranger => &k.stranger,
     };
-    meshguard::devtools::difftest::mint_with(&tok, &key, keys::now()).unwrap()
+    meshguard_devtools::difftest::mint_with(&tok, &key, keys::now()).unwrap()
 }

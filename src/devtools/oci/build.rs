@@ -6,7 +6,7 @@ use super::{
     ANNOTATION_VARIANT, ANNOTATION_VERSION, MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX,
     MEDIA_OCI_LAYER_GZIP, MEDIA_OCI_MANIFEST, PLUGIN_FILE,
 };
-use crate::devtools::Result;
+use crate::Result;
 use flate2::{Compression, GzBuilder};
 use serde_json::{json, Value};
 use std::io::Write;

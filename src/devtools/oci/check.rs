@@ -9,7 +9,7 @@ use super::{
     MEDIA_DOCKER_LAYER_GZIP, MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX,
     MEDIA_OCI_LAYER_GZIP, MEDIA_WASM_CONTENT_LAYER, PLUGIN_FILE,
 };
-use crate::devtools::Result;
+use crate::Result;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;

@@ -5,7 +5,7 @@ use super::build::{build, write_layout, BuildOptions};
 use super::check::{check, Checked, Source};
 use super::layout::Layout;
 use super::registry::{Reference, Registry};
-use crate::devtools::Result;
+use crate::Result;
 use std::path::{Path, PathBuf};
 
 pub const USAGE: &str = "\
@@ -102,7 +102,10 @@ fn cmd_build(args: &[&str]) -> Result<()> {
     if wasm.len() < 8 || &wasm[..4] != b"\0asm" {
         return Err(format!("{wasm_path}: not a wasm module (no \\0asm magic)").into());
     }
-    let version = a.get("--version").unwrap_or(crate::VERSION).to_string();
+    let version = a
+        .get("--version")
+        .unwrap_or(meshguard_engine::VERSION)
+        .to_string();
     let opts = BuildOptions {
         tag: a.get("--tag").unwrap_or(&version).to_string(),
         source: a.get("--source").unwrap_or("unknown").to_string(),

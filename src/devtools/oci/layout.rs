@@ -4,7 +4,7 @@
 
 use super::check::{Fetched, Source};
 use super::ANNOTATION_REF_NAME;
-use crate::devtools::Result;
+use crate::Result;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@
 
 use super::check::{Fetched, Source};
 use super::MANIFEST_ACCEPT;
-use crate::devtools::Result;
+use crate::Result;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;

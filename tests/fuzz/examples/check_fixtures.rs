@@ -3,7 +3,7 @@
 //!
 //! cargo run --manifest-path tests/fuzz/Cargo.toml --example check_fixtures
 
-use meshguard::jwt::{check_time, Jwt, DEFAULT_CLOCK_SKEW_SECS};
+use meshguard_engine::parts::{check_time, Jwt, DEFAULT_CLOCK_SKEW_SECS};
 use meshguard_fuzz::{fixture_jwks, fixture_tokens, NOW};
 
 fn main() {

@@ -9,12 +9,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use meshguard::config;
-use meshguard::engine::{Engine, Outcome};
+use meshguard_engine::config;
+use meshguard_engine::{Engine, Outcome};
 use meshguard_fuzz::{fixture_jwks, mint_hs256, parse_request, text, FixtureKeys, ISSUER, NOW};
 
 thread_local! {
-    static REQUESTS: Vec<meshguard::attrs::RequestAttributes> = {
+    static REQUESTS: Vec<meshguard_engine::RequestAttributes> = {
         let claims = format!(
             r#"{{"iss":"{ISSUER}","sub":"user-1","aud":"fuzz-aud","groups":["admins"],"scope":"read write","exp":4102444800}}"#
         );
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                 }
-                let _ = engine.decide(req, &meshguard::authn::InlineKeysOnly, NOW);
+                let _ = engine.decide(req, &meshguard_engine::parts::InlineKeysOnly, NOW);
             }
         })
     });

@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use meshguard::jwt::{Jwks, Jwt};
+use meshguard_engine::parts::{Jwks, Jwt};
 use meshguard_fuzz::text;
 
 fn tokens() -> &'static [Jwt] {

@@ -15,7 +15,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use meshguard::jwt::{audiences_allowed, check_time, Jwks, Jwt, DEFAULT_CLOCK_SKEW_SECS};
+use meshguard_engine::parts::{audiences_allowed, check_time, Jwks, Jwt, DEFAULT_CLOCK_SKEW_SECS};
 use meshguard_fuzz::{b64url, hmac_sign, text, HMAC_KID, NOW};
 
 fn jwks() -> &'static Arc<Jwks> {

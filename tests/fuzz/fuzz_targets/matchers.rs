@@ -11,20 +11,20 @@
 //! Then each header line `pattern: value` of the input is also used as a (pattern, value)
 //! pair for the value matchers themselves (`StrMatch`, `HeaderMatch`, `IdMatch`,
 //! `RequestPrincipalMatch`, `Cidr`, `parse_port`, `Glob`). The matcher module is private to
-//! the crate, so it is compiled here from `src/authz/matcher.rs` itself (`#[path]`).
+//! the crate, so it is compiled here from `src/engine/authz/matcher.rs` itself (`#[path]`).
 //! Oracles: the globs Istio's identity regexes become agree with an independent
 //! dynamic-programming match; string matchers agree with their one-line definitions.
 
 #![no_main]
 
 #[allow(dead_code, clippy::all)]
-#[path = "../../../src/authz/matcher.rs"]
+#[path = "../../../src/engine/authz/matcher.rs"]
 mod matcher;
 
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use meshguard::engine::{Engine, Outcome};
+use meshguard_engine::{Engine, Outcome};
 use meshguard_fuzz::{
     fixture_jwks, full_match, lit, parse_request, star_tokens, text, FixtureKeys, Tok, ANY0, ANY1,
     FIXTURE_JWKS, NOW,

@@ -3,7 +3,7 @@
 //!
 //! 1. Directly: `check_path_template` (admission), then `PathMatch::new(..).matches(..)`.
 //!    The matcher module is private to the crate, so it is compiled here from
-//!    `src/authz/matcher.rs` itself (`#[path]`; std-only, nothing in src/ changes).
+//!    `src/engine/authz/matcher.rs` itself (`#[path]`; std-only, nothing in src/ changes).
 //!    Oracles: a template's verdict equals an independent dynamic-programming match of
 //!    the `uri_template` semantics (`{*}` = `[pchar*]+`, `{**}` = `[pchar*/]*`, as Envoy 1.40
 //!    behaves); a matching
@@ -16,13 +16,13 @@
 #![no_main]
 
 #[allow(dead_code, clippy::all)]
-#[path = "../../../src/authz/matcher.rs"]
+#[path = "../../../src/engine/authz/matcher.rs"]
 mod matcher;
 
 use libfuzzer_sys::fuzz_target;
-use meshguard::attrs::RequestAttributes;
-use meshguard::authn::InlineKeysOnly;
-use meshguard::engine::{Engine, Outcome};
+use meshguard_engine::RequestAttributes;
+use meshguard_engine::parts::InlineKeysOnly;
+use meshguard_engine::{Engine, Outcome};
 use meshguard_fuzz::{full_match, template_tokens, text, NOW};
 use serde_json::json;
 

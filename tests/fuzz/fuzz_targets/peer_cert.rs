@@ -9,7 +9,7 @@
 
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use meshguard::peer_cert::{sans_from_der, sans_from_url_encoded_pem};
+use meshguard_engine::{sans_from_der, sans_from_url_encoded_pem};
 
 fuzz_target!(|data: &[u8]| {
     let _ = sans_from_url_encoded_pem(data);

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use meshguard::attrs::RequestAttributes;
-use meshguard::authn::{KeyState, KeyStore};
-use meshguard::jwt::Jwks;
+use meshguard_engine::RequestAttributes;
+use meshguard_engine::parts::{KeyState, KeyStore};
+use meshguard_engine::parts::Jwks;
 
 /// The fixture key set: RSA (RS256 / alg-less), EC P-256 / P-384 / P-521, Ed25519, an
 /// alg-less `oct` key (kid `hmac`), a kid-less P-256 key and one unusable key.

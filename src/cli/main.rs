@@ -1,0 +1,373 @@
+//! meshguard command-line tool: validate filter configurations, and the dev servers behind
+//! the demo (`make run`, docker-compose.yml). Arguments are parsed by hand to keep the tool
+//! dependency-light.
+
+mod convert;
+mod explain;
+
+use meshguard_devtools::{certs, demo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage:
+  meshguard validate <filter.json>...
+      Checks filter configurations (docs/configuration.md); prints OK or the error with its
+      JSON path. Exit status 1 if any file is invalid.
+  meshguard convert [--namespace NS] [--label KEY=VALUE]... [--root-namespace NS]
+                    [--jwks-cluster AUTHORITY=CLUSTER]... <manifest.yaml|->...
+      Turns Istio manifests (YAML or JSON, several documents, kind: List) into the filter
+      configuration for the workload NS with these labels, validates it, and prints it.
+      Other kinds (Deployments, ...) are skipped and listed on stderr.
+  meshguard explain <filter.json> [--method M] [--path P] [--host H] [--header NAME:VALUE]...
+                    [--peer spiffe://TD/ns/N/sa/S] [--claims JSON] [--source IP:PORT]
+                    [--destination IP:PORT]
+      Shows how the configuration decides one described request: the mTLS mode, the request
+      principal (claims of a token taken as verified), the decision and the deciding policy.
+      Exit status 0 when allowed, 2 when denied, 1 on error.
+  meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
+                       [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
+      Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
+      token-invalid) and the Envoy config rendered to reach them (envoy.json) into DIR
+      (default .run/demo), then `ready`, and serves until killed.
+      Defaults: --config envoy/ingress-gateway.yaml --wasm dist/meshguard.wasm
+      --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --jwks-addr/--upstream-addr 127.0.0.1:0
+  meshguard demo certs [--out DIR]
+      Writes a development mesh CA (ca.pem), a server certificate for foo/httpbin
+      (server.pem, server-key.pem) and a client certificate for foo/sleep (sleep.pem,
+      sleep-key.pem), with SPIFFE URI SANs, into DIR (default envoy/certs).
+  meshguard ca init --out DIR [--trust-domain TD]
+      Creates a development mesh CA in DIR: ca.pem, ca-key.pem (mode 0600), trust-domain
+      (default cluster.local). Refuses to overwrite an existing CA.
+  meshguard ca issue --ca DIR --ns NS --sa SA [--ttl 1h] --out DIR
+      Issues a workload certificate for spiffe://TD/ns/NS/sa/SA valid for TTL (s, m, h, d;
+      default 1h) into DIR: cert-chain.pem, key.pem (0600), root-cert.pem. Issuing again
+      into the same DIR rotates it atomically (Envoy's file-based SDS picks it up).
+  meshguard oci build|check|render ...   (OCI image of the module; `meshguard oci help`)
+  meshguard version";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["validate", files @ ..] if !files.is_empty() => return validate(files),
+        ["convert", rest @ ..] => convert(rest),
+        ["explain", file, rest @ ..] => return explain(file, rest),
+        ["demo", "serve", rest @ ..] => demo_serve(rest),
+        ["demo", "certs", rest @ ..] => demo_certs(rest),
+        ["ca", "init", rest @ ..] => ca_init(rest),
+        ["ca", "issue", rest @ ..] => ca_issue(rest),
+        ["oci", rest @ ..] => meshguard_devtools::oci::cli::run(rest),
+        ["version" | "--version"] => {
+            println!(
+                "meshguard {} ({})",
+                meshguard_engine::VERSION,
+                meshguard_engine::GIT_HASH
+            );
+            Ok(())
+        }
+        ["help" | "--help" | "-h"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(format!("unknown command\n{USAGE}").into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(files: &[&str]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Err(e) => {
+                println!("{file}: cannot read: {e}");
+                ok = false;
+            }
+            Ok(text) => match meshguard_engine::Engine::from_json(&text) {
+                Ok(engine) => {
+                    println!("{file}: OK ({})", engine.summary());
+                    for w in engine.warnings() {
+                        println!("{file}: warning: {w}");
+                    }
+                }
+                Err(e) => {
+                    println!("{file}: {e}");
+                    ok = false;
+                }
+            },
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--name value` options; every name must be known.
+struct Flags<'a> {
+    pairs: Vec<(&'a str, Option<&'a str>)>,
+}
+
+impl<'a> Flags<'a> {
+    fn parse(args: &[&'a str], valued: &[&str], switches: &[&str]) -> Result<Self, String> {
+        let mut pairs = Vec::new();
+        let mut it = args.iter();
+        while let Some(&arg) = it.next() {
+            if switches.contains(&arg) {
+                pairs.push((arg, None));
+            } else if valued.contains(&arg) {
+                let value = it.next().ok_or(format!("{arg} needs a value"))?;
+                pairs.push((arg, Some(*value)));
+            } else {
+                return Err(format!("unknown argument {arg:?}\n{USAGE}"));
+            }
+        }
+        Ok(Self { pairs })
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| *v)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(k, _)| *k == name)
+    }
+
+    fn addr(&self, name: &str, default: &str) -> Result<SocketAddr, String> {
+        let v = self.get(name).unwrap_or(default);
+        v.parse()
+            .map_err(|e| format!("{name} {v:?}: not an address (ip:port): {e}"))
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+fn demo_serve(args: &[&str]) -> CliResult {
+    let flags = Flags::parse(
+        args,
+        &[
+            "--out",
+            "--config",
+            "--wasm",
+            "--listen",
+            "--admin",
+            "--jwks-addr",
+            "--upstream-addr",
+        ],
+        &["--no-render"],
+    )?;
+    let opts = demo::Options {
+        out: PathBuf::from(flags.get("--out").unwrap_or(".run/demo")),
+        config: PathBuf::from(
+            flags
+                .get("--config")
+                .unwrap_or("envoy/ingress-gateway.yaml"),
+        ),
+        render: !flags.has("--no-render"),
+        repo: std::env::current_dir()?,
+        wasm: PathBuf::from(flags.get("--wasm").unwrap_or("dist/meshguard.wasm")),
+        listen: flags.addr("--listen", "127.0.0.1:8080")?,
+        admin: flags.addr("--admin", "127.0.0.1:9901")?,
+        jwks_bind: flags
+            .get("--jwks-addr")
+            .unwrap_or("127.0.0.1:0")
+            .to_string(),
+        upstream_bind: flags
+            .get("--upstream-addr")
+            .unwrap_or("127.0.0.1:0")
+            .to_string(),
+    };
+    let running = demo::start(&opts)?;
+    eprintln!(
+        "meshguard demo: JWKS on {}, upstream on {}, files in {}",
+        running.jwks.addr(),
+        running.upstream.addr(),
+        opts.out.display()
+    );
+    // Serve until killed (the demo script's trap, or docker stop).
+    loop {
+        std::thread::park();
+    }
+}
+
+fn demo_certs(args: &[&str]) -> CliResult {
+    let flags = Flags::parse(args, &["--out"], &[])?;
+    let out = PathBuf::from(flags.get("--out").unwrap_or("envoy/certs"));
+    certs::write_demo_set(&out)?;
+    println!(
+        "wrote ca.pem, server.pem, server-key.pem, sleep.pem, sleep-key.pem to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn ca_init(args: &[&str]) -> CliResult {
+    let flags = Flags::parse(args, &["--out", "--trust-domain"], &[])?;
+    let out = PathBuf::from(flags.get("--out").ok_or("ca init: --out DIR is required")?);
+    let td = flags.get("--trust-domain").unwrap_or("cluster.local");
+    meshguard_devtools::ca::init(&out, td)?;
+    println!(
+        "wrote a CA for trust domain {td}: ca.pem, ca-key.pem (0600), trust-domain in {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn ca_issue(args: &[&str]) -> CliResult {
+    let flags = Flags::parse(args, &["--ca", "--ns", "--sa", "--ttl", "--out"], &[])?;
+    let need = |name: &str| {
+        flags
+            .get(name)
+            .ok_or_else(|| format!("ca issue: {name} is required\n{USAGE}"))
+    };
+    let ttl = match flags.get("--ttl") {
+        Some(t) => meshguard_devtools::ca::parse_ttl(t)?,
+        None => meshguard_devtools::ca::DEFAULT_TTL,
+    };
+    let issued = meshguard_devtools::ca::issue(
+        &PathBuf::from(need("--ca")?),
+        need("--ns")?,
+        need("--sa")?,
+        ttl,
+        &PathBuf::from(need("--out")?),
+    )?;
+    println!(
+        "issued {} serial {} valid {}s: cert-chain.pem, key.pem (0600), root-cert.pem in {}",
+        issued.spiffe_id,
+        issued.serial,
+        ttl.as_secs(),
+        issued.dir.display()
+    );
+    Ok(())
+}
+
+fn convert(args: &[&str]) -> CliResult {
+    let mut target = crate::convert::Target::default();
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    let pair = |flag: &str, v: Option<&&str>| -> Result<(String, String), String> {
+        let v = v.ok_or(format!("{flag} needs a value"))?;
+        v.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .ok_or(format!("{flag} {v:?}: expected KEY=VALUE"))
+    };
+    while let Some(&arg) = it.next() {
+        match arg {
+            "--namespace" => {
+                target.namespace = Some(it.next().ok_or("--namespace needs a value")?.to_string())
+            }
+            "--root-namespace" => {
+                target.root_namespace = Some(
+                    it.next()
+                        .ok_or("--root-namespace needs a value")?
+                        .to_string(),
+                )
+            }
+            "--label" => target.labels.push(pair(arg, it.next())?),
+            "--jwks-cluster" => target.jwks_clusters.push(pair(arg, it.next())?),
+            a if a.starts_with("--") => {
+                return Err(format!("unknown argument {a:?}\n{USAGE}").into())
+            }
+            file => files.push(file),
+        }
+    }
+    if files.is_empty() {
+        return Err(
+            format!("convert needs at least one manifest (or - for stdin)\n{USAGE}").into(),
+        );
+    }
+    let mut manifests = Vec::new();
+    for file in files {
+        let text = if file == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+        };
+        manifests.push((file.to_string(), text));
+    }
+    let out = crate::convert::convert(&manifests, &target)?;
+    for s in &out.skipped {
+        eprintln!("meshguard: skipped {s} (not a security policy)");
+    }
+    eprintln!("meshguard: {}", out.summary);
+    println!("{}", out.json);
+    Ok(())
+}
+
+fn explain(file: &str, args: &[&str]) -> ExitCode {
+    match run_explain(file, args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_explain(
+    file: &str,
+    args: &[&str],
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let flags = Flags::parse(
+        args,
+        &[
+            "--method",
+            "--path",
+            "--host",
+            "--header",
+            "--peer",
+            "--claims",
+            "--source",
+            "--destination",
+        ],
+        &[],
+    )?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let claims = match flags.get("--claims") {
+        None => None,
+        Some(c) => match serde_json::from_str::<serde_json::Value>(c)? {
+            serde_json::Value::Object(m) => Some(m),
+            _ => return Err("--claims must be a JSON object".into()),
+        },
+    };
+    let addr = |name: &str| -> Result<Option<SocketAddr>, String> {
+        flags.get(name).map(|_| flags.addr(name, "")).transpose()
+    };
+    let headers = flags
+        .pairs
+        .iter()
+        .filter(|(k, _)| *k == "--header")
+        .filter_map(|(_, v)| *v)
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .ok_or(format!("--header {h:?}: expected NAME:VALUE"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let described = crate::explain::Described {
+        method: flags.get("--method").unwrap_or("GET").to_string(),
+        path: flags.get("--path").unwrap_or("/").to_string(),
+        host: flags.get("--host").unwrap_or("example.com").to_string(),
+        headers,
+        peer: flags.get("--peer").map(String::from),
+        claims,
+        source: addr("--source")?,
+        destination: addr("--destination")?,
+    };
+    let out = crate::explain::explain(&text, &described).map_err(|e| format!("{file}: {e}"))?;
+    print!("{}", out.text);
+    Ok(out.allowed)
+}

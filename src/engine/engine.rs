@@ -1,0 +1,469 @@
+//! The engine: an immutable, compiled configuration that decides requests. Peer check
+//! (PeerAuthentication), then authentication (RequestAuthentication), then authorization
+//! (AuthorizationPolicy) — the order of Istio's listener and filter chain.
+
+use crate::attrs::{AuthContext, Needs, RequestAttributes, VerifiedJwt};
+use crate::authn::{
+    www_authenticate, Authenticator, AuthnOutcome, HeaderMutations, KeyStore, RemoteJwks,
+};
+use crate::authz::Authorizer;
+use crate::config::{self, ConfigError, JwksSettings, PluginConfig};
+use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
+use crate::peer::PeerPolicy;
+use crate::trace::{PeerStep, Trace};
+use std::sync::Arc;
+
+/// Envoy RBAC's denial body.
+pub const RBAC_DENIED_BODY: &str = "RBAC: access denied";
+
+#[derive(Debug)]
+pub struct Engine {
+    peer: PeerPolicy,
+    authn: Authenticator,
+    authz: Authorizer,
+    jwks: JwksSettings,
+    summary: String,
+    needs: Needs,
+    peer_needs: Needs,
+    /// Regular headers authorization conditions read (lower case).
+    authz_headers: Vec<Box<str>>,
+}
+
+/// The engine's answer for one request.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Remote keys (indices into [`Engine::remote_jwks`]) are not fetched yet, or lack a
+    /// token's `kid` while the key store allows a refetch: pause the request, (re)fetch, and
+    /// decide again.
+    NeedKeys(Vec<usize>),
+    Decided(Box<Decision>),
+}
+
+impl Engine {
+    /// Parses and compiles a plugin configuration (docs/configuration.md).
+    pub fn from_json(json: &str) -> Result<Self, ConfigError> {
+        Self::compile(&config::parse(json)?)
+    }
+
+    pub fn compile(cfg: &PluginConfig) -> Result<Self, ConfigError> {
+        let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
+        let authn = Authenticator::compile(&cfg.request_authentications, &cfg.jwks)?;
+        let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
+        let count = |applies: usize, total: usize| format!("{applies}/{total}");
+        let summary = format!(
+            "workload {}/{:?}: RequestAuthentication {}, AuthorizationPolicy {}, PeerAuthentication {} (applicable/total), {} remote JWKS",
+            cfg.workload.namespace,
+            cfg.workload.labels,
+            count(cfg.request_authentications.iter().filter(|r| r.applies).count(), cfg.request_authentications.len()),
+            count(cfg.authorization_policies.iter().filter(|r| r.applies).count(), cfg.authorization_policies.len()),
+            count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
+            authn.remote_jwks().len(),
+        );
+        Ok(Engine {
+            needs: peer.needs().union(authz.needs()),
+            peer_needs: peer.needs(),
+            authz_headers: authz.read_headers(),
+            peer,
+            authn,
+            authz,
+            jwks: cfg.jwks.clone(),
+            summary,
+        })
+    }
+
+    /// The connection facts any decision may read (an upper bound of [`Engine::needs_for`]).
+    pub fn needs(&self) -> Needs {
+        self.needs
+    }
+
+    /// The connection facts deciding `req` may read, given its path: the adapter fetches only
+    /// these (each is a host property lookup, about a microsecond in Envoy).
+    pub fn needs_for(&self, req: &RequestAttributes) -> Needs {
+        if self.needs == Needs::default() {
+            return self.needs;
+        }
+        self.peer_needs.union(self.authz.needs_for(req.path_only()))
+    }
+
+    /// Remote key sets to fetch.
+    pub fn remote_jwks(&self) -> &[RemoteJwks] {
+        self.authn.remote_jwks()
+    }
+
+    /// How remote key sets are fetched: refresh interval, kid-miss cooldown, size limit.
+    pub fn jwks_settings(&self) -> &JwksSettings {
+        &self.jwks
+    }
+
+    /// One line describing what was loaded, for the log.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// What compiling dropped or ignored (an untranslatable value in a policy, a bad dry-run
+    /// annotation), one line each, for the log.
+    pub fn warnings(&self) -> &[String] {
+        self.authz.warnings()
+    }
+
+    /// Decides one request. `now_secs`: Unix time, for token expiry.
+    pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
+        self.run(req, || self.authn.authenticate(req, keys, now_secs), None)
+    }
+
+    /// [`Engine::decide`], also saying how: every stage, every applicable policy and rule.
+    pub fn decide_traced(
+        &self,
+        req: &RequestAttributes,
+        keys: &dyn KeyStore,
+        now_secs: u64,
+    ) -> (Outcome, Trace) {
+        let mut trace = Trace::default();
+        let outcome = self.run(
+            req,
+            || self.authn.authenticate(req, keys, now_secs),
+            Some(&mut trace),
+        );
+        (outcome, trace)
+    }
+
+    /// Decides a described request whose token is given by its claims, taken as verified
+    /// (`meshguard explain`: the authorization side explored without keys). The same
+    /// stages in the same order as [`Engine::decide`]; only the signature check is assumed.
+    pub fn decide_assuming(
+        &self,
+        req: &RequestAttributes,
+        jwt: Option<VerifiedJwt>,
+    ) -> (Decision, Trace) {
+        let mut trace = Trace::default();
+        let authenticate = || AuthnOutcome::Done {
+            result: Ok(AuthContext {
+                jwt: jwt.map(Arc::new),
+            }),
+            mutations: HeaderMutations::default(),
+        };
+        let decision = match self.run(req, authenticate, Some(&mut trace)) {
+            Outcome::Decided(d) => *d,
+            // Unreachable: the assumed authentication never waits for keys. Refuse anyway.
+            Outcome::NeedKeys(_) => Decision {
+                verdict: Verdict::Deny(LocalReply {
+                    status: 401,
+                    body: "Jwks remote fetch is failed".into(),
+                    headers: Vec::new(),
+                    details: "jwt_authn_access_denied".into(),
+                }),
+                stage: Stage::Authn,
+                reason: "keys not fetched".into(),
+                mutations: HeaderMutations::default(),
+                jwt: None,
+                audit: None,
+                dry_run: Vec::new(),
+            },
+        };
+        (decision, trace)
+    }
+
+    /// The one orchestrator: peer check, authentication (`authenticate`), authorization,
+    /// in Istio's order. `trace`, when given, records each step.
+    fn run(
+        &self,
+        req: &RequestAttributes,
+        authenticate: impl FnOnce() -> AuthnOutcome,
+        mut trace: Option<&mut Trace>,
+    ) -> Outcome {
+        let refused = self.peer.check(req);
+        if let Some(t) = trace.as_deref_mut() {
+            t.peer = Some(self.peer_step(req, refused.clone()));
+        }
+        if let Some(reason) = refused {
+            return Outcome::Decided(Box::new(Decision {
+                verdict: Verdict::Deny(LocalReply {
+                    status: 403,
+                    body: "meshguard: mutual TLS is required (PeerAuthentication STRICT)".into(),
+                    headers: Vec::new(),
+                    details: "meshguard_mtls_required".into(),
+                }),
+                stage: Stage::Peer,
+                reason,
+                mutations: Default::default(),
+                jwt: None,
+                audit: None,
+                dry_run: Vec::new(),
+            }));
+        }
+        let authn = authenticate();
+        if let Some(t) = trace.as_deref_mut() {
+            t.authn = Some(match &authn {
+                AuthnOutcome::NeedKeys(_) => "waiting for remote keys".to_string(),
+                AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
+                    Some(j) => format!("{} (token verified)", j.principal()),
+                    None => "none (no token)".to_string(),
+                },
+                AuthnOutcome::Done {
+                    result: Err(failure),
+                    ..
+                } => format!(
+                    "refused: JWT from {}: {}",
+                    failure.location,
+                    failure.status.message()
+                ),
+            });
+        }
+        let (auth, mutations) = match authn {
+            AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
+            AuthnOutcome::Done {
+                result: Err(failure),
+                mutations,
+            } => {
+                let message = failure.status.message();
+                return Outcome::Decided(Box::new(Decision {
+                    verdict: Verdict::Deny(LocalReply {
+                        status: failure.http_status(),
+                        body: message.to_string(),
+                        headers: vec![("www-authenticate".into(), www_authenticate(req))],
+                        details: details("jwt_authn_access_denied", message),
+                    }),
+                    stage: Stage::Authn,
+                    reason: format!("JWT from {}: {message}", failure.location),
+                    mutations,
+                    jwt: None,
+                    audit: None,
+                    dry_run: Vec::new(),
+                }));
+            }
+            AuthnOutcome::Done {
+                result: Ok(auth),
+                mutations,
+            } => (auth, mutations),
+        };
+        // Authorization sees the request after authentication changed it, as RBAC does
+        // after jwt_authn.
+        let authorized_view;
+        let view = if !self.authz_sees(&mutations) {
+            req
+        } else {
+            let mut copy = req.clone();
+            mutations.apply_to(&mut copy);
+            authorized_view = copy;
+            &authorized_view
+        };
+        let authz = self.authz.evaluate(view, &auth);
+        if let Some(t) = trace {
+            t.policies = self.authz.trace(view, &auth);
+        }
+        let verdict = if authz.allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny(LocalReply {
+                status: 403,
+                body: RBAC_DENIED_BODY.into(),
+                headers: Vec::new(),
+                // Envoy RBAC's form: `rbac_access_denied_matched_policy[<policy>|none]`.
+                details: format!(
+                    "rbac_access_denied_matched_policy[{}]",
+                    authz.policy.as_deref().unwrap_or("none")
+                )
+                .replace(char::is_whitespace, "_"),
+            })
+        };
+        Outcome::Decided(Box::new(Decision {
+            verdict,
+            stage: Stage::Authz,
+            reason: authz.reason,
+            mutations,
+            jwt: auth.jwt,
+            audit: authz.audit,
+            dry_run: authz.dry_run,
+        }))
+    }
+
+    /// The peer step of a trace.
+    fn peer_step(&self, req: &RequestAttributes, refused: Option<String>) -> PeerStep {
+        let mode = self.peer.mode_for(req.destination.map(|a| a.port()));
+        PeerStep {
+            mode: mode.mode.as_str(),
+            policy: mode.policy,
+            connection: match req.peer_principal() {
+                Some(p) => format!("mTLS as {p}"),
+                None if req.connection.mtls => "mTLS without a SPIFFE identity".into(),
+                None => "plaintext".into(),
+            },
+            refused,
+        }
+    }
+
+    /// Whether authentication's header changes are visible to authorization: a changed
+    /// `:path` always is; a removed or added header only when some condition reads it. When
+    /// not, authorization reads the request as it came (no copy).
+    fn authz_sees(&self, m: &HeaderMutations) -> bool {
+        m.path.is_some()
+            || m.remove
+                .iter()
+                .chain(m.add.iter().map(|(name, _)| name))
+                .any(|name| {
+                    self.authz_headers
+                        .iter()
+                        .any(|h| h.eq_ignore_ascii_case(name))
+                })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::istio::authorization_policy::Action;
+    use serde_json::json;
+
+    fn engine(policies: serde_json::Value) -> Engine {
+        let cfg = json!({ "workload": { "namespace": "ns" }, "policies": policies });
+        Engine::from_json(&cfg.to_string()).unwrap()
+    }
+
+    fn allow(rule: serde_json::Value) -> serde_json::Value {
+        json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "p", "namespace": "ns" },
+                "spec": { "action": "ALLOW", "rules": [rule] } })
+    }
+
+    /// The traced decision is the decision; the trace names every policy in Envoy's order,
+    /// the rule that matched, and why the others did not.
+    #[test]
+    fn decide_traced_decides_the_same_and_says_why() {
+        let deny = json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "no-admin", "namespace": "ns" },
+            "spec": { "action": "DENY", "rules": [
+                { "to": [{ "operation": { "methods": ["DELETE"] } }] },
+                { "to": [{ "operation": { "paths": ["/admin/*"] } }] } ] } });
+        let get = allow(json!({ "to": [{ "operation": { "methods": ["GET"] } }] }));
+        let e = engine(json!([get, deny]));
+        let keys = crate::authn::InlineKeysOnly;
+        for (method, path, allowed) in [("GET", "/a", true), ("GET", "/admin/x", false)] {
+            let req = RequestAttributes {
+                method: method.into(),
+                path: path.into(),
+                host: "h".into(),
+                ..Default::default()
+            };
+            let (Outcome::Decided(traced), trace) = e.decide_traced(&req, &keys, 0) else {
+                panic!("no keys are needed");
+            };
+            let Outcome::Decided(plain) = e.decide(&req, &keys, 0) else {
+                panic!("no keys are needed");
+            };
+            assert_eq!(traced, plain);
+            assert_eq!(traced.allowed(), allowed, "{path}");
+            assert_eq!(trace.authn.as_deref(), Some("none (no token)"));
+            assert_eq!(trace.peer.as_ref().map(|p| p.mode), Some("PERMISSIVE"));
+            let names: Vec<_> = trace
+                .policies
+                .iter()
+                .map(|p| (p.action, p.evaluated))
+                .collect();
+            assert_eq!(names, [(Action::Deny, true), (Action::Allow, allowed)]);
+            let deny = &trace.policies[0];
+            assert_eq!(
+                deny.rules[0].mismatch.as_deref(),
+                Some("to: method \"GET\" does not match")
+            );
+            assert_eq!(deny.matched_rule(), (!allowed).then_some(1));
+        }
+    }
+
+    #[test]
+    fn needs_name_only_the_connection_facts_some_condition_reads() {
+        let paths =
+            allow(json!({ "to": [{ "operation": { "paths": ["/a/*"], "methods": ["GET"] } }] }));
+        assert_eq!(engine(json!([paths])).needs(), Needs::default());
+        let cases = [
+            (
+                json!({ "from": [{ "source": { "principals": ["td/ns/a/sa/b"] } }] }),
+                "peer",
+            ),
+            (
+                json!({ "from": [{ "source": { "notNamespaces": ["x"] } }] }),
+                "peer",
+            ),
+            (
+                json!({ "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }] }),
+                "direct",
+            ),
+            (
+                json!({ "from": [{ "source": { "remoteIpBlocks": ["10.0.0.0/8"] } }] }),
+                "source",
+            ),
+            (
+                json!({ "to": [{ "operation": { "ports": ["8080"] } }] }),
+                "destination",
+            ),
+            (
+                json!({ "when": [{ "key": "destination.ip", "values": ["10.0.0.1"] }] }),
+                "destination",
+            ),
+            (
+                json!({ "when": [{ "key": "connection.sni", "values": ["a.example"] }] }),
+                "sni",
+            ),
+        ];
+        for (rule, what) in cases {
+            let n = engine(json!([allow(rule.clone())])).needs();
+            let want = Needs {
+                peer_identity: what == "peer",
+                source_address: what == "source" || what == "direct",
+                direct_remote: what == "direct",
+                destination: what == "destination",
+                sni: what == "sni",
+            };
+            assert_eq!(n, want, "{rule}");
+        }
+        let strict = json!({ "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+                             "metadata": { "name": "default", "namespace": "ns" },
+                             "spec": { "mtls": { "mode": "STRICT" } } });
+        let n = engine(json!([strict])).needs();
+        assert!(n.peer_identity && n.destination && !n.source_address && !n.sni);
+    }
+
+    #[test]
+    fn needs_for_a_path_are_those_of_its_candidate_policies() {
+        use meshguard_devtools::workload;
+        let key = meshguard_devtools::keys::SigningKey::hmac("k");
+        let cfg = workload::filter_config(1000, &meshguard_devtools::keys::jwks(&[&key]));
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
+        let req = |path: &str| RequestAttributes {
+            path: path.into(),
+            ..Default::default()
+        };
+        // svc-0005 is the mTLS-peer policy: only its paths read the peer identity.
+        assert!(e.needs().peer_identity);
+        assert_eq!(
+            e.needs_for(&req(&workload::request_path(1000))),
+            Needs::default()
+        );
+        assert!(
+            e.needs_for(&req("/api/v1/svc-0005/items?x=1"))
+                .peer_identity
+        );
+        assert_eq!(e.needs_for(&req("/elsewhere")), Needs::default());
+        // A policy without paths is a candidate everywhere.
+        let any_path = allow(json!({ "from": [{ "source": { "ipBlocks": ["10.0.0.0/8"] } }] }));
+        let e = engine(json!([any_path]));
+        assert!(e.needs_for(&req("/x")).source_address);
+    }
+
+    #[test]
+    fn authorization_copies_the_request_only_for_changes_it_can_see() {
+        let reads_x_user =
+            allow(json!({ "when": [{ "key": "request.headers[X-User]", "values": ["alice"] }] }));
+        let e = engine(json!([reads_x_user]));
+        let mut m = crate::authn::HeaderMutations::default();
+        assert!(!e.authz_sees(&m));
+        m.remove.push("authorization".into());
+        assert!(!e.authz_sees(&m));
+        m.add.push(("x-user".into(), "bob".into()));
+        assert!(e.authz_sees(&m));
+        let path_only = crate::authn::HeaderMutations {
+            path: Some("/a".into()),
+            ..Default::default()
+        };
+        assert!(e.authz_sees(&path_only));
+    }
+}
