@@ -140,7 +140,8 @@ fuzz-merge: fuzz-tool
 OCI_DIR := dist/oci
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 OCI_TAG ?= $(VERSION)
-OCI_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# A tree with uncommitted changes is marked: the module may not be the commit's.
+OCI_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
 OCI_SOURCE ?= $(shell git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' | grep . || echo unknown)
 oci: wasm cli
 	$(CLI) oci build --wasm $(WASM) --out $(OCI_DIR) --tag $(OCI_TAG) --version $(VERSION) \

@@ -2,7 +2,7 @@
 //! Gateway (`EnvoyExtensionPolicy`, `code.type: Image`) pull wasm filters, and a checker of
 //! exactly what those two consumers check when they pull one.
 //!
-//! **The image** ([`build`]) is the *compat* variant of the Wasm image spec (solo-io/wasm
+//! **The image** ([`build()`]) is the *compat* variant of the Wasm image spec (solo-io/wasm
 //! `spec-compat.md`), which both consumers accept: an OCI manifest
 //! (`application/vnd.oci.image.manifest.v1+json`) whose last (only) layer is
 //! `application/vnd.oci.image.layer.v1.tar+gzip` holding one file, `plugin.wasm`, with the
@@ -13,7 +13,7 @@
 //! or `history`; JSON with a fixed key order and no whitespace). The compressed bytes depend on
 //! the deflate implementation, pinned by `Cargo.lock` (flate2 with miniz_oxide).
 //!
-//! **The checker** ([`check`]) reproduces the fetch path of Istio's `pkg/wasm`
+//! **The checker** ([`check()`]) reproduces the fetch path of Istio's `pkg/wasm`
 //! (`imagefetcher.go`, `cache.go`) and Envoy Gateway's `internal/wasm` (a fork of it), both on
 //! go-containerregistry:
 //! - an index (OCI index or Docker manifest list) resolves to its first child whose platform is
