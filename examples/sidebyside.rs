@@ -17,7 +17,9 @@
 //!
 //! Environment: BENCH_SECONDS (1, per throughput run), BENCH_ROUNDS (3),
 //! BENCH_LATENCY_SECONDS (2.0), BENCH_DISTINCT (10000), BENCH_POLICIES (10,100,1000),
-//! BENCH_SCENARIOS (all; e.g. "ES256 distinct" keeps matching labels),
+//! BENCH_SCENARIOS (all; e.g. "ES256 distinct" keeps matching labels), BENCH_LARGE_CACHE
+//! (10000: the distinct-token rows with both caches that large; 0 = none),
+//! BENCH_LEGACY_MODULE (unset; set to measure a module older than `jwtCache`),
 //! BENCH_OUT (BENCHMARKS.md), ENVOY_BIN (.venv/bin/envoy), MESHGUARD_WASM (dist/meshguard.wasm).
 
 use meshguard_devtools::envoy::{Envoy, Options};
@@ -73,6 +75,8 @@ struct Settings {
     rounds: usize,
     latency_seconds: f64,
     distinct: usize,
+    /// Cache size of the extra distinct-token rows (0: none).
+    large_cache: usize,
     policy_counts: Vec<usize>,
     out: PathBuf,
     envoy_bin: PathBuf,
@@ -97,6 +101,7 @@ impl Settings {
             rounds: env_or("BENCH_ROUNDS", 3usize).max(1),
             latency_seconds: env_or("BENCH_LATENCY_SECONDS", 2.0),
             distinct: env_or("BENCH_DISTINCT", 10_000usize).max(1),
+            large_cache: env_or("BENCH_LARGE_CACHE", 10_000usize),
             policy_counts: std::env::var("BENCH_POLICIES")
                 .unwrap_or_else(|_| "10,100,1000".into())
                 .split(',')
@@ -115,7 +120,13 @@ struct Scenario {
     alg: &'static str,
     distinct: bool,
     policies: usize,
+    /// Both verified-token caches' size (Envoy's `jwt_cache_size`, meshguard's
+    /// `jwtCache.size`).
+    cache: usize,
 }
+
+/// Cache size of the main rows: Envoy's default, on both sides.
+const CACHE: usize = 100;
 
 impl Scenario {
     fn label(&self) -> String {
@@ -129,7 +140,11 @@ impl Scenario {
             },
             if self.distinct { "s" } else { "" },
             self.policies
-        )
+        ) + &if self.cache == CACHE {
+            String::new()
+        } else {
+            format!(", caches {}", self.cache)
+        }
     }
     fn tokens_file(&self, dir: &Path) -> PathBuf {
         dir.join(format!(
@@ -148,6 +163,7 @@ impl Scenario {
 struct Instance {
     variant: Variant,
     policies: usize,
+    cache: usize,
     envoy: Envoy,
     addr: SocketAddr,
     ready_ms: f64,
@@ -202,10 +218,18 @@ fn run() -> Result<()> {
     eprintln!("bench: starting Envoys");
     let mut instances = Vec::new();
     let max_policies = s.policy_counts.iter().copied().max().unwrap_or(10);
-    instances.push(start(&s, Variant::NoFilter, max_policies, &jwks, &rs)?);
+    instances.push(start(&s, Variant::NoFilter, max_policies, CACHE, &jwks, &rs)?);
     for &n in &s.policy_counts {
         for v in [Variant::Native, Variant::Meshguard] {
-            instances.push(start(&s, v, n, &jwks, &rs)?);
+            instances.push(start(&s, v, n, CACHE, &jwks, &rs)?);
+        }
+    }
+    // The gateway with thousands of active users: the distinct tokens all fit both caches.
+    let large = s.large_cache;
+    let large_policies = s.policy_counts.iter().copied().min().unwrap_or(10);
+    if large > 0 {
+        for v in [Variant::Native, Variant::Meshguard] {
+            instances.push(start(&s, v, large_policies, large, &jwks, &rs)?);
         }
     }
     for inst in &instances {
@@ -220,8 +244,17 @@ fn run() -> Result<()> {
                     alg,
                     distinct,
                     policies,
+                    cache: CACHE,
                 });
             }
+        }
+        if large > 0 {
+            scenarios.push(Scenario {
+                alg,
+                distinct: true,
+                policies: large_policies,
+                cache: large,
+            });
         }
     }
     // BENCH_SCENARIOS="ES256 distinct" keeps the scenarios whose label contains it.
@@ -234,7 +267,11 @@ fn run() -> Result<()> {
         let pick = |v: Variant| {
             instances
                 .iter()
-                .find(|i| i.variant == v && (v == Variant::NoFilter || i.policies == sc.policies))
+                .find(|i| {
+                    i.variant == v
+                        && (v == Variant::NoFilter
+                            || (i.policies == sc.policies && i.cache == sc.cache))
+                })
         };
         let chosen: Vec<&Instance> = VARIANTS.iter().filter_map(|&v| pick(v)).collect();
         if chosen.len() != VARIANTS.len() {
@@ -303,7 +340,7 @@ fn run() -> Result<()> {
         .filter(|i| i.variant == Variant::Meshguard)
         .map(|i| {
             let stats = i.envoy.stats("meshguard.vm").unwrap_or_default();
-            (i.policies, stats.values().copied().max())
+            ((i.policies, i.cache), stats.values().copied().max())
         })
         .collect::<Vec<_>>();
     let report = render(
@@ -419,19 +456,19 @@ fn bootstrap(http_filters: Vec<Value>) -> Value {
     })
 }
 
-fn http_filters(s: &Settings, variant: Variant, filter: &Value) -> Result<Vec<Value>> {
+fn http_filters(s: &Settings, variant: Variant, filter: &Value, cache: usize) -> Result<Vec<Value>> {
     Ok(match variant {
         Variant::NoFilter => vec![],
         Variant::Native => {
             let mut filters = istio_rbac::http_filters(filter)?;
-            // Envoy's verified-token cache (default 100 entries, as meshguard's).
+            // Envoy's verified-token cache, the same size as meshguard's (`jwtCache.size`).
             for f in &mut filters {
                 if let Some(providers) = f
                     .pointer_mut("/typed_config/providers")
                     .and_then(Value::as_object_mut)
                 {
                     for p in providers.values_mut() {
-                        p["jwt_cache_config"] = json!({ "jwt_cache_size": 100 });
+                        p["jwt_cache_config"] = json!({ "jwt_cache_size": cache });
                     }
                 }
             }
@@ -464,14 +501,19 @@ fn start(
     s: &Settings,
     variant: Variant,
     policies: usize,
+    cache: usize,
     jwks: &str,
     rs: &SigningKey,
 ) -> Result<Instance> {
-    let filter = workload::filter_config(policies, jwks);
-    let config = bootstrap(http_filters(s, variant, &filter)?);
+    let mut filter = workload::filter_config(policies, jwks);
+    // BENCH_LEGACY_MODULE=1: a module from before `jwtCache` (its cache was fixed at 100).
+    if std::env::var_os("BENCH_LEGACY_MODULE").is_none() {
+        filter["jwtCache"] = json!({ "size": cache });
+    }
+    let config = bootstrap(http_filters(s, variant, &filter, cache)?);
     let mut opts = Options::new(
         &s.envoy_bin,
-        s.dir.join(format!("envoy-{}-{policies}", variant.slug())),
+        s.dir.join(format!("envoy-{}-{policies}-{cache}", variant.slug())),
     );
     opts.concurrency = 1;
     opts.log_level = "warning".into();
@@ -495,6 +537,7 @@ fn start(
     Ok(Instance {
         variant,
         policies,
+        cache,
         envoy,
         addr,
         ready_ms,
@@ -779,7 +822,7 @@ fn render(
     results: &[(Scenario, ScenarioResult)],
     instances: &[Instance],
     memory: &[(Variant, usize, Option<u64>)],
-    vm_memory: &[(usize, Option<u64>)],
+    vm_memory: &[((usize, usize), Option<u64>)],
     (cpus, pinned): (usize, bool),
     started: Instant,
 ) -> String {
@@ -867,7 +910,9 @@ fn render(
         worst_nofilter_cpu = worst_nofilter_cpu.min(cn / cm);
         worst_p99 = worst_p99.max(p99_ratio);
         // meshguard's own CPU time per request: its Envoy's minus the unfiltered Envoy's.
-        cost.insert((sc.alg, sc.distinct, sc.policies), cm - cn);
+        if sc.cache == CACHE {
+            cost.insert((sc.alg, sc.distinct, sc.policies), cm - cn);
+        }
         let _ = writeln!(
             o,
             "| {} | {n:.0} / {na:.0} / {m:.0} | {:.2} | {:.2} | {cn:.1} / {cna:.1} / {cm:.1} | {:.2} | {:.2} |",
@@ -948,7 +993,7 @@ fn render(
         let vm = if inst.variant == Variant::Meshguard {
             vm_memory
                 .iter()
-                .find(|(p, _)| *p == inst.policies)
+                .find(|(p, _)| *p == (inst.policies, inst.cache))
                 .and_then(|(_, m)| *m)
                 .map_or("n/a".to_string(), |b| format!("{}", b / 1024))
         } else {
@@ -960,6 +1005,8 @@ fn render(
             inst.variant.name(),
             if inst.variant == Variant::NoFilter {
                 "-".to_string()
+            } else if inst.cache != CACHE {
+                format!("{} (caches {})", inst.policies, inst.cache)
             } else {
                 inst.policies.to_string()
             },
