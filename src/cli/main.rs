@@ -3,7 +3,12 @@
 //! dependency-light.
 
 mod convert;
+mod envoyrun;
 mod explain;
+mod input;
+mod sim;
+mod table;
+mod testcmd;
 
 use meshguard_devtools::{certs, demo};
 use std::net::SocketAddr;
@@ -26,6 +31,14 @@ usage:
       Shows how the configuration decides one described request: the mTLS mode, the request
       principal (claims of a token taken as verified), the decision and the deciding policy.
       Exit status 0 when allowed, 2 when denied, 1 on error.
+  meshguard test <cases.yaml> [--config FILE] [--envoy [--envoy-bin BIN] [--wasm FILE]
+                 [--workdir DIR]] [--namespace NS] [--label KEY=VALUE]...
+      Decides each case of the file (a request and what must happen: allow, deny, 401,
+      403, optionally the deciding policy) with the filter's engine and prints a table.
+      --config is the filter JSON or Istio YAML for cases without their own config.
+      --envoy also sends every case through a real Envoy with the filter (mTLS for cases
+      with a peer, tokens minted for cases with claims) and requires the same answers.
+      Exit status 0 when all pass, 1 on a mismatch or disagreement, 2 on error.
   meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
                        [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
       Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
@@ -53,6 +66,7 @@ fn main() -> ExitCode {
         ["validate", files @ ..] if !files.is_empty() => return validate(files),
         ["convert", rest @ ..] => convert(rest),
         ["explain", file, rest @ ..] => return explain(file, rest),
+        ["test", rest @ ..] => return exit_with(test(rest)),
         ["demo", "serve", rest @ ..] => demo_serve(rest),
         ["demo", "certs", rest @ ..] => demo_certs(rest),
         ["ca", "init", rest @ ..] => ca_init(rest),
@@ -302,6 +316,59 @@ fn convert(args: &[&str]) -> CliResult {
     eprintln!("meshguard: {}", out.summary);
     println!("{}", out.json);
     Ok(())
+}
+
+/// `Ok(true)`: success (0); `Ok(false)`: the check found something (1); `Err`: could not
+/// run (2), so CI tells a finding from a broken invocation.
+fn exit_with(r: Result<bool, Box<dyn std::error::Error + Send + Sync>>) -> ExitCode {
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let (target, rest) = input::target_flags(args)?;
+    let mut files = Vec::new();
+    let mut flags_args = Vec::new();
+    let mut it = rest.iter();
+    while let Some(&a) = it.next() {
+        if ["--config", "--envoy-bin", "--wasm", "--workdir"].contains(&a) {
+            flags_args.push(a);
+            flags_args.push(it.next().ok_or(format!("{a} needs a value"))?);
+        } else if a == "--envoy" {
+            flags_args.push(a);
+        } else if a.starts_with("--") {
+            return Err(format!("unknown argument {a:?}\n{USAGE}").into());
+        } else {
+            files.push(a);
+        }
+    }
+    let flags = Flags::parse(
+        &flags_args,
+        &["--config", "--envoy-bin", "--wasm", "--workdir"],
+        &["--envoy"],
+    )?;
+    let [file] = files.as_slice() else {
+        return Err(format!("test needs one case file\n{USAGE}").into());
+    };
+    let suite = testcmd::load_suite(file, flags.get("--config"), &target)?;
+    let envoy = flags.has("--envoy").then(|| testcmd::EnvoyOpts {
+        envoy_bin: flags
+            .get("--envoy-bin")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("ENVOY_BIN").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/envoy")),
+        wasm: PathBuf::from(flags.get("--wasm").unwrap_or("dist/meshguard.wasm")),
+        workdir: PathBuf::from(flags.get("--workdir").unwrap_or(".run/meshguard-test")),
+    });
+    let report = testcmd::run(&suite, envoy.as_ref())?;
+    print!("{}", report.text);
+    Ok(report.ok)
 }
 
 fn explain(file: &str, args: &[&str]) -> ExitCode {
