@@ -224,9 +224,11 @@ pub fn run(
         }
     }
     let wasm = std::fs::canonicalize(&opts.wasm).map_err(e)?;
+    let envoy_bin = std::fs::canonicalize(&opts.envoy_bin).map_err(e)?;
     let _ = std::fs::remove_dir_all(&opts.workdir);
     std::fs::create_dir_all(&opts.workdir).map_err(e)?;
-    let pki = pki(&opts.workdir.join("pki"), cases)?;
+    let workdir = std::fs::canonicalize(&opts.workdir).map_err(e)?;
+    let pki = pki(&workdir.join("pki"), cases)?;
     let jwks = JwksServer::start("127.0.0.1:0", key.jwks.clone()).map_err(e)?;
     let echo = EchoUpstream::start("127.0.0.1:0").map_err(e)?;
     let mut clusters = vec![cluster("echo", echo.addr())];
@@ -245,7 +247,7 @@ pub fn run(
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": { "listeners": listeners, "clusters": clusters },
     });
-    let mut eopts = Options::new(&opts.envoy_bin, &opts.workdir);
+    let mut eopts = Options::new(&envoy_bin, &workdir);
     eopts.concurrency = 1;
     eopts.component_log_level = "wasm:warning".into();
     let envoy = Envoy::start(&eopts, &cfg).map_err(|err| format!("envoy: {err}"))?;
@@ -316,6 +318,16 @@ fn send(sim: &Sim, pki: &Pki, addr: SocketAddr, c: &Case) -> Result<(u16, String
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ));
+    }
+    if w.method == "HEAD" {
+        // No body follows the head: read the status line only.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(format!("no status line in {text:?}"))?;
+        return Ok((status, String::new()));
     }
     let resp = http::parse_response(&out.stdout).map_err(e)?;
     let body = if resp.status < 300 {

@@ -235,6 +235,15 @@ impl Sim {
     /// Decides `r` as the filter behind the shipped listener would.
     pub fn decide(&self, r: &Req) -> Result<Answer, String> {
         let w = self.wire(r)?;
+        if !KNOWN_METHODS.contains(&w.method.as_str()) {
+            return Ok(Answer {
+                status: 400,
+                body: "Bad Request".into(),
+                decided_by: "listener: unknown method (Envoy's HTTP/1 codec)".into(),
+                policy: None,
+                trace: Trace::default(),
+            });
+        }
         let (path, redirected) = normalize(&w.path);
         if redirected {
             return Ok(Answer {
@@ -280,6 +289,45 @@ impl Sim {
         })
     }
 }
+
+/// The methods Envoy's HTTP/1 codec accepts (http-parser's list, which balsa keeps); any
+/// other (`get`, `FOO`) is refused with a 400 before any filter runs.
+const KNOWN_METHODS: [&str; 34] = [
+    "DELETE",
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "COPY",
+    "LOCK",
+    "MKCOL",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "SEARCH",
+    "UNLOCK",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "ACL",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PATCH",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+];
 
 /// A request made concrete.
 #[derive(Debug, Clone)]
