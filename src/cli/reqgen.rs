@@ -50,9 +50,7 @@ fn concrete(pattern: &str, fill: &str) -> String {
 
 /// Concrete paths for a `paths` value: a match, and its sibling and child (boundaries).
 fn paths_for(pattern: &str) -> Vec<String> {
-    let p = pattern
-        .replace("{**}", "x/y")
-        .replace("{*}", "x");
+    let p = pattern.replace("{**}", "x/y").replace("{*}", "x");
     let m = if p == "*" {
         "/".to_string()
     } else if let Some(prefix) = p.strip_suffix('*') {
@@ -103,13 +101,19 @@ fn principal_for(pattern: &str) -> String {
         return format!("{}sa/x", pattern.trim_end_matches('*'));
     }
     if pattern.starts_with('*') && !p.starts_with("cluster.local") {
-        return format!("cluster.local/ns/default{}", pattern.trim_start_matches('*'));
+        return format!(
+            "cluster.local/ns/default{}",
+            pattern.trim_start_matches('*')
+        );
     }
     p
 }
 
 fn namespace_principal(ns: &str) -> String {
-    format!("cluster.local/ns/{}/sa/default", concrete(ns, "x").replace('*', "x"))
+    format!(
+        "cluster.local/ns/{}/sa/default",
+        concrete(ns, "x").replace('*', "x")
+    )
 }
 
 /// The issuers the sets' RequestAuthentications verify, with their first audience.
@@ -118,7 +122,10 @@ fn issuers(configs: &[&PluginConfig]) -> Vec<(String, Option<String>)> {
     for c in configs {
         for ra in c.request_authentications.iter().filter(|r| r.applies) {
             for rule in &ra.spec.jwt_rules {
-                push(&mut out, (rule.issuer.clone(), rule.audiences.first().cloned()));
+                push(
+                    &mut out,
+                    (rule.issuer.clone(), rule.audiences.first().cloned()),
+                );
             }
         }
     }
@@ -282,13 +289,22 @@ impl Plan {
             };
             add(base.clone());
             for p in &d.paths {
-                add(Req { path: p.clone(), ..base.clone() });
+                add(Req {
+                    path: p.clone(),
+                    ..base.clone()
+                });
             }
             for m in &d.methods {
-                add(Req { method: m.clone(), ..base.clone() });
+                add(Req {
+                    method: m.clone(),
+                    ..base.clone()
+                });
             }
             for h in &d.hosts {
-                add(Req { host: h.clone(), ..base.clone() });
+                add(Req {
+                    host: h.clone(),
+                    ..base.clone()
+                });
             }
             for p in &d.ports {
                 add(Req {
@@ -297,7 +313,10 @@ impl Plan {
                 });
             }
             for p in &d.peers {
-                add(Req { peer: p.clone(), ..base.clone() });
+                add(Req {
+                    peer: p.clone(),
+                    ..base.clone()
+                });
             }
             for t in &d.tokens {
                 add(Req {
@@ -344,8 +363,17 @@ fn add_rule(
     }
 }
 
-fn add_source(s: &Source, iss: &[(String, Option<String>)], d: &mut Dims, mut w: Option<&mut Witness>) {
-    for (k, v) in items(&s.principals).iter().chain(items(&s.not_principals)).enumerate() {
+fn add_source(
+    s: &Source,
+    iss: &[(String, Option<String>)],
+    d: &mut Dims,
+    mut w: Option<&mut Witness>,
+) {
+    for (k, v) in items(&s.principals)
+        .iter()
+        .chain(items(&s.not_principals))
+        .enumerate()
+    {
         let p = principal_for(v);
         if k == 0 && !items(&s.principals).is_empty() {
             if let Some(w) = w.as_deref_mut() {
@@ -354,7 +382,11 @@ fn add_source(s: &Source, iss: &[(String, Option<String>)], d: &mut Dims, mut w:
         }
         push(&mut d.peers, Some(p));
     }
-    for (k, v) in items(&s.namespaces).iter().chain(items(&s.not_namespaces)).enumerate() {
+    for (k, v) in items(&s.namespaces)
+        .iter()
+        .chain(items(&s.not_namespaces))
+        .enumerate()
+    {
         let p = namespace_principal(v);
         if k == 0 && !items(&s.namespaces).is_empty() {
             if let Some(w) = w.as_deref_mut() {
@@ -363,7 +395,10 @@ fn add_source(s: &Source, iss: &[(String, Option<String>)], d: &mut Dims, mut w:
         }
         push(&mut d.peers, Some(p));
     }
-    for v in items(&s.service_accounts).iter().chain(items(&s.not_service_accounts)) {
+    for v in items(&s.service_accounts)
+        .iter()
+        .chain(items(&s.not_service_accounts))
+    {
         let (ns, sa) = v.split_once('/').unwrap_or(("default", v));
         push(&mut d.peers, Some(format!("cluster.local/ns/{ns}/sa/{sa}")));
     }
@@ -399,7 +434,11 @@ fn add_source(s: &Source, iss: &[(String, Option<String>)], d: &mut Dims, mut w:
 }
 
 fn add_operation(o: &Operation, d: &mut Dims, mut w: Option<&mut Witness>, any_port: &mut bool) {
-    for (k, v) in items(&o.paths).iter().chain(items(&o.not_paths)).enumerate() {
+    for (k, v) in items(&o.paths)
+        .iter()
+        .chain(items(&o.not_paths))
+        .enumerate()
+    {
         let ps = paths_for(v);
         if k == 0 && !items(&o.paths).is_empty() {
             if let Some(w) = w.as_deref_mut() {
@@ -410,7 +449,11 @@ fn add_operation(o: &Operation, d: &mut Dims, mut w: Option<&mut Witness>, any_p
             push(&mut d.paths, p);
         }
     }
-    for (k, v) in items(&o.methods).iter().chain(items(&o.not_methods)).enumerate() {
+    for (k, v) in items(&o.methods)
+        .iter()
+        .chain(items(&o.not_methods))
+        .enumerate()
+    {
         let m = concrete(v, "PATCH");
         if k == 0 && !items(&o.methods).is_empty() {
             if let Some(w) = w.as_deref_mut() {
@@ -419,7 +462,11 @@ fn add_operation(o: &Operation, d: &mut Dims, mut w: Option<&mut Witness>, any_p
         }
         push(&mut d.methods, m);
     }
-    for (k, v) in items(&o.hosts).iter().chain(items(&o.not_hosts)).enumerate() {
+    for (k, v) in items(&o.hosts)
+        .iter()
+        .chain(items(&o.not_hosts))
+        .enumerate()
+    {
         let hs = hosts_for(v);
         if k == 0 && !items(&o.hosts).is_empty() {
             if let Some(w) = w.as_deref_mut() {
@@ -430,7 +477,11 @@ fn add_operation(o: &Operation, d: &mut Dims, mut w: Option<&mut Witness>, any_p
             push(&mut d.hosts, h);
         }
     }
-    for (k, v) in items(&o.ports).iter().chain(items(&o.not_ports)).enumerate() {
+    for (k, v) in items(&o.ports)
+        .iter()
+        .chain(items(&o.not_ports))
+        .enumerate()
+    {
         *any_port = true;
         if let Ok(p) = v.parse::<u16>() {
             if k == 0 && !items(&o.ports).is_empty() {
@@ -496,7 +547,11 @@ fn add_condition(
             }
         }
         "request.auth.audiences" | "request.auth.presenter" => {
-            let claim = if key.ends_with("audiences") { "aud" } else { "azp" };
+            let claim = if key.ends_with("audiences") {
+                "aud"
+            } else {
+                "azp"
+            };
             let base = w
                 .token
                 .clone()
@@ -604,16 +659,34 @@ mod tests {
 
     #[test]
     fn hosts_get_their_port_variant() {
-        assert_eq!(hosts_for("api.example"), ["api.example", "api.example:8080"]);
-        assert_eq!(hosts_for("api.example:*"), ["api.example:8080", "api.example"]);
+        assert_eq!(
+            hosts_for("api.example"),
+            ["api.example", "api.example:8080"]
+        );
+        assert_eq!(
+            hosts_for("api.example:*"),
+            ["api.example:8080", "api.example"]
+        );
     }
 
     #[test]
     fn principals_become_identities() {
         assert_eq!(principal_for("*"), "cluster.local/ns/default/sa/default");
-        assert_eq!(principal_for("cluster.local/ns/foo/*"), "cluster.local/ns/foo/sa/x");
-        assert_eq!(principal_for("*/sa/sleep"), "cluster.local/ns/default/sa/sleep");
-        let t = token_for_principal("https://i/ann", &[("https://i".into(), Some("aud1".into()))]);
-        assert_eq!(Value::Object(t), json!({"iss": "https://i", "sub": "ann", "aud": "aud1"}));
+        assert_eq!(
+            principal_for("cluster.local/ns/foo/*"),
+            "cluster.local/ns/foo/sa/x"
+        );
+        assert_eq!(
+            principal_for("*/sa/sleep"),
+            "cluster.local/ns/default/sa/sleep"
+        );
+        let t = token_for_principal(
+            "https://i/ann",
+            &[("https://i".into(), Some("aud1".into()))],
+        );
+        assert_eq!(
+            Value::Object(t),
+            json!({"iss": "https://i", "sub": "ann", "aud": "aud1"})
+        );
     }
 }
