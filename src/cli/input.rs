@@ -5,16 +5,12 @@
 use crate::convert::{self, Target};
 use serde_json::Value;
 
-/// One loaded configuration: the filter JSON and where it came from.
+/// One loaded configuration.
 #[derive(Debug, Clone)]
 pub struct Loaded {
-    /// The file name as given.
-    pub source: String,
-    /// The filter JSON (as read, or converted from manifests).
+    /// The filter JSON (as read, or converted from manifests with the `--namespace` /
+    /// `--label` workload).
     pub json: String,
-    /// True when the file held Istio manifests (converted with the `--namespace`/`--label`
-    /// workload).
-    pub from_manifests: bool,
 }
 
 /// The workload options every policy tool takes for manifests: `--namespace NS`,
@@ -67,23 +63,12 @@ pub fn load_text(source: &str, text: &str, target: &Target) -> Result<Loaded, St
         // The filter's own parse: an invalid config is refused here as it would be by Envoy.
         meshguard_engine::Engine::from_json(text).map_err(|e| format!("{source}: {e}"))?;
         return Ok(Loaded {
-            source: source.to_string(),
             json: text.to_string(),
-            from_manifests: false,
         });
     }
     let out = convert::convert(&[(source.to_string(), text.to_string())], target)
         .map_err(|e| format!("{source}: {e}"))?;
-    Ok(Loaded {
-        source: source.to_string(),
-        json: out.json,
-        from_manifests: true,
-    })
-}
-
-/// The filter JSON as a value (it parsed once already, so this cannot fail in practice).
-pub fn value(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or(Value::Null)
+    Ok(Loaded { json: out.json })
 }
 
 #[cfg(test)]
@@ -106,7 +91,7 @@ mod tests {
         let (t, rest) = target_flags(&["--namespace", "foo", "x"]).unwrap();
         assert_eq!(rest, ["x"]);
         let l = load_text("m.yaml", yaml, &t).unwrap();
-        assert!(l.from_manifests);
-        assert_eq!(value(&l.json)["workload"]["namespace"], "foo");
+        let v: Value = serde_json::from_str(&l.json).unwrap();
+        assert_eq!(v["workload"]["namespace"], "foo");
     }
 }

@@ -46,7 +46,7 @@ fn items(v: &Option<Vec<String>>) -> &[String] {
 
 /// The workload's mTLS mode and the policy that set it (istiod's precedence: workload, then
 /// namespace, then root namespace; default PERMISSIVE).
-fn mtls_mode(cfg: &PluginConfig) -> (String, String) {
+pub fn mtls_mode(cfg: &PluginConfig) -> (String, String) {
     let root = &cfg.workload.root_namespace;
     let mut levels: [Option<(String, String)>; 3] = [None, None, None];
     for p in cfg.peer_authentications.iter().filter(|p| p.applies) {

@@ -6,6 +6,7 @@ mod convert;
 mod diff;
 mod envoyrun;
 mod explain;
+mod graph;
 mod input;
 mod lint;
 mod reqgen;
@@ -52,6 +53,13 @@ usage:
       fix (codes: mtls-not-strict, host-without-port, allow-not-paths, deny-paths,
       never-matches, shadowed, split-rule, dry-run, token-optional, allow-nothing, engine).
       Exit status 0 when no warning is left after --ignore, 1 otherwise.
+  meshguard graph --config FILE... [-o OUT] [--format html|dot|json]
+                  [--namespace NS] [--label KEY=VALUE]...
+      Who may call what, from the policies alone: per workload, the peer identities,
+      namespaces, request principals and addresses that may (ALLOW) or may not (DENY) use
+      which methods and paths, under which mTLS mode. html: one self-contained page (inline
+      SVG; click a workload for its rules). A filter JSON is one workload; manifests give
+      one per selector unless --namespace/--label name one. Exit status 0, 2 on error.
   meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
                        [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
       Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
@@ -82,6 +90,7 @@ fn main() -> ExitCode {
         ["test", rest @ ..] => return exit_with(test(rest)),
         ["diff", rest @ ..] => return exit_with(diff(rest)),
         ["lint", rest @ ..] => return exit_with(lint(rest)),
+        ["graph", rest @ ..] => return exit_with(graph(rest)),
         ["demo", "serve", rest @ ..] => demo_serve(rest),
         ["demo", "certs", rest @ ..] => demo_certs(rest),
         ["ca", "init", rest @ ..] => ca_init(rest),
@@ -454,6 +463,52 @@ fn lint(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>>
         total += findings.len();
     }
     Ok(total == 0)
+}
+
+fn graph(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let (target, rest) = input::target_flags(args)?;
+    let mut files = Vec::new();
+    let (mut out, mut format) = (None, None);
+    let mut it = rest.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--config" => files.push(*it.next().ok_or("--config needs a value")?),
+            "-o" | "--output" => out = Some(*it.next().ok_or("-o needs a value")?),
+            "--format" => format = Some(*it.next().ok_or("--format needs a value")?),
+            a if a.starts_with('-') => {
+                return Err(format!("unknown argument {a:?}\n{USAGE}").into())
+            }
+            f => files.push(f),
+        }
+    }
+    if files.is_empty() {
+        return Err(format!("graph needs --config FILE\n{USAGE}").into());
+    }
+    let format = match format {
+        Some(f) => f,
+        None if out.is_some_and(|o| o.ends_with(".dot")) => "dot",
+        None if out.is_some_and(|o| o.ends_with(".json")) => "json",
+        None => "html",
+    };
+    let g = crate::graph::build(&files, &target)?;
+    let text = match format {
+        "html" => crate::graph::html(&g),
+        "dot" => crate::graph::dot(&g),
+        "json" => crate::graph::json(&g),
+        other => return Err(format!("--format {other:?}: html, dot or json").into()),
+    };
+    match out {
+        Some(o) => {
+            std::fs::write(o, text).map_err(|e| format!("{o}: {e}"))?;
+            eprintln!(
+                "meshguard: wrote {o} ({} workloads, {} callers)",
+                g.workloads.len(),
+                g.callers.len()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(true)
 }
 
 fn explain(file: &str, args: &[&str]) -> ExitCode {
