@@ -634,6 +634,46 @@ mod tests {
     }
 
     #[test]
+    fn optional_tokens_dry_runs_and_allow_nothing() {
+        let ra = json!({ "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": { "name": "jwt", "namespace": "foo" },
+            "spec": { "jwtRules": [{ "issuer": "https://i", "jwksUri": "https://i/keys" }] } });
+        let mut dry = ap(
+            "d",
+            "DENY",
+            json!([{ "to": [{ "operation": { "methods": ["PUT"] } }] }]),
+        );
+        dry["metadata"]["annotations"] = json!({ "istio.io/dry-run": "true" });
+        let none = json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "n", "namespace": "foo" }, "spec": {} });
+        let f = lint_policies(json!([ra, dry, none]));
+        assert_eq!(
+            codes(&f),
+            ["dry-run", "allow-nothing", "token-optional"],
+            "{f:?}"
+        );
+        assert_eq!(f[2].path, "policies[0].spec");
+        // A policy requiring a principal silences token-optional.
+        let require = ap(
+            "r",
+            "ALLOW",
+            json!([{ "from": [{ "source": { "requestPrincipals": ["*"] } }] }]),
+        );
+        let f = lint_policies(json!([ra, require]));
+        assert!(codes(&f).is_empty(), "{f:?}");
+        // STRICT silences mtls-not-strict.
+        let strict = json!({ "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": { "name": "default", "namespace": "foo" }, "spec": { "mtls": { "mode": "STRICT" } } });
+        let p = ap(
+            "p",
+            "ALLOW",
+            json!([{ "from": [{ "source": { "namespaces": ["bar"] } }] }]),
+        );
+        assert!(lint_policies(json!([strict, p.clone()])).is_empty());
+        assert_eq!(codes(&lint_policies(json!([p]))), ["mtls-not-strict"]);
+    }
+
+    #[test]
     fn never_matches_and_hosts() {
         let f = lint_policies(json!([ap(
             "p",

@@ -652,7 +652,10 @@ mod tests {
     #[test]
     fn boundary_paths() {
         assert_eq!(paths_for("/admin"), ["/admin", "/adminx", "/admin/x"]);
-        assert_eq!(paths_for("/admin/*"), ["/admin/x", "/admin/", "/admin"]);
+        assert_eq!(
+            paths_for("/admin/*"),
+            ["/admin/x", "/admin/", "/admin", "/admin/xx", "/admin/x/x"]
+        );
         assert_eq!(paths_for("*.js"), ["/x.js", "/x.jsx", "/x.js/x"]);
         assert_eq!(paths_for("/a/{*}/b"), ["/a/x/b", "/a/x/bx", "/a/x/b/x"]);
     }
