@@ -5,16 +5,21 @@
 //!   status too. `MESHGUARD_UPDATE_GOLDEN=1 cargo test --test cli_tooling` rewrites them.
 //! - `meshguard test --envoy` on examples/policies/demo-cases.yaml: the engine and the real
 //!   Envoy with the filter agree on every case (needs the pip Envoy and dist/meshguard.wasm).
-//! - `meshguard graph` in headless Chromium: the page renders with no console error, a click
-//!   on a workload lists its rules; the screenshot is kept as docs/graph.png when
-//!   `MESHGUARD_UPDATE_GOLDEN=1`, else under the test's target directory.
+//! - `meshguard graph` in headless Chromium, driven over the DevTools protocol: the page
+//!   renders with no console message, a real mouse click on a workload lists its rules; the
+//!   screenshot is kept as docs/graph.png when `MESHGUARD_UPDATE_GOLDEN=1`, else under the
+//!   test's target directory.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use common::*;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 fn update() -> bool {
     std::env::var_os("MESHGUARD_UPDATE_GOLDEN").is_some_and(|v| v == "1")
@@ -283,36 +288,186 @@ fn chromium() -> Option<PathBuf> {
     None
 }
 
-/// Headless Chromium on `url`: (stdout, stderr).
-fn headless(bin: &Path, profile: &Path, extra: &[&str], url: &str) -> (String, String) {
-    let out = Command::new(bin)
+/// A minimal DevTools-protocol client over Chromium's WebSocket (text frames, client
+/// frames masked, no extensions): enough to navigate, evaluate, click and screenshot.
+struct Cdp {
+    ws: TcpStream,
+    next: u64,
+    /// Every event received so far (`Runtime.consoleAPICalled`, `Runtime.exceptionThrown`,
+    /// `Log.entryAdded`, `Page.loadEventFired`, ...).
+    events: Vec<Value>,
+}
+
+impl Cdp {
+    fn connect(url: &str) -> Cdp {
+        let rest = url.strip_prefix("ws://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut ws = TcpStream::connect(host).unwrap();
+        ws.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            ws,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: bWVzaGd1YXJkLWdyYXBoLXQ=\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            ws.read_exact(&mut b).unwrap();
+            head.push(b[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "websocket upgrade: {head}"
+        );
+        Cdp {
+            ws,
+            next: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let data = text.as_bytes();
+        let mut frame = vec![0x81u8];
+        match data.len() {
+            n if n < 126 => frame.push(0x80 | n as u8),
+            n if n < 65536 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [0x6d, 0x67, 0x72, 0x64];
+        frame.extend_from_slice(&mask);
+        frame.extend(data.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.ws.write_all(&frame).unwrap();
+    }
+
+    /// The next whole text message (continuation frames joined).
+    fn recv(&mut self) -> Value {
+        let mut message = Vec::new();
+        loop {
+            let mut h = [0u8; 2];
+            self.ws.read_exact(&mut h).unwrap();
+            let fin = h[0] & 0x80 != 0;
+            let opcode = h[0] & 0x0f;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                let mut e = [0u8; 2];
+                self.ws.read_exact(&mut e).unwrap();
+                len = u64::from(u16::from_be_bytes(e));
+            } else if len == 127 {
+                let mut e = [0u8; 8];
+                self.ws.read_exact(&mut e).unwrap();
+                len = u64::from_be_bytes(e);
+            }
+            let mut payload = vec![0u8; len as usize];
+            self.ws.read_exact(&mut payload).unwrap();
+            match opcode {
+                0x0 | 0x1 => message.extend_from_slice(&payload),
+                0x8 => panic!("DevTools closed the connection"),
+                _ => continue,
+            }
+            if fin {
+                return serde_json::from_slice(&message).unwrap();
+            }
+        }
+    }
+
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let id = self.next;
+        self.send(&json!({ "id": id, "method": method, "params": params }).to_string());
+        loop {
+            let m = self.recv();
+            if m["id"] == json!(id) {
+                assert!(m.get("error").is_none(), "{method}: {m}");
+                return m["result"].clone();
+            }
+            self.events.push(m);
+        }
+    }
+
+    /// Waits until an event `method` has arrived.
+    fn wait_for(&mut self, method: &str) {
+        while !self.events.iter().any(|e| e["method"] == method) {
+            let m = self.recv();
+            self.events.push(m);
+        }
+    }
+
+    fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": expr, "returnByValue": true, "awaitPromise": true }),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{expr}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// What the page logged: console calls, uncaught exceptions, log entries.
+    fn console(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["method"].as_str(),
+                    Some("Runtime.consoleAPICalled" | "Runtime.exceptionThrown" | "Log.entryAdded")
+                )
+            })
+            .map(Value::to_string)
+            .collect()
+    }
+}
+
+/// Headless Chromium with the DevTools protocol on a free port; the page target's client.
+fn devtools(bin: &Path, profile: &Path) -> (Child, Cdp) {
+    let mut child = Command::new(bin)
         .args([
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
             "--disable-background-networking",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=3000",
+            "--hide-scrollbars",
+            "--window-size=1000,1100",
+            "--remote-debugging-port=0",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .output()
+        .arg("about:blank")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
         .unwrap();
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-/// Console messages Chromium logged for the page (`CONSOLE(...)`, uncaught errors).
-fn console_errors(stderr: &str) -> Vec<&str> {
-    stderr
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains(":INFO:CONSOLE"))
-        .collect()
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("DevTools listening on ws://") {
+            port = rest.split(['/', ':']).nth(1).map(String::from);
+            break;
+        }
+    }
+    // Keep draining Chromium's log, so it never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let port = port.expect("DevTools port");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let list = meshguard_devtools::http::get(addr, "/json/list").unwrap();
+    let pages: Value = list.json_body().unwrap();
+    let ws = pages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["type"] == "page")
+        .and_then(|p| p["webSocketDebuggerUrl"].as_str())
+        .expect("a page target")
+        .to_string();
+    (child, Cdp::connect(&ws))
 }
 
 #[test]
@@ -355,59 +510,86 @@ fn graph_renders_in_chromium_and_a_click_shows_the_rules() {
             "{mode} lock"
         );
     }
-    let url = format!("file://{}", page.display());
-    // Before any click: the page renders, no rules are listed, no console error.
-    let (dom, log) = headless(&bin, &dir.join("profile"), &["--dump-dom"], &url);
-    assert!(dom.contains("<svg id=\"graph\""), "{dom}");
-    assert!(dom.contains("Click a workload to show its rules."), "{dom}");
-    assert!(!dom.contains("<table class=\"rules\""));
-    assert!(
-        console_errors(&log).is_empty(),
-        "console: {:?}",
-        console_errors(&log)
+    let (mut child, mut cdp) = devtools(&bin, &dir.join("profile"));
+    cdp.call("Runtime.enable", json!({}));
+    cdp.call("Log.enable", json!({}));
+    cdp.call("Page.enable", json!({}));
+    cdp.call(
+        "Page.navigate",
+        json!({ "url": format!("file://{}", page.display()) }),
     );
-    // A click on shop/orders (the #select hash dispatches a click on its node): its rules.
-    let shop = format!("{url}#select=w2");
-    let (dom, log) = headless(&bin, &dir.join("profile"), &["--dump-dom"], &shop);
-    assert!(
-        console_errors(&log).is_empty(),
-        "console: {:?}",
-        console_errors(&log)
+    cdp.wait_for("Page.loadEventFired");
+    // Rendered: the SVG and its five workloads have a size; no rules are listed yet.
+    assert_eq!(
+        cdp.eval("document.querySelectorAll('#graph .workload').length"),
+        json!(5)
     );
-    assert!(dom.contains("<table class=\"rules\""), "{dom}");
-    assert!(dom.contains("<h2>shop app=orders</h2>"), "{dom}");
+    assert_eq!(
+        cdp.eval("document.getElementById('graph').getBoundingClientRect().height > 200"),
+        json!(true)
+    );
+    assert_eq!(
+        cdp.eval("document.querySelectorAll('#rules table').length"),
+        json!(0)
+    );
+    // A real mouse click in the middle of the shop/orders node.
+    let r = cdp.eval("(() => { const r = document.getElementById('w2').getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()");
+    let (x, y) = (r[0].as_f64().unwrap(), r[1].as_f64().unwrap());
+    for kind in ["mousePressed", "mouseReleased"] {
+        cdp.call(
+            "Input.dispatchMouseEvent",
+            json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+        );
+    }
+    let rules = cdp.eval("document.getElementById('rules').innerText");
+    let rules = rules.as_str().unwrap_or_default();
+    assert!(rules.contains("shop app=orders"), "{rules}");
     assert!(
-        dom.contains("mTLS STRICT (PeerAuthentication shop/default)"),
-        "{dom}"
+        rules.contains("mTLS STRICT (PeerAuthentication shop/default)"),
+        "{rules}"
     );
     for rule in [
         "policies[2].spec.rules[0]",
         "policies[3].spec.rules[0]",
         "policies[4].spec.rules[0]",
     ] {
-        assert!(dom.contains(rule), "{rule} listed");
+        assert!(rules.contains(rule), "{rule} listed: {rules}");
     }
-    assert!(
-        dom.contains("class=\"workload selected\""),
-        "the node is marked"
+    assert_eq!(
+        cdp.eval("document.getElementById('w2').classList.contains('selected')"),
+        json!(true)
+    );
+    assert_eq!(
+        cdp.eval("document.querySelectorAll('.edge.hl').length > 0"),
+        json!(true)
     );
     // The screenshot, with the rules of shop/orders shown.
-    let shot = if update() {
-        repo().join("docs/graph.png")
-    } else {
-        dir.join("graph.png")
-    };
-    let arg = format!("--screenshot={}", shot.display());
-    let (_, log) = headless(
-        &bin,
-        &dir.join("profile"),
-        &[&arg, "--window-size=1000,1000"],
-        &shop,
-    );
-    let png = std::fs::read(&shot)
-        .unwrap_or_else(|e| panic!("no screenshot {}: {e}\n{log}", shot.display()));
+    let shot = cdp.call("Page.captureScreenshot", json!({ "format": "png" }));
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 20_000,
         "a real screenshot"
     );
+    let path = if update() {
+        repo().join("docs/graph.png")
+    } else {
+        dir.join("graph.png")
+    };
+    std::fs::write(&path, &png).unwrap();
+    let console = cdp.console();
+    assert!(console.is_empty(), "the page logged: {console:?}");
+    // The console check sees what a broken page logs.
+    cdp.call(
+        "Page.navigate",
+        json!({ "url": "data:text/html,<script>console.error('x'); missing();</script>" }),
+    );
+    while cdp.console().len() < 2 {
+        let m = cdp.recv();
+        cdp.events.push(m);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
