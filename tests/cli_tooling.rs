@@ -153,6 +153,12 @@ fn diff_golden() {
         &["diff", "filters/sidecar.json", "filters/sidecar.json"],
         0,
     );
+    // The shipped gateway with /admin itself no longer denied and the ops group let in.
+    golden(
+        "diff-demo.txt",
+        &["diff", "filters/demo.json", "tests/golden/inputs/demo-v2.json"],
+        1,
+    );
     golden(
         "diff-mtls.txt",
         &[

@@ -376,22 +376,37 @@ fn operation(
     for (field, list) in [("hosts", &o.hosts), ("notHosts", &o.not_hosts)] {
         let vals = items(list);
         for (k, h) in vals.iter().enumerate() {
-            if h.contains(':') || h.contains('*') {
-                continue;
-            }
-            let with_port = format!("{h}:*");
-            if !vals
-                .iter()
-                .any(|v| *v == with_port || v.starts_with(&format!("{h}:")))
-            {
+            if h.len() > 1 && h.starts_with('*') && h.ends_with('*') {
                 cx.warn(
-                    "host-without-port",
+                    "never-matches",
                     format!("{op}.{field}[{k}]"),
                     p,
-                    format!("{h:?} matches the Host header exactly, port included: a request for {h}:8080 (or any explicit port) is not matched"),
-                    format!("list {with_port:?} beside {h:?}"),
+                    format!("{h:?}: a value has one wildcard, leading or trailing; with both, the trailing * is a literal character, so no Host header matches"),
+                    format!("list the ports explicitly (e.g. {:?})", format!("{}8080", h.trim_end_matches('*'))),
                 );
+                continue;
             }
+            if h.contains(':') || h.ends_with('*') {
+                continue;
+            }
+            let port_variant = vals
+                .iter()
+                .any(|v| v.len() > h.len() && v.starts_with(&format!("{h}:")));
+            if port_variant {
+                continue;
+            }
+            let fix = if h.starts_with('*') {
+                format!("list the port variants explicitly beside it (e.g. \"{h}:8080\"): a value has one wildcard, so \"{h}:*\" would not be a pattern")
+            } else {
+                format!("list \"{h}:*\" beside {h:?}")
+            };
+            cx.warn(
+                "host-without-port",
+                format!("{op}.{field}[{k}]"),
+                p,
+                format!("{h:?} is compared with the whole Host header, port included: a request for {}:8080 (or any explicit port) is not matched", h.replace('*', "a")),
+                fix,
+            );
         }
     }
     for (k, m) in items(&o.methods).iter().enumerate() {
@@ -687,5 +702,19 @@ mod tests {
             ["host-without-port", "never-matches", "never-matches"],
             "{f:?}"
         );
+        let hosts = [
+            "*.example",
+            "*.other:*",
+            "a.example",
+            "a.example:*",
+            "b.example*",
+        ];
+        let f = lint_policies(json!([ap(
+            "p",
+            "ALLOW",
+            json!([{ "to": [{ "operation": { "hosts": hosts } }] }])
+        )]));
+        assert_eq!(codes(&f), ["host-without-port", "never-matches"], "{f:?}");
+        assert!(f[0].fix.contains("\"*.example:8080\""), "{f:?}");
     }
 }
