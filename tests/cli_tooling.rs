@@ -156,7 +156,11 @@ fn diff_golden() {
     // The shipped gateway with /admin itself no longer denied and the ops group let in.
     golden(
         "diff-demo.txt",
-        &["diff", "filters/demo.json", "tests/golden/inputs/demo-v2.json"],
+        &[
+            "diff",
+            "filters/demo.json",
+            "tests/golden/inputs/demo-v2.json",
+        ],
         1,
     );
     golden(
