@@ -3,7 +3,16 @@
 //! dependency-light.
 
 mod convert;
+mod diff;
+mod envoyrun;
 mod explain;
+mod graph;
+mod input;
+mod lint;
+mod reqgen;
+mod sim;
+mod table;
+mod testcmd;
 
 use meshguard_devtools::{certs, demo};
 use std::net::SocketAddr;
@@ -26,6 +35,31 @@ usage:
       Shows how the configuration decides one described request: the mTLS mode, the request
       principal (claims of a token taken as verified), the decision and the deciding policy.
       Exit status 0 when allowed, 2 when denied, 1 on error.
+  meshguard test <cases.yaml> [--config FILE] [--envoy [--envoy-bin BIN] [--wasm FILE]
+                 [--workdir DIR]] [--namespace NS] [--label KEY=VALUE]...
+      Decides each case of the file (a request and what must happen: allow, deny, 401,
+      403, optionally the deciding policy) with the filter's engine and prints a table.
+      --config is the filter JSON or Istio YAML for cases without their own config.
+      --envoy also sends every case through a real Envoy with the filter (mTLS for cases
+      with a peer, tokens minted for cases with claims) and requires the same answers.
+      Exit status 0 when all pass, 1 on a mismatch or disagreement, 2 on error.
+  meshguard diff <old> <new> [--limit N] [--namespace NS] [--label KEY=VALUE]...
+      Decides requests generated from both sets' paths, hosts, methods, ports, principals,
+      namespaces, request principals and claims (with boundary values: the other method,
+      the sibling path, no peer, no token) under both, and lists the ones whose decision
+      changes (at most N, default 200). Exit status 0 when none changes, 1 otherwise.
+  meshguard lint <file>... [--ignore CODE,...] [--namespace NS] [--label KEY=VALUE]...
+      Istio's guidance and the common mistakes, each a warning with its JSON path and the
+      fix (codes: mtls-not-strict, host-without-port, allow-not-paths, deny-paths,
+      never-matches, shadowed, split-rule, dry-run, token-optional, allow-nothing, engine).
+      Exit status 0 when no warning is left after --ignore, 1 otherwise.
+  meshguard graph --config FILE... [-o OUT] [--format html|dot|json]
+                  [--namespace NS] [--label KEY=VALUE]...
+      Who may call what, from the policies alone: per workload, the peer identities,
+      namespaces, request principals and addresses that may (ALLOW) or may not (DENY) use
+      which methods and paths, under which mTLS mode. html: one self-contained page (inline
+      SVG; click a workload for its rules). A filter JSON is one workload; manifests give
+      one per selector unless --namespace/--label name one. Exit status 0, 2 on error.
   meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
                        [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
       Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
@@ -54,6 +88,10 @@ fn main() -> ExitCode {
         ["validate", files @ ..] if !files.is_empty() => return validate(files),
         ["convert", rest @ ..] => convert(rest),
         ["explain", file, rest @ ..] => return explain(file, rest),
+        ["test", rest @ ..] => return exit_with(test(rest)),
+        ["diff", rest @ ..] => return exit_with(diff(rest)),
+        ["lint", rest @ ..] => return exit_with(lint(rest)),
+        ["graph", rest @ ..] => return exit_with(graph(rest)),
         ["demo", "serve", rest @ ..] => demo_serve(rest),
         ["demo", "certs", rest @ ..] => demo_certs(rest),
         ["ca", "init", rest @ ..] => ca_init(rest),
@@ -304,6 +342,175 @@ fn convert(args: &[&str]) -> CliResult {
     eprintln!("meshguard: {}", out.summary);
     println!("{}", out.json);
     Ok(())
+}
+
+/// `Ok(true)`: success (0); `Ok(false)`: the check found something (1); `Err`: could not
+/// run (2), so CI tells a finding from a broken invocation.
+fn exit_with(r: Result<bool, Box<dyn std::error::Error + Send + Sync>>) -> ExitCode {
+    match r {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("meshguard: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let (target, rest) = input::target_flags(args)?;
+    let mut files = Vec::new();
+    let mut flags_args = Vec::new();
+    let mut it = rest.iter();
+    while let Some(&a) = it.next() {
+        if ["--config", "--envoy-bin", "--wasm", "--workdir"].contains(&a) {
+            flags_args.push(a);
+            flags_args.push(it.next().ok_or(format!("{a} needs a value"))?);
+        } else if a == "--envoy" {
+            flags_args.push(a);
+        } else if a.starts_with("--") {
+            return Err(format!("unknown argument {a:?}\n{USAGE}").into());
+        } else {
+            files.push(a);
+        }
+    }
+    let flags = Flags::parse(
+        &flags_args,
+        &["--config", "--envoy-bin", "--wasm", "--workdir"],
+        &["--envoy"],
+    )?;
+    let [file] = files.as_slice() else {
+        return Err(format!("test needs one case file\n{USAGE}").into());
+    };
+    let suite = testcmd::load_suite(file, flags.get("--config"), &target)?;
+    let envoy = flags.has("--envoy").then(|| testcmd::EnvoyOpts {
+        envoy_bin: flags
+            .get("--envoy-bin")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("ENVOY_BIN").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".venv/bin/envoy")),
+        wasm: PathBuf::from(flags.get("--wasm").unwrap_or("dist/meshguard.wasm")),
+        workdir: PathBuf::from(flags.get("--workdir").unwrap_or(".run/meshguard-test")),
+    });
+    let report = testcmd::run(&suite, envoy.as_ref())?;
+    print!("{}", report.text);
+    Ok(report.ok)
+}
+
+fn diff(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let (target, rest) = input::target_flags(args)?;
+    let mut files = Vec::new();
+    let mut limit = 200;
+    let mut it = rest.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--limit" => {
+                let v = it.next().ok_or("--limit needs a value")?;
+                limit = v
+                    .parse()
+                    .map_err(|_| format!("--limit {v:?}: not a number"))?;
+            }
+            a if a.starts_with("--") => {
+                return Err(format!("unknown argument {a:?}\n{USAGE}").into())
+            }
+            f => files.push(f),
+        }
+    }
+    let [old, new] = files.as_slice() else {
+        return Err(format!("diff needs OLD and NEW\n{USAGE}").into());
+    };
+    let a = input::load(old, &target)?;
+    let b = input::load(new, &target)?;
+    let report = crate::diff::diff((old, &a.json), (new, &b.json), limit)?;
+    print!("{}", report.text);
+    Ok(report.changed == 0)
+}
+
+fn lint(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let (target, rest) = input::target_flags(args)?;
+    let mut files = Vec::new();
+    let mut ignore: Vec<String> = Vec::new();
+    let mut it = rest.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--ignore" => ignore.extend(
+                it.next()
+                    .ok_or("--ignore needs a value")?
+                    .split(',')
+                    .map(|s| s.trim().to_string()),
+            ),
+            a if a.starts_with("--") => {
+                return Err(format!("unknown argument {a:?}\n{USAGE}").into())
+            }
+            f => files.push(f),
+        }
+    }
+    if files.is_empty() {
+        return Err(format!("lint needs at least one file\n{USAGE}").into());
+    }
+    let mut total = 0;
+    for f in files {
+        let loaded = input::load(f, &target)?;
+        let findings: Vec<_> = crate::lint::lint(&loaded.json)
+            .map_err(|e| format!("{f}: {e}"))?
+            .into_iter()
+            .filter(|x| !ignore.iter().any(|i| i == x.code))
+            .collect();
+        print!("{}", crate::lint::render(f, &findings));
+        println!(
+            "{f}: {} warning{}",
+            findings.len(),
+            if findings.len() == 1 { "" } else { "s" }
+        );
+        total += findings.len();
+    }
+    Ok(total == 0)
+}
+
+fn graph(args: &[&str]) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let (target, rest) = input::target_flags(args)?;
+    let mut files = Vec::new();
+    let (mut out, mut format) = (None, None);
+    let mut it = rest.iter();
+    while let Some(&a) = it.next() {
+        match a {
+            "--config" => files.push(*it.next().ok_or("--config needs a value")?),
+            "-o" | "--output" => out = Some(*it.next().ok_or("-o needs a value")?),
+            "--format" => format = Some(*it.next().ok_or("--format needs a value")?),
+            a if a.starts_with('-') => {
+                return Err(format!("unknown argument {a:?}\n{USAGE}").into())
+            }
+            f => files.push(f),
+        }
+    }
+    if files.is_empty() {
+        return Err(format!("graph needs --config FILE\n{USAGE}").into());
+    }
+    let format = match format {
+        Some(f) => f,
+        None if out.is_some_and(|o| o.ends_with(".dot")) => "dot",
+        None if out.is_some_and(|o| o.ends_with(".json")) => "json",
+        None => "html",
+    };
+    let g = crate::graph::build(&files, &target)?;
+    let text = match format {
+        "html" => crate::graph::html(&g),
+        "dot" => crate::graph::dot(&g),
+        "json" => crate::graph::json(&g),
+        other => return Err(format!("--format {other:?}: html, dot or json").into()),
+    };
+    match out {
+        Some(o) => {
+            std::fs::write(o, text).map_err(|e| format!("{o}: {e}"))?;
+            eprintln!(
+                "meshguard: wrote {o} ({} workloads, {} callers)",
+                g.workloads.len(),
+                g.callers.len()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(true)
 }
 
 fn explain(file: &str, args: &[&str]) -> ExitCode {
