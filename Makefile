@@ -49,6 +49,8 @@ cli:
 # Doc tests first, so the run ends with the real suites; then one closing line for them all.
 test: wasm wasm-trap $(ENVOY)
 	@mkdir -p .run
+	@# The end-to-end tests run the CLI (target/debug/meshguard) of this same build.
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --doc 2>&1 | tee .run/test.log
 	$(CARGO) test --workspace --all-targets 2>&1 | tee -a .run/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' .run/test.log

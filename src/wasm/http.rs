@@ -2,7 +2,7 @@
 
 use super::host;
 use super::jwks_host::WasmJwksHost;
-use super::metrics::{Metrics, FLUSH_INTERVAL_MS};
+use super::metrics::Metrics;
 use super::Shared;
 use meshguard_engine::RequestAttributes;
 use meshguard_engine::{Decision, Verdict};
@@ -62,9 +62,10 @@ impl HttpContext for Filter {
         }
         let needs = engine.needs_for(&attrs);
         host::add_connection_facts(&mut attrs, needs);
-        let now = host::now_ms();
         let outcome = {
             let mut st = self.state.borrow_mut();
+            // The tick's clock, not a hostcall per request (VmState::clock_ms).
+            let now = st.clock_ms;
             let jwks_host = WasmJwksHost;
             st.jwks.sync_failed(now, &jwks_host);
             match engine.decide(&attrs, &st.jwks, now / 1000) {
@@ -83,12 +84,6 @@ impl HttpContext for Filter {
                 other => other,
             }
         };
-        {
-            let mut st = self.state.borrow_mut();
-            if now.saturating_sub(st.stats.last_flush_ms) >= FLUSH_INTERVAL_MS {
-                st.stats.flush(&engine, now);
-            }
-        }
         match outcome {
             Outcome::Decided(decision) => {
                 let line = engine.decision_log_line(&decision, &attrs);

@@ -45,7 +45,11 @@ pub(crate) struct VmState {
     pub engine: Option<Rc<Engine>>,
     pub jwks: JwksCache,
     pub metrics: Metrics,
-    /// The labelled series defined so far and the last flush.
+    /// The clock as of the last tick (or callout answer, or configure): the request path
+    /// reads this instead of asking the host per request. At most a tick (250 ms) old,
+    /// against a 60 s allowed clock skew on token times.
+    pub clock_ms: u64,
+    /// The labelled series defined so far.
     pub stats: LabelledStats,
     /// Engines replaced by a reload that paused requests still hold: flushed on the tick
     /// until the last such request is decided.
@@ -70,6 +74,7 @@ impl Root {
                 engine: None,
                 jwks: JwksCache::default(),
                 metrics: Metrics::define(),
+                clock_ms: 0,
                 stats: LabelledStats::default(),
                 retired: Vec::new(),
                 paused: BTreeMap::new(),
@@ -98,10 +103,10 @@ impl Root {
             ..
         } = &mut *st;
         if let Some(e) = engine {
-            stats.flush(e, now);
+            stats.flush(e);
         }
         for old in retired.iter() {
-            stats.flush(old, now);
+            stats.flush(old);
         }
         retired.retain(|old| Rc::strong_count(old) > 1);
         for (uri, age) in jwks.key_ages(now) {
@@ -127,6 +132,7 @@ impl Context for Root {
         let now = host::now_ms();
         let resumed = {
             let mut st = self.state.borrow_mut();
+            st.clock_ms = now;
             let status = jwks_host::response_status();
             st.jwks.on_response(
                 token_id,
@@ -182,9 +188,10 @@ impl RootContext for Root {
             st.jwks
                 .configure(engine.remote_jwks(), engine.jwks_settings());
             let now = host::now_ms();
+            st.clock_ms = now;
             if let Some(old) = st.engine.replace(Rc::new(engine)) {
                 let VmState { stats, retired, .. } = &mut *st;
-                stats.flush(&old, now);
+                stats.flush(&old);
                 if Rc::strong_count(&old) > 1 {
                     retired.push(old);
                 }
@@ -198,6 +205,7 @@ impl RootContext for Root {
         let now = host::now_ms();
         let (became_ready, busy) = {
             let mut st = self.state.borrow_mut();
+            st.clock_ms = now;
             let has_paused = !st.paused.is_empty();
             let became_ready = st.jwks.tick(now, &WasmJwksHost);
             (became_ready, has_paused || st.jwks.waiting_for_first_keys())

@@ -1,16 +1,12 @@
 //! Envoy stats. Decision counters are labelled and counted by the engine
-//! (`meshguard_engine::stats`): this module adds them to Envoy's stats in a batch, at most
-//! once a second per VM and on the tick, so a request pays no counter hostcall. Envoy shows
+//! (`meshguard_engine::stats`): this module adds them to Envoy's stats in a batch on the
+//! VM's tick (every 250 ms), so a request pays no counter hostcall. Envoy shows
 //! them with the `wasmcustom.` prefix; `stats_tags` in the shipped configs make the labels.
 
 use meshguard_engine::Engine;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use std::collections::HashMap;
-
-/// Least time between two flushes from the request path: a backstop for a host that delays
-/// ticks under load (the tick flushes every 250 ms).
-pub(crate) const FLUSH_INTERVAL_MS: u64 = 1000;
 
 /// The unlabelled counters and gauges, defined once per VM.
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,12 +53,11 @@ impl Metrics {
 }
 
 /// The labelled series this VM has defined (Envoy returns the same id for the same name,
-/// so a series survives config reloads), and when they were last flushed.
+/// so a series survives config reloads).
 #[derive(Debug, Default)]
 pub(crate) struct LabelledStats {
     counters: HashMap<String, u32>,
     gauges: HashMap<String, u32>,
-    pub last_flush_ms: u64,
 }
 
 impl LabelledStats {
@@ -88,8 +83,7 @@ impl LabelledStats {
     }
 
     /// Adds what `engine` counted since its last flush.
-    pub(crate) fn flush(&mut self, engine: &Engine, now_ms: u64) {
+    pub(crate) fn flush(&mut self, engine: &Engine) {
         engine.drain_stats(|name, delta| self.add(name, delta));
-        self.last_flush_ms = now_ms;
     }
 }
