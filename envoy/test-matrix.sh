@@ -40,7 +40,7 @@ envoy_for() {
 }
 
 # Build the test binaries once; every version runs the same ones.
-"$cargo" test --no-run --test "$suites" 2>&1 | tail -n 3
+"$cargo" test --no-run --no-fail-fast --test "$suites" 2>&1 | tail -n 3
 
 summary=$out/summary.txt
 printf '%-6s %-9s %7s %7s %7s %8s\n' minor envoy passed failed ignored seconds >"$summary"
@@ -57,10 +57,10 @@ for minor in "$@"; do
     bad+=("$minor")
     continue
   fi
-  echo "== Envoy $version ($bin): cargo test --test '$suites' (log: $log)"
+  echo "== Envoy $version ($bin): cargo test --no-fail-fast --test '$suites' (log: $log)"
   start=$(date +%s)
   rc=0
-  ENVOY_BIN=$bin CI=1 "$cargo" test --test "$suites" >"$log" 2>&1 || rc=$?
+  ENVOY_BIN=$bin CI=1 "$cargo" test --no-fail-fast --test "$suites" >"$log" 2>&1 || rc=$?
   secs=$(($(date +%s) - start))
   read -r passed failed ignored < <(awk '/^test result:/ { p += $4; f += $6; i += $8 }
     END { print p + 0, f + 0, i + 0 }' "$log")
