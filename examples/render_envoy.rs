@@ -39,8 +39,7 @@ fn run(args: &[String]) -> Result<()> {
                 let text = std::fs::read_to_string(value)
                     .map_err(|e| format!("cannot read {value}: {e}"))?;
                 // The engine's own check, so a bad policy fails here and not in Envoy's log.
-                meshguard::engine::Engine::from_json(&text)
-                    .map_err(|e| format!("{value}: {e}"))?;
+                meshguard::engine::Engine::from_json(&text).map_err(|e| format!("{value}: {e}"))?;
                 envoy::set_meshguard_configuration(&mut cfg, &text)?;
             }
             other => return Err(format!("unknown option {other}").into()),
