@@ -6,7 +6,8 @@
 #   envoy/compose.sh check  the checks below against the running stack
 #   envoy/compose.sh down   `down -v`, then verifies that no container, network or volume of
 #                           the project is left (exit 1 if one is)
-#   envoy/compose.sh test   up, check, down (down also when a step fails; logs on failure);
+#   envoy/compose.sh test   up (on free host ports), check, down (down also when a step
+#                           fails; logs on failure);
 #                           prints how long it took. This is `make compose-test`.
 #
 # Checks (each a line "compose check: ... ok"; any failure fails the run):
@@ -78,6 +79,7 @@ wait_for() {
   return 1
 }
 admin_ready() { [[ "$(status "http://$1/ready")" == 200 ]]; }
+in_ready() { [[ "$(curl_in "$1" "http://$2/ready")" == 200 ]]; }
 
 prepare() {
   [[ -x "$cli" && -f dist/meshguard.wasm ]] || { echo "compose: run make build first" >&2; exit 1; }
@@ -120,8 +122,9 @@ EOF
 
 up() {
   bash envoy/images.sh envoy devtools client
-  prepare
+  # A previous run's containers still mount .run/compose: stop them before it is rewritten.
   dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+  prepare
   dc up -d --no-build
   local s
   for s in jwks upstream httpbin; do
@@ -129,10 +132,13 @@ up() {
   done
   wait_for gateway admin_ready "127.0.0.1:$(host_port gateway 9901)"
   wait_for sidecar admin_ready "127.0.0.1:$(host_port upstream 15000)"
-  wait_for gateway-ipblocks admin_ready "$net.21:9901"
-  wait_for mesh-server admin_ready "$net.30:15000"
-  wait_for mesh-client admin_ready "$net.31:15000"
-  echo "compose: up (project $project, network $net.0/24, Envoy image $ENVOY_IMAGE)"
+  # Unpublished admins: asked from a container on the network (no route from the host needed).
+  wait_for gateway-ipblocks in_ready client-allowed "$net.21:9901"
+  wait_for mesh-server in_ready client-allowed "$net.30:15000"
+  wait_for mesh-client in_ready sleep 127.0.0.1:15000
+  echo "compose: up (project $project, network $net.0/24, Envoy image $ENVOY_IMAGE): gateway" \
+    "http://127.0.0.1:$(host_port gateway 8080) (admin :$(host_port gateway 9901)), sidecar" \
+    "https://localhost:$(host_port upstream 15006) (admin :$(host_port upstream 15000))"
 }
 
 check() {
@@ -247,6 +253,9 @@ finish() {
 
 run_test() {
   started=$(date +%s)
+  # Free host ports unless asked otherwise: another demo may hold 8080 on this machine.
+  export MESHGUARD_GATEWAY_PORT=${MESHGUARD_GATEWAY_PORT-} MESHGUARD_GATEWAY_ADMIN_PORT=${MESHGUARD_GATEWAY_ADMIN_PORT-}
+  export MESHGUARD_SIDECAR_PORT=${MESHGUARD_SIDECAR_PORT-} MESHGUARD_SIDECAR_ADMIN_PORT=${MESHGUARD_SIDECAR_ADMIN_PORT-}
   trap 'finish $?' EXIT
   up
   check
