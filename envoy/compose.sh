@@ -121,7 +121,11 @@ EOF
 }
 
 up() {
-  bash envoy/images.sh envoy devtools client
+  # The local Envoy image only when it is the one used (ENVOY_IMAGE may name the official one).
+  if [[ "$ENVOY_IMAGE" == meshguard-envoy:* ]]; then
+    IMAGE_TAG=${ENVOY_IMAGE#meshguard-envoy:} bash envoy/images.sh envoy
+  fi
+  bash envoy/images.sh devtools client
   # A previous run's containers still mount .run/compose: stop them before it is rewritten.
   dc down -v --remove-orphans --timeout 5 >/dev/null 2>&1 || true
   prepare
