@@ -137,14 +137,32 @@ fn warn_once_without_direct_remote() {
     }
 }
 
+/// One line per VM, the first time a client certificate is read: this Envoy (before 1.38)
+/// has no `connection.peer_certificate`, so only the first URI SAN and first DNS SAN count.
+fn warn_once_without_peer_certificate() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if !WARNED.swap(true, Ordering::Relaxed) {
+        log(
+            LogLevel::Warn,
+            "meshguard: host feature: no connection.peer_certificate attribute (Envoy < 1.38): \
+             peer identities are the first URI SAN and first DNS SAN only (README, \
+             \"Supported Envoy versions\")",
+        );
+    }
+}
+
 /// The client certificate's names RBAC's `authenticated` matcher tries: every SAN of the
 /// whole leaf (`connection.peer_certificate`, where this Envoy has it); otherwise, or if
 /// the leaf does not parse, the first URI SAN and first DNS SAN, all older Envoys expose
 /// (README, "Differences").
 fn add_peer_names(c: &mut ConnectionInfo) {
     let non_empty = |path: &[&str]| property_string(path).filter(|s| !s.is_empty());
-    let sans = property(&["connection", "peer_certificate"])
-        .and_then(|pem| meshguard_engine::sans_from_url_encoded_pem(&pem));
+    let leaf = property(&["connection", "peer_certificate"]);
+    if leaf.is_none() {
+        warn_once_without_peer_certificate();
+    }
+    let sans = leaf.and_then(|pem| meshguard_engine::sans_from_url_encoded_pem(&pem));
     match sans {
         Some(sans) => {
             c.peer_uri_sans = sans.uris;
