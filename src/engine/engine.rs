@@ -123,7 +123,11 @@ impl Engine {
 
     /// Decides one request. `now_secs`: Unix time, for token expiry.
     pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
-        self.run(req, || self.authn.authenticate(req, keys, now_secs), None)
+        self.run(
+            req,
+            || self.authn.authenticate(req, keys, now_secs),
+            &mut (),
+        )
     }
 
     /// [`Engine::decide`], also saying how: every stage, every applicable policy and rule.
@@ -137,7 +141,7 @@ impl Engine {
         let outcome = self.run(
             req,
             || self.authn.authenticate(req, keys, now_secs),
-            Some(&mut trace),
+            &mut trace,
         );
         (outcome, trace)
     }
@@ -157,7 +161,7 @@ impl Engine {
             }),
             mutations: HeaderMutations::default(),
         };
-        let decision = match self.run(req, authenticate, Some(&mut trace)) {
+        let decision = match self.run(req, authenticate, &mut trace) {
             Outcome::Decided(d) => *d,
             // Unreachable: the assumed authentication never waits for keys. Refuse anyway.
             Outcome::NeedKeys(_) => Decision {
@@ -181,17 +185,16 @@ impl Engine {
     }
 
     /// The one orchestrator: peer check, authentication (`authenticate`), authorization,
-    /// in Istio's order. `trace`, when given, records each step.
+    /// in Istio's order. `rec` records each step: a [`Trace`], or `()` on the request path,
+    /// where the recording code compiles away (and stays out of the wasm module).
     fn run(
         &self,
         req: &RequestAttributes,
         authenticate: impl FnOnce() -> AuthnOutcome,
-        mut trace: Option<&mut Trace>,
+        rec: &mut impl Recorder,
     ) -> Outcome {
         let refused = self.peer.check(req);
-        if let Some(t) = trace.as_deref_mut() {
-            t.peer = Some(self.peer_step(req, refused.clone()));
-        }
+        rec.peer(self, req, &refused);
         if let Some(reason) = refused {
             let port = req.destination.map(|a| a.port());
             self.stats
@@ -214,23 +217,7 @@ impl Engine {
             }));
         }
         let authn = authenticate();
-        if let Some(t) = trace.as_deref_mut() {
-            t.authn = Some(match &authn {
-                AuthnOutcome::NeedKeys(_) => "waiting for remote keys".to_string(),
-                AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
-                    Some(j) => format!("{} (token verified)", j.principal()),
-                    None => "none (no token)".to_string(),
-                },
-                AuthnOutcome::Done {
-                    result: Err(failure),
-                    ..
-                } => format!(
-                    "refused: JWT from {}: {}",
-                    failure.location,
-                    failure.status.message()
-                ),
-            });
-        }
+        rec.authn(&authn);
         self.count_authn(&authn);
         let (auth, mutations) = match authn {
             AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
@@ -281,9 +268,7 @@ impl Engine {
             let matched = dry.rule.map(|_| dry.policy.as_str());
             self.stats.dry_run(dry.action, matched, dry.would_allow);
         }
-        if let Some(t) = trace {
-            t.policies = self.authz.trace(view, &auth);
-        }
+        rec.policies(self, view, &auth);
         let verdict = if authz.allowed {
             Verdict::Allow
         } else {
@@ -379,6 +364,44 @@ impl Engine {
                         .iter()
                         .any(|h| h.eq_ignore_ascii_case(name))
                 })
+    }
+}
+
+/// Where [`Engine::run`] reports its steps.
+trait Recorder {
+    fn peer(&mut self, _engine: &Engine, _req: &RequestAttributes, _refused: &Option<String>) {}
+    fn authn(&mut self, _authn: &AuthnOutcome) {}
+    fn policies(&mut self, _engine: &Engine, _view: &RequestAttributes, _auth: &AuthContext) {}
+}
+
+/// The request path: nothing recorded.
+impl Recorder for () {}
+
+impl Recorder for Trace {
+    fn peer(&mut self, engine: &Engine, req: &RequestAttributes, refused: &Option<String>) {
+        self.peer = Some(engine.peer_step(req, refused.clone()));
+    }
+
+    fn authn(&mut self, authn: &AuthnOutcome) {
+        self.authn = Some(match authn {
+            AuthnOutcome::NeedKeys(_) => "waiting for remote keys".to_string(),
+            AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
+                Some(j) => format!("{} (token verified)", j.principal()),
+                None => "none (no token)".to_string(),
+            },
+            AuthnOutcome::Done {
+                result: Err(failure),
+                ..
+            } => format!(
+                "refused: JWT from {}: {}",
+                failure.location,
+                failure.status.message()
+            ),
+        });
+    }
+
+    fn policies(&mut self, engine: &Engine, view: &RequestAttributes, auth: &AuthContext) {
+        self.policies = engine.authz.trace(view, auth);
     }
 }
 

@@ -8,10 +8,14 @@
 //! (`policy=.=foo/deny-admin;.;action=.=DENY;.;result=.=denied;.;meshguard_policy_total`),
 //! which `stats_config.stats_tags` in every shipped Envoy config turns into real labels.
 
+use crate::fast_hash::FastBuildHasher;
 use crate::istio::authorization_policy::Action;
 use crate::jwt::JwtStatus;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+/// Maps keyed by policy name (from the config; looked up on the request path).
+type ByName<V> = HashMap<String, V, FastBuildHasher>;
 
 /// The tag names the shipped configs' `stats_tags` extract, each with its regex.
 pub const TAGS: [&str; 6] = ["policy", "action", "result", "issuer", "status", "jwks"];
@@ -42,13 +46,13 @@ pub(crate) struct Stats {
     names: Vec<Box<str>>,
     counts: RefCell<Vec<u64>>,
     /// Enforced DENY / ALLOW policy -> its series when it decides.
-    deciding: HashMap<String, u32>,
+    deciding: ByName<u32>,
     /// `policy="none"`: no ALLOW policy applies (allowed) / none matched (denied).
     none_allowed: u32,
     none_denied: u32,
-    audit: HashMap<String, u32>,
+    audit: ByName<u32>,
     /// Dry-run policy -> [would allow, would deny].
-    dry_run: HashMap<String, [u32; 2]>,
+    dry_run: ByName<[u32; 2]>,
     /// Per dry-run action, when no dry-run policy of that action matched.
     dry_run_none: Vec<(Action, [u32; 2])>,
     /// Configured issuers; a token's series is `jwt_base + issuer * statuses + code`.
@@ -59,7 +63,7 @@ pub(crate) struct Stats {
     /// Cache lookups already counted (the authenticator counts them cumulatively).
     cache_seen: Cell<(u64, u64)>,
     /// PeerAuthentication that refused (or `default`) -> series.
-    peer: HashMap<String, u32>,
+    peer: ByName<u32>,
 }
 
 /// Which issuer label a token gets.

@@ -6,7 +6,7 @@
 use meshguard_engine::Engine;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// The unlabelled counters and gauges, defined once per VM.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,12 +56,12 @@ impl Metrics {
 /// so a series survives config reloads).
 #[derive(Debug, Default)]
 pub(crate) struct LabelledStats {
-    counters: HashMap<String, u32>,
-    gauges: HashMap<String, u32>,
+    counters: BTreeMap<String, u32>,
+    gauges: BTreeMap<String, u32>,
 }
 
 impl LabelledStats {
-    fn id(map: &mut HashMap<String, u32>, kind: MetricType, name: &str) -> Option<u32> {
+    fn id(map: &mut BTreeMap<String, u32>, kind: MetricType, name: &str) -> Option<u32> {
         if let Some(&id) = map.get(name) {
             return Some(id);
         }
