@@ -4,6 +4,7 @@
 
 mod convert;
 mod explain;
+mod publish;
 
 use meshguard_devtools::{certs, demo};
 use std::net::SocketAddr;
@@ -20,6 +21,12 @@ usage:
       Turns Istio manifests (YAML or JSON, several documents, kind: List) into the filter
       configuration for the workload NS with these labels, validates it, and prints it.
       Other kinds (Deployments, ...) are skipped and listed on stderr.
+  meshguard publish --ecds-dir DIR [--resource NAME] [--wasm FILE] [--dry-run]
+                    [convert's options] <manifest.yaml|->... | --filter <filter.json>
+      Converts and validates like convert (or takes a filter JSON), then writes the filter
+      config as the ECDS resource DIR/NAME.yaml (default NAME meshguard) that Envoy watches
+      (envoy/ingress-gateway-ecds.yaml): a temporary file renamed over the old one, so Envoy
+      reloads the policies without a restart. An invalid config leaves DIR untouched.
   meshguard explain <filter.json> [--method M] [--path P] [--host H] [--header NAME:VALUE]...
                     [--peer spiffe://TD/ns/N/sa/S] [--claims JSON] [--source IP:PORT]
                     [--destination IP:PORT]
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["validate", files @ ..] if !files.is_empty() => return validate(files),
         ["convert", rest @ ..] => convert(rest),
+        ["publish", rest @ ..] => publish::run(rest),
         ["explain", file, rest @ ..] => return explain(file, rest),
         ["demo", "serve", rest @ ..] => demo_serve(rest),
         ["demo", "certs", rest @ ..] => demo_certs(rest),

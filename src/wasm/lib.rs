@@ -53,6 +53,8 @@ struct Root {
     context_id: u32,
     state: Shared,
     tick: Duration,
+    /// The configuration the engine was compiled from: the same one again is a no-op.
+    configured: Option<String>,
 }
 
 impl Root {
@@ -66,6 +68,7 @@ impl Root {
                 paused: BTreeMap::new(),
             })),
             tick: Duration::ZERO,
+            configured: None,
         }
     }
 
@@ -118,8 +121,18 @@ impl RootContext for Root {
         true
     }
 
+    /// Compiles the configuration; false (Envoy keeps the previous one, or rejects the
+    /// update) when it is invalid. Idempotent: Envoy runs it on a canary VM that it then
+    /// discards, then on every worker's VM, and may run it again on a root context it
+    /// reuses; the same configuration again changes nothing, and a new one keeps what is
+    /// known of the JWKS URIs that stay. Only reads shared data (the canary must not
+    /// leave a lease or a record behind).
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let raw = host::plugin_configuration();
+        if self.configured.as_deref() == Some(raw.as_str()) && self.state.borrow().engine.is_some()
+        {
+            return true;
+        }
         let engine = match Engine::from_json(&raw) {
             Ok(engine) => engine,
             Err(err) => {
@@ -140,10 +153,18 @@ impl RootContext for Root {
         }
         {
             let mut st = self.state.borrow_mut();
-            st.jwks
-                .configure(engine.remote_jwks(), engine.jwks_settings());
-            st.engine = Some(Rc::new(engine));
+            let VmState {
+                jwks,
+                metrics,
+                engine: current,
+                ..
+            } = &mut *st;
+            jwks.configure(engine.remote_jwks(), engine.jwks_settings());
+            // Keys this process already fetched serve the first requests at once.
+            jwks.load_shared(host::now_ms(), &WasmJwksHost { metrics });
+            *current = Some(Rc::new(engine));
         }
+        self.configured = Some(raw);
         self.set_tick(FAST_TICK);
         true
     }
