@@ -288,7 +288,8 @@ mod tests {
     const FILTER: &str = r#"{"workload":{"namespace":"foo"},"policies":[]}"#;
 
     fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("meshguard-publish-{name}-{}", std::process::id()));
+        let d =
+            std::env::temp_dir().join(format!("meshguard-publish-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -351,16 +352,24 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         let bad = r#"{"policies":[{"kind":"AuthorizationPolicy","metadata":{"name":"x"},"spec":{"action":"NOPE"}}]}"#;
         let err = publish(&request(&dir, bad)).unwrap_err();
-        assert!(err.starts_with("refusing to publish an invalid configuration: "), "{err}");
+        assert!(
+            err.starts_with("refusing to publish an invalid configuration: "),
+            "{err}"
+        );
         assert!(err.contains("policies[0]"), "names the JSON path: {err}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
         // A resource file that is not ours is not overwritten either.
         std::fs::write(&path, "resources: [{name: other}]\n").unwrap();
         let err = publish(&request(&dir, FILTER)).unwrap_err();
         assert!(err.contains("no resource named \"meshguard\""), "{err}");
-        std::fs::write(&path, "resources: [{name: meshguard, typed_config: {'@type': x}}]\n")
-            .unwrap();
-        assert!(publish(&request(&dir, FILTER)).unwrap_err().contains("not a wasm filter"));
+        std::fs::write(
+            &path,
+            "resources: [{name: meshguard, typed_config: {'@type': x}}]\n",
+        )
+        .unwrap();
+        assert!(publish(&request(&dir, FILTER))
+            .unwrap_err()
+            .contains("not a wasm filter"));
         // A directory that does not exist: an error, nothing created.
         let missing = dir.join("nope");
         assert!(publish(&request(&missing, FILTER)).is_err());

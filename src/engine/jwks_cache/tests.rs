@@ -367,7 +367,12 @@ fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
     for now in (200..5_000).step_by(100) {
         vm.tick(now, &h);
     }
-    let uris: Vec<String> = h.dispatched.borrow().iter().map(|(_, u)| u.clone()).collect();
+    let uris: Vec<String> = h
+        .dispatched
+        .borrow()
+        .iter()
+        .map(|(_, u)| u.clone())
+        .collect();
     assert_eq!(uris, [URI.to_string(), other.uri]);
 }
 
@@ -398,7 +403,13 @@ fn the_same_configuration_twice_changes_nothing() {
     vm.configure(&[remote()], &settings);
     vm.tick(REFRESH_MS + 20, &h);
     assert_eq!(h.fetches(), 2, "the refresh in flight is not sent again");
-    assert!(answer(&mut vm, &h, REFRESH_MS + 30, Some("200"), &jwks_body("b")));
+    assert!(answer(
+        &mut vm,
+        &h,
+        REFRESH_MS + 30,
+        Some("200"),
+        &jwks_body("b")
+    ));
     assert_eq!(*h.done.borrow(), [true, true]);
 }
 
@@ -413,7 +424,12 @@ fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
     let before: Vec<(String, u32)> = {
-        let mut v: Vec<_> = store.0.borrow().iter().map(|(k, (_, c))| (k.clone(), *c)).collect();
+        let mut v: Vec<_> = store
+            .0
+            .borrow()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), *c))
+            .collect();
         v.sort();
         v
     };
@@ -424,7 +440,12 @@ fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
     assert_eq!(state(&reloaded), "ready");
     assert!(!reloaded.waiting_for_first_keys());
     let after: Vec<(String, u32)> = {
-        let mut v: Vec<_> = store.0.borrow().iter().map(|(k, (_, c))| (k.clone(), *c)).collect();
+        let mut v: Vec<_> = store
+            .0
+            .borrow()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), *c))
+            .collect();
         v.sort();
         v
     };
