@@ -22,12 +22,16 @@ pub const RESOURCE: &str = "meshguard";
 /// The prefix of the ECDS subscription's stats.
 pub const STATS_PREFIX: &str = "extension_config_discovery.http_filter.meshguard.";
 
-/// Points every `path_config_source` (and its `watched_directory`) at `dir`, keeping file
-/// names; returns how many were changed.
+/// Points every ECDS `path_config_source` (`config_discovery.config_source`, and its
+/// `watched_directory`) at `dir`, keeping file names; returns how many were changed. Other
+/// path sources (file-based SDS) are left alone.
 pub fn localize_ecds(cfg: &mut Value, dir: &Path) -> usize {
     match cfg {
         Value::Object(map) => {
-            if let Some(src) = map.get_mut("path_config_source") {
+            if let Some(src) = map
+                .get_mut("config_discovery")
+                .and_then(|d| d.pointer_mut("/config_source/path_config_source"))
+            {
                 let name = src["path"]
                     .as_str()
                     .and_then(|p| Path::new(p).file_name())
