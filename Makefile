@@ -60,6 +60,9 @@ lint:
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p meshguard --lib -- -D warnings
 
 ## run: the demo (Envoy + meshguard + JWKS + upstream on 127.0.0.1); Ctrl-C stops it
+# Ctrl-C reaches the whole foreground group; make itself forwards only SIGTERM (a SIGINT sent
+# to make alone is not passed on). envoy/demo.sh stops everything it started on INT, TERM
+# and HUP, and a watchdog does it if the script is killed outright (tests/e2e_demo_stop.rs).
 run: setup build
 	bash envoy/demo.sh
 

@@ -202,10 +202,12 @@ fn demo_serve(args: &[&str]) -> CliResult {
         running.upstream.addr(),
         opts.out.display()
     );
-    // Serve until killed (the demo script's trap, or docker stop).
-    loop {
-        std::thread::park();
-    }
+    // Serve until killed (the demo script's trap, or docker stop), or until the process that
+    // started us is gone.
+    demo::serve_while_parent_lives();
+    eprintln!("meshguard demo: parent process gone; stopping");
+    drop(running);
+    Ok(())
 }
 
 fn demo_certs(args: &[&str]) -> CliResult {
