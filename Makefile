@@ -12,7 +12,7 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean
+.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench soak clean
 
 all: build
 
@@ -75,6 +75,16 @@ bench: setup build
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	@command -v taskset >/dev/null || { apt-get update && apt-get install -y util-linux; }
 	$(CARGO) run --release --example sidebyside
+
+## soak: not part of `make test`: the ECDS gateway under checked load for SOAK_SECS (600) and
+## SOAK_REQUESTS (1000000) at least, two JWKS key rotations, two policy reloads through
+## `meshguard publish`, VM memory and Envoy RSS sampled (examples/soak.rs). Smoke run:
+## make soak SOAK_SECS=60 SOAK_REQUESTS=50000
+SOAK_SECS ?= 600
+SOAK_REQUESTS ?= 1000000
+soak: setup build
+	@mkdir -p .run
+	SOAK_SECS=$(SOAK_SECS) SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) run --release --example soak 2>&1 | tee .run/soak.log
 
 ## fuzz-diff: the generative differential for as long as asked (SEED, N pairs; FUZZ_ARGS e.g. --no-known --shrink 4)
 SEED ?= 1
