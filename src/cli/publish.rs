@@ -123,10 +123,18 @@ pub fn render(existing: Option<&str>, req: &Request) -> Result<Value, String> {
         .and_then(Value::as_object_mut)
         .ok_or_else(|| format!("resource {:?} has no wasm `config`", req.resource))?;
     if let Some(wasm) = &req.wasm {
-        config.insert(
-            "vm_config".into(),
-            fresh_wasm_config(wasm)["config"]["vm_config"].clone(),
-        );
+        // Only the module changes; the rest of the VM settings stay.
+        match config.get_mut("vm_config").and_then(Value::as_object_mut) {
+            Some(vm) => {
+                vm.insert("code".into(), json!({ "local": { "filename": wasm } }));
+            }
+            None => {
+                config.insert(
+                    "vm_config".into(),
+                    fresh_wasm_config(wasm)["config"]["vm_config"].clone(),
+                );
+            }
+        }
     }
     if config.get("vm_config").is_none() {
         return Err(format!("resource {:?} has no vm_config", req.resource));
@@ -387,6 +395,12 @@ mod tests {
         };
         assert!(text.contains("/opt/meshguard.wasm"), "{text}");
         assert!(!resource_path(&dir, RESOURCE).exists());
+        // On an existing resource only the module's file name changes.
+        let existing = "resources:\n- name: meshguard\n  typed_config:\n    '@type': type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm\n    config:\n      vm_config: {vm_id: custom, runtime: envoy.wasm.runtime.v8, code: {local: {filename: a.wasm}}}\n";
+        let doc = render(Some(existing), &req).unwrap();
+        let vm = &doc["resources"][0]["typed_config"]["config"]["vm_config"];
+        assert_eq!(vm["vm_id"], "custom");
+        assert_eq!(vm["code"]["local"]["filename"], "/opt/meshguard.wasm");
         assert_ne!(version_of("a"), version_of("b"));
     }
 }
