@@ -371,6 +371,54 @@ fn the_same_policies_again_refetch_nothing() {
     assert_eq!(g.ecds_stat("update_rejected"), 0);
 }
 
+/// A reload while the first JWKS fetch is still out (the server answers after 1.5 s):
+/// requests paused under the old config are decided when the keys arrive, requests under the
+/// new one wait for the same fetch, and the JWKS server is asked once.
+#[test]
+fn a_reload_during_the_first_key_fetch_loses_no_request() {
+    let p = require!();
+    let g = start(
+        "reload-during-fetch",
+        &p,
+        Initial::Filter(filter(workload(), policies_v1())),
+    )
+    .unwrap();
+    let _dump = envoy_log_on_panic(&g);
+    g.jwks.set_fault(meshguard_devtools::servers::Fault::Slow(
+        Duration::from_millis(1500),
+    ));
+    let f = g.dir.parent().unwrap().join("v2.json");
+    std::fs::write(&f, filter(workload(), policies_v2())).unwrap();
+    let tok = valid_token("dave");
+    let statuses: Vec<(u16, bool)> = std::thread::scope(|s| {
+        let send = |delay: u64| {
+            let tok = &tok;
+            let g = &g;
+            s.spawn(move || {
+                std::thread::sleep(Duration::from_millis(delay));
+                let r = meshguard_devtools::http::send(
+                    g.listener,
+                    &meshguard_devtools::http::Call::get("/headers").bearer(tok),
+                )
+                .unwrap();
+                (r.status, r.json_body().is_ok())
+            })
+        };
+        let mut hs: Vec<_> = (0..4).map(|_| send(0)).collect();
+        std::thread::sleep(Duration::from_millis(300));
+        g.publish(&cli_bin(), &["--filter", f.to_str().unwrap()])
+            .unwrap();
+        hs.extend((0..4).map(|_| send(200)));
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(g.ecds_stat("update_success"), 2, "{:?}", g.ecds_stats());
+    assert!(
+        statuses.iter().all(|&(st, upstream)| st == 200 && upstream),
+        "{statuses:?}"
+    );
+    assert_eq!(g.jwks.hits(), 1, "one fetch for both configurations");
+}
+
 /// Fail closed before the first config: with no resource file Envoy does not start; with an
 /// invalid one it starts but refuses every request (500, never the upstream) until a good
 /// config is published.

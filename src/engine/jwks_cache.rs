@@ -225,6 +225,13 @@ impl JwksCache {
         changed
     }
 
+    /// True while a fetch this cache started has not been answered. A root context that
+    /// Envoy retires (a reload replaced its configuration) waits for it: a cancelled fetch
+    /// would hold the process-wide lease until it expires and stall every VM's first keys.
+    pub fn fetching(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
     /// True while some key set has neither keys nor a final failure.
     pub fn waiting_for_first_keys(&self) -> bool {
         self.sources.iter().any(|s| s.keys.is_none() && !s.failed)

@@ -55,6 +55,9 @@ struct Root {
     tick: Duration,
     /// The configuration the engine was compiled from: the same one again is a no-op.
     configured: Option<String>,
+    /// Envoy retired this root context (a reload) while a JWKS fetch was out: it stays until
+    /// the answer is in, then calls `proxy_done`.
+    done_pending: bool,
 }
 
 impl Root {
@@ -69,6 +72,7 @@ impl Root {
             })),
             tick: Duration::ZERO,
             configured: None,
+            done_pending: false,
         }
     }
 
@@ -104,6 +108,19 @@ impl Context for Root {
         if resumed {
             http::resume_paused(&self.state, self.context_id);
         }
+        if self.done_pending && !self.state.borrow().jwks.fetching() {
+            let _ = proxy_wasm::hostcalls::done();
+        }
+    }
+
+    /// Envoy retires this root context when a new configuration replaced it and no request
+    /// uses it any more. A JWKS fetch it has out is awaited rather than cancelled: its answer
+    /// goes to shared data, where the new configuration's root contexts pick it up (a
+    /// cancelled fetch would hold the fetch lease until it expires, timeout + 1 s, and stall
+    /// the new configuration's first requests). The fetch timeout bounds the wait.
+    fn on_done(&mut self) -> bool {
+        self.done_pending = self.state.borrow().jwks.fetching();
+        !self.done_pending
     }
 }
 
@@ -170,6 +187,10 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
+        if self.done_pending {
+            // Retired: no request uses it; only the fetch it awaits is left.
+            return;
+        }
         let now = host::now_ms();
         let (became_ready, busy) = {
             let mut st = self.state.borrow_mut();

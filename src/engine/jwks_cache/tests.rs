@@ -361,7 +361,9 @@ fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
         ..JwksSettings::default()
     };
     vm.configure(&[other.clone(), remote()], &settings);
+    assert!(vm.fetching(), "the fetch is still awaited");
     assert!(answer(&mut vm, &h, 100, Some("200"), &jwks_body("a")));
+    assert!(!vm.fetching());
     assert_eq!(state(&vm), "ready");
     // Later ticks fetch only the new URI, once.
     for now in (200..5_000).step_by(100) {
