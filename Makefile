@@ -12,7 +12,7 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench clean oci oci-tools test-oci \
+.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench soak clean oci oci-tools test-oci \
         images compose-up compose-down compose-test test-matrix
 
 all: build
@@ -63,6 +63,9 @@ lint:
 	$(CARGO) clippy --release --target $(WASM_TARGET) -p meshguard --lib -- -D warnings
 
 ## run: the demo (Envoy + meshguard + JWKS + upstream on 127.0.0.1); Ctrl-C stops it
+# Ctrl-C reaches the whole foreground group; make itself forwards only SIGTERM (a SIGINT sent
+# to make alone is not passed on). envoy/demo.sh stops everything it started on INT, TERM
+# and HUP, and a watchdog does it if the script is killed outright (tests/e2e_demo_stop.rs).
 run: setup build
 	bash envoy/demo.sh
 
@@ -96,6 +99,16 @@ bench: setup build
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	@command -v taskset >/dev/null || { apt-get update && apt-get install -y util-linux; }
 	$(CARGO) run --release --example sidebyside
+
+## soak: not part of `make test`: the ECDS gateway under checked load for SOAK_SECS (600) and
+## SOAK_REQUESTS (1000000) at least, two JWKS key rotations, two policy reloads through
+## `meshguard publish`, VM memory and Envoy RSS sampled (examples/soak.rs). Smoke run:
+## make soak SOAK_SECS=60 SOAK_REQUESTS=50000
+SOAK_SECS ?= 600
+SOAK_REQUESTS ?= 1000000
+soak: setup build
+	@mkdir -p .run
+	SOAK_SECS=$(SOAK_SECS) SOAK_REQUESTS=$(SOAK_REQUESTS) $(CARGO) run --release --example soak 2>&1 | tee .run/soak.log
 
 ## fuzz-diff: the generative differential for as long as asked (SEED, N pairs; FUZZ_ARGS e.g. --no-known --shrink 4)
 SEED ?= 1

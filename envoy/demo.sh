@@ -26,13 +26,39 @@ done
 rm -rf "$dir"
 mkdir -p "$dir"
 pids=()
+# Stops every background job of this script (`jobs -p`, so also one started a moment before
+# its pid was recorded): SIGTERM, then SIGKILL for anything still there after 5 s. A second
+# Ctrl-C while it runs must not cut it short.
 cleanup() {
-  # Stop only what this script started.
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  trap '' INT TERM HUP
+  local children alive
+  children=$(jobs -p)
+  [[ -n "$children" ]] || return 0
+  # shellcheck disable=SC2086
+  kill $children 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    alive=0
+    for pid in $children; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    ((alive)) || break
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  kill -KILL $children 2>/dev/null || true
+  wait 2>/dev/null || true
 }
 trap cleanup EXIT
-trap 'echo; echo "demo: stopping"; exit 130' INT TERM
+# Ctrl-C in a terminal reaches every process of the foreground group (make, this script, and
+# the servers, which ignore it as background jobs); SIGTERM is what make forwards when it is
+# terminated itself; SIGHUP is a closed terminal. Each ends the script, and so runs cleanup.
+trap 'echo; echo "demo: stopping"; exit 130' INT TERM HUP
+# If this script dies without running its traps (SIGKILL), a watchdog stops the servers it
+# started; `meshguard demo serve` also exits by itself once its parent is gone.
+watchdog() {
+  local script=$1
+  shift
+  while kill -0 "$script" 2>/dev/null; do sleep 0.5; done
+  kill "$@" 2>/dev/null || true
+}
 
 "$bin" demo serve --out "$dir" --config envoy/ingress-gateway.yaml \
   --wasm dist/meshguard.wasm --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
@@ -48,6 +74,7 @@ done
 "$envoy" -c "$dir/envoy.json" --disable-hot-restart --concurrency 2 -l info \
   --log-path "$dir/envoy.log" >"$dir/envoy.stdout" 2>&1 &
 pids+=($!)
+watchdog $$ "${pids[@]}" &
 for _ in $(seq 1 600); do
   [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/ready" || true)" == 200 ]] && break
   if ! kill -0 "${pids[1]}" 2>/dev/null; then

@@ -15,9 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Each shipped Envoy config and the filters/ file its meshguard filter embeds (`None`: the
-/// config has no meshguard filter, as the mesh client sidecar).
-const SHIPPED: [(&str, Option<&str>); 6] = [
+/// config embeds no meshguard filter: the mesh client sidecar has none, the ECDS gateway reads
+/// it from envoy/ecds/meshguard.yaml, which embeds filters/demo.json (checked in
+/// meshguard_devtools::ecds) and is exercised in tests/e2e_reload.rs).
+const SHIPPED: [(&str, Option<&str>); 7] = [
     ("envoy/ingress-gateway.yaml", Some("filters/demo.json")),
+    ("envoy/ingress-gateway-ecds.yaml", None),
     ("envoy/sidecar-inbound.yaml", Some("filters/sidecar.json")),
     ("envoy/mesh-client.yaml", None),
     (
@@ -145,6 +148,16 @@ fn shipped_configs_pass_envoy_validate() {
             },
         );
         mesh::localize_sds(&mut cfg, &sds);
+        // The ECDS resource must exist (validate mode does not load it).
+        let ecds = dir.join("ecds");
+        if meshguard_devtools::ecds::localize_ecds(&mut cfg, &ecds) > 0 {
+            std::fs::create_dir_all(&ecds).unwrap();
+            std::fs::copy(
+                repo().join(meshguard_devtools::ecds::RESOURCE_FILE),
+                ecds.join("meshguard.yaml"),
+            )
+            .unwrap();
+        }
         let name = Path::new(config)
             .file_stem()
             .unwrap()

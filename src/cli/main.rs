@@ -9,6 +9,7 @@ mod explain;
 mod graph;
 mod input;
 mod lint;
+mod publish;
 mod reqgen;
 mod sim;
 mod table;
@@ -29,6 +30,12 @@ usage:
       Turns Istio manifests (YAML or JSON, several documents, kind: List) into the filter
       configuration for the workload NS with these labels, validates it, and prints it.
       Other kinds (Deployments, ...) are skipped and listed on stderr.
+  meshguard publish --ecds-dir DIR [--resource NAME] [--wasm FILE] [--dry-run]
+                    [convert's options] <manifest.yaml|->... | --filter <filter.json>
+      Converts and validates like convert (or takes a filter JSON), then writes the filter
+      config as the ECDS resource DIR/NAME.yaml (default NAME meshguard) that Envoy watches
+      (envoy/ingress-gateway-ecds.yaml): a temporary file renamed over the old one, so Envoy
+      reloads the policies without a restart. An invalid config leaves DIR untouched.
   meshguard explain <filter.json> [--method M] [--path P] [--host H] [--header NAME:VALUE]...
                     [--peer spiffe://TD/ns/N/sa/S] [--claims JSON] [--source IP:PORT]
                     [--destination IP:PORT]
@@ -87,6 +94,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["validate", files @ ..] if !files.is_empty() => return validate(files),
         ["convert", rest @ ..] => convert(rest),
+        ["publish", rest @ ..] => publish::run(rest),
         ["explain", file, rest @ ..] => return explain(file, rest),
         ["test", rest @ ..] => return exit_with(test(rest)),
         ["diff", rest @ ..] => return exit_with(diff(rest)),
@@ -234,10 +242,12 @@ fn demo_serve(args: &[&str]) -> CliResult {
         running.upstream.addr(),
         opts.out.display()
     );
-    // Serve until killed (the demo script's trap, or docker stop).
-    loop {
-        std::thread::park();
-    }
+    // Serve until killed (the demo script's trap, or docker stop), or until the process that
+    // started us is gone.
+    demo::serve_while_parent_lives();
+    eprintln!("meshguard demo: parent process gone; stopping");
+    drop(running);
+    Ok(())
 }
 
 fn demo_certs(args: &[&str]) -> CliResult {

@@ -113,6 +113,21 @@ pub fn start(opts: &Options) -> Result<Demo> {
     Ok(Demo { jwks, upstream })
 }
 
+/// Blocks while the process that started this one lives; returns once it is gone (this
+/// process was re-parented), so the dev servers never outlive the demo script, even when the
+/// script is killed without running its traps. Started by no one in particular (PID 1 in a
+/// container, parent id 0 or 1): blocks forever.
+pub fn serve_while_parent_lives() {
+    use std::os::unix::process::parent_id;
+    let parent = parent_id();
+    loop {
+        if parent > 1 && parent_id() != parent {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(if p.is_absolute() {
         p.to_path_buf()

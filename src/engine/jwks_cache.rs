@@ -172,24 +172,64 @@ impl<'a> Record<'a> {
 
 impl JwksCache {
     /// Takes the remote key sets of a new configuration, keeping what is known of URIs that
-    /// stay.
+    /// stay: their keys, fetch times, shared-data version and a fetch in flight (its answer
+    /// is still taken, so a reload while a fetch is out never fetches twice). Only URIs
+    /// that are new start empty; the same configuration twice changes nothing.
     pub fn configure(&mut self, remotes: &[RemoteJwks], settings: &JwksSettings) {
-        let mut old: Vec<Source> = std::mem::take(&mut self.sources);
+        let mut old: Vec<Option<Source>> = std::mem::take(&mut self.sources)
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Old index -> new index, for the callouts in flight.
+        let mut moved = BTreeMap::new();
         self.sources = remotes
             .iter()
-            .map(|r| match old.iter().position(|s| s.remote.uri == r.uri) {
-                Some(i) => {
-                    let mut s = old.swap_remove(i);
-                    s.remote = r.clone();
-                    s
+            .enumerate()
+            .map(|(new_idx, r)| {
+                let kept = old
+                    .iter()
+                    .position(|s| s.as_ref().is_some_and(|s| s.remote.uri == r.uri))
+                    .and_then(|i| old.get_mut(i).and_then(Option::take).map(|s| (i, s)));
+                match kept {
+                    Some((old_idx, mut s)) => {
+                        moved.insert(old_idx, new_idx);
+                        s.remote = r.clone();
+                        s
+                    }
+                    None => Source::new(r.clone()),
                 }
-                None => Source::new(r.clone()),
             })
             .collect();
         self.refresh_ms = settings.refresh_interval.as_millis() as u64;
         self.kid_cooldown_ms = settings.kid_refetch_cooldown.as_millis() as u64;
         self.max_body_bytes = settings.max_response_bytes;
-        self.in_flight.clear();
+        // A callout for a URI that went away is forgotten: its answer is ignored and its
+        // lease expires on its own.
+        self.in_flight = std::mem::take(&mut self.in_flight)
+            .into_iter()
+            .filter_map(|(token, idx)| moved.get(&idx).map(|&n| (token, n)))
+            .collect();
+    }
+
+    /// Loads every key set another VM (or an earlier configuration of this one) already
+    /// fetched from shared data, without fetching or writing anything: safe in
+    /// `on_configure`, including on Envoy's canary VM, which is discarded right after. A
+    /// reloaded configuration decides its first requests with the keys the process already
+    /// has instead of waiting for a tick. True when some key set became usable.
+    pub fn load_shared(&mut self, now: u64, host: &(impl SharedStore + Report)) -> bool {
+        self.now_ms = now;
+        let mut changed = false;
+        for idx in 0..self.sources.len() {
+            changed |= self.sync(idx, now, host);
+        }
+        changed
+    }
+
+    /// True while a fetch this cache started has not been answered. A root context that
+    /// Envoy retires (a reload replaced its configuration) waits for it: a cancelled fetch
+    /// would hold the process-wide lease until it expires and stall every VM's first keys.
+    pub fn fetching(&self) -> bool {
+        !self.in_flight.is_empty()
     }
 
     /// Each key set's URI and the age of the keys this VM holds (None: no keys).
@@ -273,7 +313,7 @@ impl JwksCache {
         changed
     }
 
-    fn sync(&mut self, idx: usize, now: u64, host: &impl JwksHost) -> bool {
+    fn sync(&mut self, idx: usize, now: u64, host: &(impl SharedStore + Report)) -> bool {
         let Some(src) = self.sources.get_mut(idx) else {
             return false;
         };

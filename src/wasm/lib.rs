@@ -64,6 +64,11 @@ struct Root {
     context_id: u32,
     state: Shared,
     tick: Duration,
+    /// The configuration the engine was compiled from: the same one again is a no-op.
+    configured: Option<String>,
+    /// Envoy retired this root context (a reload) while a JWKS fetch was out: it stays until
+    /// the answer is in, then calls `proxy_done`.
+    done_pending: bool,
 }
 
 impl Root {
@@ -80,6 +85,8 @@ impl Root {
                 paused: BTreeMap::new(),
             })),
             tick: Duration::ZERO,
+            configured: None,
+            done_pending: false,
         }
     }
 
@@ -146,6 +153,19 @@ impl Context for Root {
         if resumed {
             http::resume_paused(&self.state, self.context_id);
         }
+        if self.done_pending && !self.state.borrow().jwks.fetching() {
+            let _ = proxy_wasm::hostcalls::done();
+        }
+    }
+
+    /// Envoy retires this root context when a new configuration replaced it and no request
+    /// uses it any more. A JWKS fetch it has out is awaited rather than cancelled: its answer
+    /// goes to shared data, where the new configuration's root contexts pick it up (a
+    /// cancelled fetch would hold the fetch lease until it expires, timeout + 1 s, and stall
+    /// the new configuration's first requests). The fetch timeout bounds the wait.
+    fn on_done(&mut self) -> bool {
+        self.done_pending = self.state.borrow().jwks.fetching();
+        !self.done_pending
     }
 }
 
@@ -163,8 +183,18 @@ impl RootContext for Root {
         true
     }
 
+    /// Compiles the configuration; false (Envoy keeps the previous one, or rejects the
+    /// update) when it is invalid. Idempotent: Envoy runs it on a canary VM that it then
+    /// discards, then on every worker's VM, and may run it again on a root context it
+    /// reuses; the same configuration again changes nothing, and a new one keeps what is
+    /// known of the JWKS URIs that stay. Only reads shared data (the canary must not
+    /// leave a lease or a record behind).
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let raw = host::plugin_configuration();
+        if self.configured.as_deref() == Some(raw.as_str()) && self.state.borrow().engine.is_some()
+        {
+            return true;
+        }
         let engine = match Engine::from_json(&raw) {
             Ok(engine) => engine,
             Err(err) => {
@@ -189,6 +219,8 @@ impl RootContext for Root {
                 .configure(engine.remote_jwks(), engine.jwks_settings());
             let now = host::now_ms();
             st.clock_ms = now;
+            // Keys this process already fetched serve the first requests at once.
+            st.jwks.load_shared(now, &WasmJwksHost);
             if let Some(old) = st.engine.replace(Rc::new(engine)) {
                 let VmState { stats, retired, .. } = &mut *st;
                 stats.flush(&old);
@@ -197,11 +229,16 @@ impl RootContext for Root {
                 }
             }
         }
+        self.configured = Some(raw);
         self.set_tick(FAST_TICK);
         true
     }
 
     fn on_tick(&mut self) {
+        if self.done_pending {
+            // Retired: no request uses it; only the fetch it awaits is left.
+            return;
+        }
         let now = host::now_ms();
         let (became_ready, busy) = {
             let mut st = self.state.borrow_mut();

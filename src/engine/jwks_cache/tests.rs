@@ -343,6 +343,131 @@ fn reconfigure_keeps_keys_of_uris_that_stay() {
     );
 }
 
+/// A reload while the first fetch is out (the URI moves to another index): the answer is
+/// still taken, and nothing is fetched twice.
+#[test]
+fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    let mut vm = cache();
+    vm.tick(0, &h);
+    assert_eq!(h.fetches(), 1);
+    let other = RemoteJwks {
+        uri: "https://other.example/jwks".into(),
+        ..remote()
+    };
+    let settings = JwksSettings {
+        refresh_interval: Duration::from_millis(REFRESH_MS),
+        ..JwksSettings::default()
+    };
+    vm.configure(&[other.clone(), remote()], &settings);
+    assert!(vm.fetching(), "the fetch is still awaited");
+    assert!(answer(&mut vm, &h, 100, Some("200"), &jwks_body("a")));
+    assert!(!vm.fetching());
+    assert_eq!(state(&vm), "ready");
+    // Later ticks fetch only the new URI, once.
+    for now in (200..5_000).step_by(100) {
+        vm.tick(now, &h);
+    }
+    let uris: Vec<String> = h
+        .dispatched
+        .borrow()
+        .iter()
+        .map(|(_, u)| u.clone())
+        .collect();
+    assert_eq!(uris, [URI.to_string(), other.uri]);
+}
+
+/// `on_configure` twice with the same configuration (Envoy may call it again on a root
+/// context it reuses): keys, fetch times and a refetch in flight all survive.
+#[test]
+fn the_same_configuration_twice_changes_nothing() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    let settings = JwksSettings {
+        refresh_interval: Duration::from_millis(REFRESH_MS),
+        kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
+        ..JwksSettings::default()
+    };
+    let mut vm = cache();
+    vm.tick(0, &h);
+    answer(&mut vm, &h, 10, Some("200"), &jwks_body("a"));
+    vm.configure(&[remote()], &settings);
+    vm.configure(&[remote()], &settings);
+    assert_eq!(state(&vm), "ready");
+    for now in (1_000..REFRESH_MS).step_by(1_000) {
+        vm.tick(now, &h);
+    }
+    assert_eq!(h.fetches(), 1, "no refetch before the interval");
+    // The refresh goes out; a reload meanwhile keeps waiting for its answer.
+    vm.tick(REFRESH_MS + 10, &h);
+    assert_eq!(h.fetches(), 2);
+    vm.configure(&[remote()], &settings);
+    vm.tick(REFRESH_MS + 20, &h);
+    assert_eq!(h.fetches(), 2, "the refresh in flight is not sent again");
+    assert!(answer(
+        &mut vm,
+        &h,
+        REFRESH_MS + 30,
+        Some("200"),
+        &jwks_body("b")
+    ));
+    assert_eq!(*h.done.borrow(), [true, true]);
+}
+
+/// A new configuration's cache (Envoy gives each configuration its own root context, on the
+/// canary VM and on every worker) loads the keys the process already fetched at configure
+/// time: ready before its first tick, with no fetch and no write to shared data.
+#[test]
+fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
+    let store = Store::default();
+    let h1 = Host::new(&store);
+    let mut vm1 = cache();
+    vm1.tick(0, &h1);
+    answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
+    let before: Vec<(String, u32)> = {
+        let mut v: Vec<_> = store
+            .0
+            .borrow()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    };
+    let h2 = Host::new(&store);
+    let mut reloaded = cache();
+    assert_eq!(state(&reloaded), "pending");
+    assert!(reloaded.load_shared(20, &h2));
+    assert_eq!(state(&reloaded), "ready");
+    assert!(!reloaded.waiting_for_first_keys());
+    let after: Vec<(String, u32)> = {
+        let mut v: Vec<_> = store
+            .0
+            .borrow()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(before, after, "nothing written");
+    assert_eq!(h2.fetches(), 0);
+    // Loading again is a no-op, and ticks fetch nothing until the refresh interval.
+    assert!(!reloaded.load_shared(30, &h2));
+    for now in (1_000..REFRESH_MS).step_by(1_000) {
+        reloaded.tick(now, &h2);
+    }
+    assert_eq!(h2.fetches(), 0);
+    // Nothing in shared data yet (the first configuration ever): still pending, no fetch.
+    let empty = Store::default();
+    let h3 = Host::new(&empty);
+    let mut first = cache();
+    assert!(!first.load_shared(0, &h3));
+    assert_eq!((state(&first), h3.fetches()), ("pending", 0));
+    assert!(empty.0.borrow().is_empty());
+}
+
 #[test]
 fn record_round_trip_and_garbage() {
     let rec = Record {
