@@ -6,9 +6,12 @@ use crate::attrs::{AuthContext, Needs, RequestAttributes, VerifiedJwt};
 use crate::authn::{
     www_authenticate, Authenticator, AuthnOutcome, HeaderMutations, KeyStore, RemoteJwks,
 };
-use crate::authz::Authorizer;
-use crate::config::{self, ConfigError, JwksSettings, PluginConfig};
+use crate::authz::{Authorizer, CustomMatch};
+use crate::config::{
+    self, ConfigError, ExtensionProvider, JwksSettings, PluginConfig, ProviderKind,
+};
 use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
+use crate::ext_authz::{CheckAnswer, CheckRequest, CheckVerdict};
 use crate::peer::PeerPolicy;
 use crate::trace::{PeerStep, Trace};
 use std::sync::Arc;
@@ -27,6 +30,8 @@ pub struct Engine {
     peer_needs: Needs,
     /// Regular headers authorization conditions read (lower case).
     authz_headers: Vec<Box<str>>,
+    /// `extensionProviders`, for CUSTOM checks.
+    providers: Vec<ExtensionProvider>,
 }
 
 /// The engine's answer for one request.
@@ -36,6 +41,9 @@ pub enum Outcome {
     /// token's `kid` while the key store allows a refetch: pause the request, (re)fetch, and
     /// decide again.
     NeedKeys(Vec<usize>),
+    /// A CUSTOM policy matched: send this check to the external authorizer, then decide
+    /// again with its answer ([`Engine::check_answer`], [`Engine::decide_checked`]).
+    NeedCheck(Box<CheckRequest>),
     Decided(Box<Decision>),
 }
 
@@ -48,7 +56,11 @@ impl Engine {
     pub fn compile(cfg: &PluginConfig) -> Result<Self, ConfigError> {
         let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
         let authn = Authenticator::compile(&cfg.request_authentications, &cfg.jwks)?;
-        let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
+        let authz = Authorizer::compile_with(
+            &cfg.authorization_policies,
+            &cfg.workload,
+            &cfg.extension_providers,
+        )?;
         let count = |applies: usize, total: usize| format!("{applies}/{total}");
         let summary = format!(
             "workload {}/{:?}: RequestAuthentication {}, AuthorizationPolicy {}, PeerAuthentication {} (applicable/total), {} remote JWKS",
@@ -68,6 +80,7 @@ impl Engine {
             authz,
             jwks: cfg.jwks.clone(),
             summary,
+            providers: cfg.extension_providers.clone(),
         })
     }
 
@@ -108,7 +121,61 @@ impl Engine {
 
     /// Decides one request. `now_secs`: Unix time, for token expiry.
     pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
-        self.run(req, || self.authn.authenticate(req, keys, now_secs), None)
+        self.run(
+            req,
+            None,
+            || self.authn.authenticate(req, keys, now_secs),
+            None,
+        )
+    }
+
+    /// Decides a request whose CUSTOM check was answered. `req` is the request as the
+    /// answer left it ([`CheckAnswer::apply_to`]: the authorizer's upstream headers set), so
+    /// authentication and authorization see what Envoy's `jwt_authn` and RBAC would after
+    /// `ext_authz`. Never asks for another check.
+    pub fn decide_checked(
+        &self,
+        req: &RequestAttributes,
+        answer: &CheckAnswer,
+        keys: &dyn KeyStore,
+        now_secs: u64,
+    ) -> Outcome {
+        self.run(
+            req,
+            Some(answer),
+            || self.authn.authenticate(req, keys, now_secs),
+            None,
+        )
+    }
+
+    /// Interprets the authorizer's answer to `check` (`status`: the `:status` header, None
+    /// when there was no response at all).
+    pub fn check_answer(
+        &self,
+        check: &CheckRequest,
+        status: Option<&str>,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> CheckAnswer {
+        match self.providers.get(check.provider).map(|p| &p.kind) {
+            Some(ProviderKind::Http(p)) => {
+                crate::ext_authz::answer(p, check, status, headers, body)
+            }
+            // Unreachable: checks are only built for HTTP providers. Refuse.
+            _ => crate::ext_authz::answer(
+                &config::providers::HttpProvider::unusable(),
+                check,
+                None,
+                &[],
+                &[],
+            ),
+        }
+    }
+
+    /// Whether any CUSTOM policy applies (the adapter then keeps the request body until the
+    /// check, when the provider asks for it).
+    pub fn has_custom(&self) -> bool {
+        self.authz.has_custom()
     }
 
     /// [`Engine::decide`], also saying how: every stage, every applicable policy and rule.
@@ -121,6 +188,7 @@ impl Engine {
         let mut trace = Trace::default();
         let outcome = self.run(
             req,
+            None,
             || self.authn.authenticate(req, keys, now_secs),
             Some(&mut trace),
         );
@@ -129,7 +197,8 @@ impl Engine {
 
     /// Decides a described request whose token is given by its claims, taken as verified
     /// (`meshguard explain`: the authorization side explored without keys). The same
-    /// stages in the same order as [`Engine::decide`]; only the signature check is assumed.
+    /// stages in the same order as [`Engine::decide`]; only the signature check is assumed,
+    /// and a CUSTOM check is assumed to allow without changing the request.
     pub fn decide_assuming(
         &self,
         req: &RequestAttributes,
@@ -142,10 +211,18 @@ impl Engine {
             }),
             mutations: HeaderMutations::default(),
         };
-        let decision = match self.run(req, authenticate, Some(&mut trace)) {
+        let assumed = CheckAnswer {
+            verdict: CheckVerdict::Allow,
+            upstream_set: Vec::new(),
+            upstream_remove: Vec::new(),
+            downstream_add: Vec::new(),
+            reason: "the authorizer's answer is assumed to allow".into(),
+        };
+        let decision = match self.run(req, Some(&assumed), authenticate, Some(&mut trace)) {
             Outcome::Decided(d) => *d,
-            // Unreachable: the assumed authentication never waits for keys. Refuse anyway.
-            Outcome::NeedKeys(_) => Decision {
+            // Unreachable: the assumed authentication never waits for keys, and the check is
+            // assumed answered. Refuse anyway.
+            Outcome::NeedKeys(_) | Outcome::NeedCheck(_) => Decision {
                 verdict: Verdict::Deny(LocalReply {
                     status: 401,
                     body: "Jwks remote fetch is failed".into(),
@@ -168,6 +245,7 @@ impl Engine {
     fn run(
         &self,
         req: &RequestAttributes,
+        check: Option<&CheckAnswer>,
         authenticate: impl FnOnce() -> AuthnOutcome,
         mut trace: Option<&mut Trace>,
     ) -> Outcome {
@@ -190,6 +268,81 @@ impl Engine {
                 audit: None,
                 dry_run: Vec::new(),
             }));
+        }
+        // CUSTOM: Istio's ext_authz filter runs before jwt_authn.
+        if let Some(t) = trace.as_deref_mut() {
+            t.policies = self.authz.custom_trace(req);
+        }
+        let matched = self.authz.custom_match(req);
+        if let Some(t) = trace.as_deref_mut() {
+            t.ext_authz = match (&matched, check) {
+                (CustomMatch::None, _) => None,
+                (CustomMatch::Deny { reason, .. }, _) => Some(reason.clone()),
+                (CustomMatch::Check { .. }, Some(a)) => Some(a.reason.clone()),
+                (CustomMatch::Check { provider, policy }, None) => Some(format!(
+                    "CUSTOM policy {policy} matches: the request goes to provider {}",
+                    self.providers
+                        .get(*provider)
+                        .map_or("?", |p| p.name.as_str())
+                )),
+            };
+        }
+        match (matched, check) {
+            (CustomMatch::None, _) => {}
+            (CustomMatch::Deny { reason, policy }, _) => {
+                return Outcome::Decided(Box::new(Decision {
+                    verdict: Verdict::Deny(LocalReply {
+                        status: 403,
+                        body: RBAC_DENIED_BODY.into(),
+                        headers: Vec::new(),
+                        details: format!("rbac_access_denied_matched_policy[{policy}]")
+                            .replace(char::is_whitespace, "_"),
+                    }),
+                    stage: Stage::ExtAuthz,
+                    reason,
+                    mutations: Default::default(),
+                    jwt: None,
+                    audit: None,
+                    dry_run: Vec::new(),
+                }));
+            }
+            (CustomMatch::Check { provider, policy }, None) => {
+                let Some(ProviderKind::Http(p)) = self.providers.get(provider).map(|p| &p.kind)
+                else {
+                    // Unreachable: the stage only targets HTTP providers.
+                    return Outcome::Decided(Box::new(Decision {
+                        verdict: Verdict::Deny(LocalReply {
+                            status: 403,
+                            body: RBAC_DENIED_BODY.into(),
+                            headers: Vec::new(),
+                            details: "ext_authz_error".into(),
+                        }),
+                        stage: Stage::ExtAuthz,
+                        reason: "no usable extension provider".into(),
+                        mutations: Default::default(),
+                        jwt: None,
+                        audit: None,
+                        dry_run: Vec::new(),
+                    }));
+                };
+                let name = self.providers.get(provider).map_or("", |p| p.name.as_str());
+                return Outcome::NeedCheck(Box::new(CheckRequest::new(
+                    provider, name, &policy, p, req,
+                )));
+            }
+            (CustomMatch::Check { .. }, Some(answer)) => {
+                if let CheckVerdict::Deny(reply) = &answer.verdict {
+                    return Outcome::Decided(Box::new(Decision {
+                        verdict: Verdict::Deny(reply.clone()),
+                        stage: Stage::ExtAuthz,
+                        reason: answer.reason.clone(),
+                        mutations: Default::default(),
+                        jwt: None,
+                        audit: None,
+                        dry_run: Vec::new(),
+                    }));
+                }
+            }
         }
         let authn = authenticate();
         if let Some(t) = trace.as_deref_mut() {
@@ -249,7 +402,7 @@ impl Engine {
         };
         let authz = self.authz.evaluate(view, &auth);
         if let Some(t) = trace {
-            t.policies = self.authz.trace(view, &auth);
+            t.policies.extend(self.authz.trace(view, &auth));
         }
         let verdict = if authz.allowed {
             Verdict::Allow
@@ -367,6 +520,130 @@ mod tests {
             );
             assert_eq!(deny.matched_rule(), (!allowed).then_some(1));
         }
+    }
+
+    fn custom_engine(extra_policies: Vec<serde_json::Value>, provider: &str) -> Engine {
+        let mut policies = vec![
+            json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "ext", "namespace": "ns" },
+            "spec": { "action": "CUSTOM", "provider": { "name": provider },
+                      "rules": [{ "to": [{ "operation": { "paths": ["/admin/*"] } }] }] } }),
+        ];
+        policies.extend(extra_policies);
+        let cfg = json!({ "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "authz", "envoyExtAuthzHttp": {
+                "service": "authz.ns.svc.cluster.local", "port": 8000,
+                "headersToUpstreamOnAllow": ["x-user"] } }],
+            "clusters": { "authz.ns.svc.cluster.local:8000": "authz" },
+            "policies": policies });
+        Engine::from_json(&cfg.to_string()).unwrap()
+    }
+
+    fn get(path: &str) -> RequestAttributes {
+        RequestAttributes {
+            method: "GET".into(),
+            path: path.into(),
+            host: "h".into(),
+            ..Default::default()
+        }
+    }
+
+    /// CUSTOM runs first, only for the requests its rules match; the answer's upstream
+    /// headers are what authorization then sees.
+    #[test]
+    fn custom_check_then_authorization_on_the_checked_request() {
+        let needs_alice =
+            allow(json!({ "when": [{ "key": "request.headers[x-user]", "values": ["alice"] }] }));
+        let e = custom_engine(vec![needs_alice], "authz");
+        let keys = crate::authn::InlineKeysOnly;
+        let Outcome::Decided(d) = e.decide(&get("/public"), &keys, 0) else {
+            panic!("not checked")
+        };
+        assert!(!d.allowed(), "the ALLOW policy needs x-user");
+        let req = get("/admin/users");
+        let Outcome::NeedCheck(check) = e.decide(&req, &keys, 0) else {
+            panic!("checked")
+        };
+        assert_eq!(check.cluster, "authz");
+        assert_eq!(check.policy, "ns/ext");
+        let hs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let ok = e.check_answer(&check, Some("200"), &hs(&[("x-user", "alice")]), b"");
+        let mut checked = req.clone();
+        ok.apply_to(&mut checked);
+        let Outcome::Decided(d) = e.decide_checked(&checked, &ok, &keys, 0) else {
+            panic!("decided")
+        };
+        assert!(d.allowed(), "{}", d.reason);
+        let no = e.check_answer(
+            &check,
+            Some("401"),
+            &hs(&[("www-authenticate", "x")]),
+            b"who?",
+        );
+        let Outcome::Decided(d) = e.decide_checked(&req, &no, &keys, 0) else {
+            panic!("decided")
+        };
+        assert_eq!(d.stage, Stage::ExtAuthz);
+        let Verdict::Deny(reply) = &d.verdict else {
+            panic!("denied")
+        };
+        assert_eq!((reply.status, reply.body.as_str()), (401, "who?"));
+        let (_, trace) = e.decide_traced(&req, &keys, 0);
+        assert_eq!(trace.policies[0].action, Action::Custom);
+        assert!(trace.ext_authz.unwrap().contains("provider authz"));
+    }
+
+    #[test]
+    fn custom_without_a_usable_provider_denies_what_it_matches() {
+        let e = custom_engine(vec![], "missing");
+        let keys = crate::authn::InlineKeysOnly;
+        let Outcome::Decided(d) = e.decide(&get("/admin/x"), &keys, 0) else {
+            panic!("denied without a check")
+        };
+        assert!(!d.allowed());
+        assert!(e.warnings().iter().any(|w| w.contains("missing not found")));
+        let Outcome::Decided(d) = e.decide(&get("/x"), &keys, 0) else {
+            panic!("not matched")
+        };
+        assert!(d.allowed());
+    }
+
+    #[test]
+    fn dry_run_custom_is_never_sent() {
+        let cfg = json!({ "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "authz", "envoyExtAuthzHttp": {
+                "service": "authz", "port": 8000 } }],
+            "policies": [{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "ext", "namespace": "ns",
+                              "annotations": { "istio.io/dry-run": "true" } },
+                "spec": { "action": "CUSTOM", "provider": { "name": "authz" }, "rules": [{}] } }] });
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
+        let keys = crate::authn::InlineKeysOnly;
+        assert!(matches!(e.decide(&get("/"), &keys, 0), Outcome::Decided(d) if d.allowed()));
+        let (_, trace) = e.decide_traced(&get("/"), &keys, 0);
+        assert!(trace.policies[0].dry_run && trace.policies[0].matched_rule() == Some(0));
+    }
+
+    #[test]
+    fn a_grpc_provider_is_refused_when_a_policy_uses_it() {
+        let cfg = |uses: bool| {
+            json!({ "workload": { "namespace": "ns" },
+                "extensionProviders": [{ "name": "g", "envoyExtAuthzGrpc": { "service": "g", "port": 9000 } }],
+                "policies": if uses { json!([{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                    "metadata": { "name": "ext", "namespace": "ns" },
+                    "spec": { "action": "CUSTOM", "provider": { "name": "g" }, "rules": [{}] } }]) } else { json!([]) } })
+        };
+        assert!(Engine::from_json(&cfg(false).to_string()).is_ok());
+        let err = Engine::from_json(&cfg(true).to_string()).unwrap_err();
+        assert_eq!(err.path, "policies[0].spec.provider.name");
+        assert!(
+            err.message.contains("gRPC ext_authz is not supported"),
+            "{err}"
+        );
     }
 
     #[test]

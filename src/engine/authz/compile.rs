@@ -67,7 +67,8 @@ pub(crate) fn policy(
         let verb = match action {
             Action::Deny => "denied by",
             Action::Audit => "audited by",
-            Action::Allow | Action::Custom => "allowed by",
+            Action::Allow => "allowed by",
+            Action::Custom => "sent to ext_authz by",
         };
         rules.push(Rule {
             index,

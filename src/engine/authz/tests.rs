@@ -197,12 +197,35 @@ mod validation {
     }
 
     #[test]
-    fn custom_action_is_not_supported() {
+    fn custom_action_is_validated_as_istio_does() {
         assert_error(
-            json!({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}),
-            ".action",
-            "CUSTOM action (ext_authz) is not supported",
+            json!({"action": "CUSTOM", "provider": {"name": "ext"}}),
+            ".rules",
+            "CUSTOM action without `rules`",
         );
+        assert_error(
+            json!({"action": "CUSTOM", "rules": [{}]}),
+            ".provider.name",
+            "must not be empty",
+        );
+        assert_error(
+            json!({"action": "CUSTOM", "provider": {"name": "ext"},
+                   "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}),
+            ".rules[0].from[0].source.requestPrincipals",
+            "From.RequestPrincipals is currently not supported with CUSTOM action",
+        );
+        assert_error(
+            json!({"action": "CUSTOM", "provider": {"name": "ext"},
+                   "rules": [{"when": [{"key": "request.auth.claims[group]", "values": ["a"]}]}]}),
+            ".rules[0].when[0].key",
+            "not supported with CUSTOM",
+        );
+        // Allowed: paths, hosts, ipBlocks, headers.
+        let ok = json!({"action": "CUSTOM", "provider": {"name": "ext"},
+            "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}],
+                       "to": [{"operation": {"paths": ["/admin/*"]}}],
+                       "when": [{"key": "request.headers[x-a]", "values": ["b"]}]}]});
+        assert!(try_compile(vec![policy("p", "foo", ok)]).is_ok());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Admission validation: what Istio's validating webhook rejects
 //! (`pkg/config/validation` `ValidateAuthorizationPolicy`, `pkg/config/security`), plus the
-//! features meshguard does not implement (CUSTOM, targetRef, Envoy metadata keys).
+//! features meshguard does not implement (targetRef, Envoy metadata keys).
 //! Every policy is validated, applicable or not: an invalid policy is an invalid config.
 
 use super::matcher::{check_path_template, parse_port, Cidr};
@@ -53,12 +53,8 @@ pub(crate) fn validate(res: &Resource<AuthorizationPolicySpec>) -> Result {
     }
     let action = spec.action();
     if action == Action::Custom {
-        return Err(ConfigError::new(
-            join(&at, "action"),
-            "CUSTOM action (ext_authz) is not supported",
-        ));
-    }
-    if spec.provider.is_some() {
+        super::custom::validate(spec, &at)?;
+    } else if spec.provider.is_some() {
         return Err(ConfigError::new(
             join(&at, "provider"),
             format!("`provider` must only be used with the CUSTOM action, found {action}"),

@@ -6,9 +6,11 @@
 
 mod error;
 mod meta;
+pub mod providers;
 
 pub use error::{closest, from_value, join, ConfigError};
 pub use meta::{Resource, Workload};
+pub use providers::{ExtensionProvider, ProviderKind};
 
 use crate::istio::{
     AuthorizationPolicySpec, ObjectMeta, PeerAuthenticationSpec, PolicySpec,
@@ -27,6 +29,8 @@ pub struct PluginConfig {
     pub request_authentications: Vec<Resource<RequestAuthenticationSpec>>,
     pub authorization_policies: Vec<Resource<AuthorizationPolicySpec>>,
     pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
+    /// `extensionProviders`: the authorizers CUSTOM policies name.
+    pub extension_providers: Vec<ExtensionProvider>,
 }
 
 /// `jwks` in the plugin config.
@@ -101,6 +105,11 @@ struct RawConfig {
     jwks: Option<RawJwks>,
     #[serde(default)]
     policies: Vec<Value>,
+    #[serde(default)]
+    extension_providers: Vec<Value>,
+    /// `service:port` (or a JWKS / issuer authority) -> Envoy cluster.
+    #[serde(default)]
+    clusters: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -145,8 +154,9 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
     let raw: RawConfig = from_value(&root, "")?;
     let workload = raw.workload.unwrap_or_default();
     let mut jwks = JwksSettings::default();
+    jwks.clusters.clone_from(&raw.clusters);
     if let Some(j) = raw.jwks {
-        jwks.clusters = j.clusters;
+        jwks.clusters.extend(j.clusters);
         if let Some(interval) = j.refresh_interval {
             let d = crate::duration::parse(&interval)
                 .map_err(|m| ConfigError::new("jwks.refreshInterval", m))?;
@@ -182,9 +192,15 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
             }
         }
     }
+    let extension_providers = providers::parse(
+        &raw.extension_providers,
+        "extensionProviders",
+        &raw.clusters,
+    )?;
     let mut config = PluginConfig {
         workload,
         jwks,
+        extension_providers,
         ..Default::default()
     };
     for (i, entry) in raw.policies.iter().enumerate() {
