@@ -81,6 +81,17 @@ fn probes() -> BTreeMap<&'static str, String> {
                 r#"{rule},"outputClaimToHeaders":[{{"header":"x","claim":"c","PROBE":0}}]}}"#
             )),
         ),
+        (
+            "envoyExtAuthzHttp",
+            r#"{"extensionProviders":[{"name":"a","envoyExtAuthzHttp":{"service":"s","port":1,"PROBE":0}}]}"#
+                .to_string(),
+        ),
+        (
+            "includeRequestBodyInCheck",
+            r#"{"extensionProviders":[{"name":"a","envoyExtAuthzHttp":{"service":"s","port":1,
+                "includeRequestBodyInCheck":{"PROBE":0}}}]}"#
+                .to_string(),
+        ),
         ("peerAuthentication", pa(r#"{"PROBE":0}"#)),
         ("mtls", pa(r#"{"mtls":{"PROBE":0}}"#)),
     ])
