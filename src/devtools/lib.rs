@@ -14,6 +14,7 @@ pub mod http;
 pub mod istio_rbac;
 pub mod keys;
 pub mod mesh;
+pub mod oidc;
 pub mod servers;
 pub mod workload;
 

@@ -336,8 +336,23 @@ fn config_errors_name_paths() {
         let cfg = parse(&cfg.to_string())?;
         Authenticator::compile(&cfg.request_authentications, &cfg.jwks)
     };
-    let err = compile(json!({"issuer": ISS})).unwrap_err();
-    assert_eq!(err.path, "policies[0].spec.jwtRules[0].jwksUri");
+    // No jwksUri nor jwks: OpenID discovery from the issuer, which must be a URL.
+    let a = compile(json!({"issuer": "https://idp.example/realms/istio/"})).unwrap();
+    let r = &a.remote_jwks()[0];
+    assert!(r.discovery);
+    assert_eq!(
+        r.uri,
+        "https://idp.example/realms/istio/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        (r.authority.as_str(), r.path.as_str()),
+        (
+            "idp.example",
+            "/realms/istio/.well-known/openid-configuration"
+        )
+    );
+    let err = compile(json!({"issuer": "issuer-name"})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.jwtRules[0].issuer");
     let err = compile(json!({"issuer": ISS, "jwksUri": "ftp://x"})).unwrap_err();
     assert_eq!(err.path, "policies[0].spec.jwtRules[0].jwksUri");
     let err = compile(json!({"issuer": ISS, "jwksUri": "http://x/", "timeout": "5"})).unwrap_err();
