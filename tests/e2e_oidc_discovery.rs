@@ -54,7 +54,7 @@ fn start(p: &Prereqs, name: &str, oidc: &OidcIssuer) -> Run {
         None,
         Some(&filter),
     );
-    let mut opts = Options::new(&p.envoy, &workdir(name));
+    let mut opts = Options::new(&p.envoy, workdir(name));
     opts.concurrency = 2;
     let envoy = Envoy::start(&opts, &cfg).unwrap_or_else(|e| panic!("{name}: {e}"));
     let listener = envoy.listener("ingress_http").unwrap();
