@@ -30,6 +30,10 @@ fn probes() -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("root", r#"{"PROBE":0}"#.to_string()),
         ("workload", r#"{"workload":{"PROBE":0}}"#.to_string()),
+        (
+            "service",
+            r#"{"workload":{"services":[{"name":"a","PROBE":0}]}}"#.to_string(),
+        ),
         ("jwks", r#"{"jwks":{"PROBE":0}}"#.to_string()),
         (
             "resource",

@@ -30,7 +30,8 @@
 //!   (`getBadCustomDenyRules`). The cluster is `clusters["service:port"]`, else
 //!   `outbound|port||host`.
 //!
-//! Out of scope (an error here): gRPC providers, `experimental.*` when keys, `targetRef(s)`.
+//! Out of scope (an error here): gRPC providers, `experimental.*` when keys; waypoint
+//! attachments.
 
 use super::Result;
 use serde_json::{json, Map, Value};
@@ -358,13 +359,42 @@ impl Workload {
         }
     }
 
-    /// Same namespace or the root namespace, and `selector.matchLabels` a subset of the labels.
+    /// Same namespace or the root namespace, then `policyattachment.go`
+    /// `ShouldAttachPolicy` for sidecars and Gateway API gateways (waypoints are out of
+    /// scope here): targetRefs attach only to a gateway (label
+    /// `gateway.networking.k8s.io/gateway-name`), from its own namespace, naming its
+    /// `Gateway`; otherwise `selector.matchLabels` a subset of the labels.
     fn applies(&self, p: &Value) -> bool {
         let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
         if ns != self.namespace && ns != self.root {
             return false;
         }
-        match p["spec"]["selector"]["matchLabels"].as_object() {
+        let spec = &p["spec"];
+        let mut refs: Vec<&Value> = spec["targetRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        if refs.is_empty() && spec["targetRef"].is_object() {
+            refs.push(&spec["targetRef"]);
+        }
+        let gateway = self
+            .labels
+            .get("gateway.networking.k8s.io/gateway-name")
+            .and_then(Value::as_str);
+        if !refs.is_empty() {
+            let Some(gw) = gateway else { return false };
+            return ns == self.namespace
+                && refs.iter().any(|r| {
+                    r["group"] == "gateway.networking.k8s.io"
+                        && r["kind"] == "Gateway"
+                        && r["name"] == gw
+                        && r["namespace"]
+                            .as_str()
+                            .is_none_or(|n| n.is_empty() || n == self.namespace)
+                });
+        }
+        match spec["selector"]["matchLabels"].as_object() {
             None => true,
             Some(m) => m.iter().all(|(k, v)| self.labels.get(k) == Some(v)),
         }

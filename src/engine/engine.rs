@@ -32,6 +32,8 @@ pub struct Engine {
     authz_headers: Vec<Box<str>>,
     /// `extensionProviders`, for CUSTOM checks.
     providers: Vec<ExtensionProvider>,
+    /// Per resource: whether it attaches to this workload and why.
+    attachments: Vec<String>,
 }
 
 /// The engine's answer for one request.
@@ -81,6 +83,7 @@ impl Engine {
             jwks: cfg.jwks.clone(),
             summary,
             providers: cfg.extension_providers.clone(),
+            attachments: attachments(cfg),
         })
     }
 
@@ -106,6 +109,12 @@ impl Engine {
     /// How remote key sets are fetched: refresh interval, kid-miss cooldown, size limit.
     pub fn jwks_settings(&self) -> &JwksSettings {
         &self.jwks
+    }
+
+    /// Every resource of the configuration: whether it applies to this workload and why
+    /// (`meshguard explain`).
+    pub fn attachments(&self) -> &[String] {
+        &self.attachments
     }
 
     /// One line describing what was loaded, for the log.
@@ -459,6 +468,30 @@ impl Engine {
                         .any(|h| h.eq_ignore_ascii_case(name))
                 })
     }
+}
+
+/// `Kind ns/name: applies (why)` / `... : ignored (why)` for every resource.
+fn attachments(cfg: &PluginConfig) -> Vec<String> {
+    fn line<S>(kind: &str, r: &config::Resource<S>) -> String {
+        let what = if r.applies { "applies" } else { "ignored" };
+        format!("{kind} {}: {what} ({})", r.name(), r.attachment)
+    }
+    let mut out: Vec<String> = cfg
+        .peer_authentications
+        .iter()
+        .map(|r| line("PeerAuthentication", r))
+        .collect();
+    out.extend(
+        cfg.request_authentications
+            .iter()
+            .map(|r| line("RequestAuthentication", r)),
+    );
+    out.extend(
+        cfg.authorization_policies
+            .iter()
+            .map(|r| line("AuthorizationPolicy", r)),
+    );
+    out
 }
 
 #[cfg(test)]

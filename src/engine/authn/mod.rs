@@ -160,7 +160,7 @@ impl Authenticator {
         let mut out = Authenticator::default();
         for policy in policies {
             let spec_path = join(&policy.path, "spec");
-            crate::config::check_no_target_refs(&policy.spec, &spec_path)?;
+            crate::config::check_attachment(&policy.spec, &spec_path)?;
             for (i, rule) in policy.spec.jwt_rules.iter().enumerate() {
                 let path = format!("{spec_path}.jwtRules[{i}]");
                 // Rules of policies that do not apply are validated only: they register no

@@ -670,11 +670,23 @@ fn target_refs_are_checked_as_for_authorization_policies() {
     };
     // `targetRefs: []` is no attachment (it was an error here and fine for authorization).
     assert!(with(json!({"targetRefs": []})).is_ok());
+    // A valid reference is accepted (it attaches per `Workload::attaches`)...
+    assert!(with(json!({"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}})).is_ok());
+    assert!(with(json!({"targetRefs": [{"kind": "Service", "name": "a"}]})).is_ok());
+    // ...an invalid one is refused as istiod's admission refuses it.
     let err = with(json!({"targetRef": {"kind": "Gateway", "name": "gw"}})).unwrap_err();
-    assert_eq!(err.path, "policies[0].spec.targetRef");
-    let err = with(json!({"targetRefs": [{"kind": "Service", "name": "a"}]})).unwrap_err();
-    assert_eq!(err.path, "policies[0].spec.targetRefs");
-    assert!(err.message.contains("not supported"), "{err:?}");
+    assert_eq!(err.path, "policies[0].spec.targetRef.kind");
+    let err = with(json!({"targetRefs": [{"kind": "Service"}]})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.targetRefs[0].name");
+    let err = with(json!({"targetRefs": [{"kind": "Service", "name": "a", "namespace": "b"}]}))
+        .unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.targetRefs[0].namespace");
+    let err = with(json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "a"}]})).unwrap_err();
+    assert!(
+        err.message
+            .contains("only one of targetRefs or workloadSelector"),
+        "{err:?}"
+    );
     // The reference is typed: a misspelt field names its path.
     let err = with(json!({"targetRef": {"knd": "Gateway"}})).unwrap_err();
     assert!(

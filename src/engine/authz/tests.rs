@@ -238,16 +238,21 @@ mod validation {
     }
 
     #[test]
-    fn target_ref_is_not_supported() {
+    fn target_refs_are_validated_as_istio_does() {
         assert_error(
-            json!({"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}}),
-            ".targetRef",
-            "not supported",
+            json!({"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io"}}),
+            ".targetRef.name",
+            "name must be set",
         );
         assert_error(
-            json!({"targetRefs": [{"kind": "Service", "name": "httpbin"}]}),
-            ".targetRefs",
-            "not supported",
+            json!({"targetRefs": [{"kind": "Deployment", "group": "apps", "name": "x"}]}),
+            ".targetRefs[0].kind",
+            "targetRef must be to one of",
+        );
+        assert_error(
+            json!({"selector": {"matchLabels": {"app": "a"}}, "targetRef": {"kind": "Service", "name": "a"}}),
+            ".targetRef",
+            "only one of targetRefs or workloadSelector",
         );
     }
 

@@ -33,7 +33,7 @@ pub(crate) fn validate(res: &Resource<AuthorizationPolicySpec>) -> Result {
     let spec = &res.spec;
     let at = join(&res.path, "spec");
 
-    crate::config::check_no_target_refs(spec, &at)?;
+    crate::config::check_attachment(spec, &at)?;
     if let Some(selector) = &spec.selector {
         for (k, v) in &selector.match_labels {
             let path = join(&join(&at, "selector"), "matchLabels");

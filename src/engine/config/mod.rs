@@ -9,7 +9,7 @@ mod meta;
 pub mod providers;
 
 pub use error::{closest, from_value, join, ConfigError};
-pub use meta::{Resource, Workload};
+pub use meta::{Resource, ServiceRef, Workload, GATEWAY_NAME_LABEL};
 pub use providers::{ExtensionProvider, ProviderKind};
 
 use crate::istio::{
@@ -78,22 +78,72 @@ impl JwksSettings {
     }
 }
 
-/// The one attachment check of every policy kind: meshguard applies a policy by namespace
-/// and selector, so a `targetRef` or a non-empty `targetRefs` is a config error (`targetRefs:
-/// []` is no attachment, as in Istio).
-pub fn check_no_target_refs(spec: &impl PolicySpec, spec_path: &str) -> Result<(), ConfigError> {
+/// Admission checks of a policy's attachment (`pkg/config/validation`
+/// `validateOneOfSelectorType`, `validatePolicyTargetReference`): a selector and targetRef(s)
+/// are exclusive; a targetRef names something (`name`), in the policy's own namespace (no
+/// `namespace`), of a kind policies attach to (core `Service`, `networking.istio.io`
+/// `ServiceEntry`, `gateway.networking.k8s.io` `Gateway` / `GatewayClass`). Whether it
+/// attaches to this workload is [`Workload::attaches`].
+pub fn check_attachment(spec: &impl PolicySpec, spec_path: &str) -> Result<(), ConfigError> {
     let (one, many) = spec.target_refs();
-    let field = match (one, many) {
-        (Some(_), _) => "targetRef",
-        (None, [_, ..]) => "targetRefs",
-        (None, []) => return Ok(()),
-    };
-    Err(ConfigError::new(
-        join(spec_path, field),
-        format!(
-            "{field} is not supported: meshguard applies a policy by its namespace and selector"
-        ),
-    ))
+    let set = usize::from(spec.selector().is_some())
+        + usize::from(one.is_some())
+        + usize::from(!many.is_empty());
+    if set > 1 {
+        let field = if one.is_some() {
+            "targetRef"
+        } else {
+            "targetRefs"
+        };
+        return Err(ConfigError::new(
+            join(spec_path, field),
+            "only one of targetRefs or workloadSelector can be set",
+        ));
+    }
+    let refs = one
+        .map(|r| (join(spec_path, "targetRef"), r))
+        .into_iter()
+        .chain(
+            many.iter()
+                .enumerate()
+                .map(|(i, r)| (format!("{}[{i}]", join(spec_path, "targetRefs")), r)),
+        );
+    for (at, r) in refs {
+        if r.name.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(
+                join(&at, "name"),
+                "targetRef name must be set",
+            ));
+        }
+        if r.namespace.as_deref().is_some_and(|n| !n.is_empty()) {
+            return Err(ConfigError::new(
+                join(&at, "namespace"),
+                "targetRef namespace must not be set; cross namespace referencing is not supported",
+            ));
+        }
+        let group = r
+            .group
+            .as_deref()
+            .filter(|g| !g.is_empty())
+            .unwrap_or("core");
+        let kind = r.kind.as_deref().unwrap_or_default();
+        let allowed = matches!(
+            (group, kind),
+            ("core", "Service")
+                | ("networking.istio.io", "ServiceEntry")
+                | ("gateway.networking.k8s.io", "Gateway" | "GatewayClass")
+        );
+        if !allowed {
+            return Err(ConfigError::new(
+                join(&at, "kind"),
+                format!(
+                    "targetRef must be to one of Service, networking.istio.io/ServiceEntry, gateway.networking.k8s.io/Gateway or GatewayClass, but was {}/{kind}",
+                    r.group.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -288,12 +338,19 @@ fn resource<S: PolicySpec>(
         .namespace
         .clone()
         .unwrap_or_else(|| workload.namespace.clone());
-    let applies = workload.selects(&namespace, raw.spec.selector());
+    let (one, many) = raw.spec.target_refs();
+    let refs: Vec<_> = if many.is_empty() {
+        one.cloned().into_iter().collect()
+    } else {
+        many.to_vec()
+    };
+    let (applies, attachment) = workload.attaches(&namespace, raw.spec.selector(), &refs);
     Ok(Resource {
         meta: raw.metadata,
         spec: raw.spec,
         path: path.to_string(),
         namespace,
         applies,
+        attachment,
     })
 }

@@ -1,5 +1,7 @@
-//! AuthorizationPolicy CUSTOM, differential (issue 14): every case runs in two real Envoys
-//! against one real HTTP authorizer (`meshguard_devtools::authorizer`):
+//! The rest of Istio's security API, differential (issue 14): AuthorizationPolicy CUSTOM
+//! ([`ext_authz_differential`]) and policies attached by `targetRef(s)`
+//! ([`target_refs_differential`]). Every case runs in two real Envoys, CUSTOM ones against
+//! one real HTTP authorizer (`meshguard_devtools::authorizer`):
 //! - *native*: Envoy's own `ext_authz` filter behind the marking RBAC filter, before
 //!   `jwt_authn` and RBAC, as istiod builds them (`meshguard_devtools::istio_rbac`);
 //! - *meshguard*: the wasm filter with the same policies and `extensionProviders`.
@@ -146,6 +148,8 @@ struct Case {
     name: &'static str,
     policies: Vec<Value>,
     reqs: Vec<Req>,
+    /// The `workload` block; None = [`workload`].
+    workload: Option<Value>,
 }
 
 fn custom(name: &str, provider: &str, rules: Value) -> Value {
@@ -218,6 +222,7 @@ fn cases() -> Vec<Case> {
                 every_fault(403),
             ]
             .concat(),
+            workload: None,
         },
         Case {
             // The authorizer's headers reach authorization, as RBAC sees them after ext_authz.
@@ -250,6 +255,7 @@ fn cases() -> Vec<Case> {
                     ..get("/admin/x").authz("allow").is(403, 1)
                 },
             ],
+            workload: None,
         },
         Case {
             name: "plain-provider",
@@ -263,6 +269,7 @@ fn cases() -> Vec<Case> {
                 every_fault(503),
             ]
             .concat(),
+            workload: None,
         },
         Case {
             name: "fail-open",
@@ -273,11 +280,13 @@ fn cases() -> Vec<Case> {
                 get("/").authz("slow").is(200, 1),
                 get("/").authz("garbage").is(200, 1),
             ],
+            workload: None,
         },
         Case {
             name: "authorizer-down",
             policies: vec![custom("ext", "down", json!([{}]))],
             reqs: vec![get("/").is(500, 0), get("/").authz("allow").is(500, 0)],
+            workload: None,
         },
         Case {
             // CUSTOM runs before jwt_authn: the authorizer's denial wins over a bad token;
@@ -300,6 +309,7 @@ fn cases() -> Vec<Case> {
                     .h("authorization", "Bearer not.a.jwt")
                     .is(401, 0),
             ],
+            workload: None,
         },
         Case {
             name: "dry-run-custom",
@@ -312,6 +322,7 @@ fn cases() -> Vec<Case> {
                 get("/").is(200, 0),
                 get("/admin/x").authz("deny").is(200, 0),
             ],
+            workload: None,
         },
         Case {
             // istiod's deny rules for a provider that does not exist.
@@ -321,6 +332,7 @@ fn cases() -> Vec<Case> {
                 get("/public").is(200, 0),
                 get("/admin/x").authz("allow").is(403, 0),
             ],
+            workload: None,
         },
         Case {
             name: "request-body",
@@ -339,6 +351,7 @@ fn cases() -> Vec<Case> {
                 get("/").post("denied body").is(403, 1),
                 get("/").post("").authz("allow").is(200, 1),
             ],
+            workload: None,
         },
     ]
 }
@@ -347,9 +360,10 @@ fn workload() -> Value {
     json!({ "namespace": "foo", "labels": { "app": "httpbin" } })
 }
 
-fn filter_json(policies: &[Value]) -> Value {
+fn filter_json(c: &Case) -> Value {
+    let policies = &c.policies;
     json!({
-        "workload": workload(),
+        "workload": c.workload.clone().unwrap_or_else(workload),
         "extensionProviders": providers(),
         "clusters": { format!("{SVC}:8000"): "authz", format!("{DOWN}:8000"): "authz_down" },
         "policies": policies,
@@ -407,10 +421,10 @@ fn start(
     down: SocketAddr,
     up: SocketAddr,
 ) -> Run {
-    let dir = workdir(&format!("ext-authz-{side:?}").to_lowercase());
+    let dir = workdir(&format!("istio-api-{}-{side:?}", cases[0].name).to_lowercase());
     let mut listeners = Vec::new();
     for (i, c) in cases.iter().enumerate() {
-        let filter = filter_json(&c.policies);
+        let filter = filter_json(c);
         let mut filters = match side {
             Side::Native => istio_rbac::http_filters(&filter)
                 .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
@@ -542,6 +556,108 @@ fn send(addr: SocketAddr, r: &Req) -> Result<Response, String> {
 
 #[test]
 fn ext_authz_differential() {
+    run_differential("ext_authz", cases());
+}
+
+/// Gateway API attachment as istiod decides it: the same policies for a Gateway `gw` and for
+/// a sidecar, through Envoy's own filters configured for each (istiod builds nothing from a
+/// policy that does not attach) and through meshguard.
+#[test]
+fn target_refs_differential() {
+    run_differential("targetRefs", target_ref_cases());
+}
+
+fn target_ref_cases() -> Vec<Case> {
+    let gw_ref = |name: &str| json!({ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name });
+    let with_spec = |mut p: Value, k: &str, v: Value| {
+        p["spec"][k] = v;
+        p
+    };
+    let deny = |name: &str, path: &str| {
+        authz(
+            name,
+            "foo",
+            "DENY",
+            json!([{ "to": [{ "operation": { "paths": [path] } }] }]),
+        )
+    };
+    let policies = vec![
+        with_spec(deny("to-gw", "/a"), "targetRef", gw_ref("gw")),
+        with_spec(
+            deny("to-other-gw", "/b"),
+            "targetRefs",
+            json!([gw_ref("other")]),
+        ),
+        with_spec(
+            deny("to-both", "/c"),
+            "targetRefs",
+            json!([gw_ref("other"), gw_ref("gw")]),
+        ),
+        with_spec(
+            deny("to-service", "/d"),
+            "targetRefs",
+            json!([{ "kind": "Service", "name": "httpbin" }]),
+        ),
+        with_spec(
+            deny("by-selector", "/e"),
+            "selector",
+            json!({ "matchLabels": { "app": "httpbin" } }),
+        ),
+        deny("namespace-wide", "/f"),
+        with_spec(
+            authz(
+                "root-to-gw",
+                "istio-system",
+                "DENY",
+                json!([{ "to": [{ "operation": { "paths": ["/g"] } }] }]),
+            ),
+            "targetRef",
+            gw_ref("gw"),
+        ),
+        with_spec(
+            resource(
+                "RequestAuthentication",
+                "jwt-gw",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": remote_jwks() }] }),
+            ),
+            "targetRef",
+            gw_ref("gw"),
+        ),
+    ];
+    let reqs = |gateway: bool| {
+        let on_gw = |yes: bool| if yes { 403 } else { 200 };
+        vec![
+            get("/a").is(on_gw(gateway), 0),
+            get("/b").is(200, 0),
+            get("/c").is(on_gw(gateway), 0),
+            get("/d").is(200, 0),
+            get("/e").is(403, 0),
+            get("/f").is(403, 0),
+            get("/g").is(200, 0),
+            get("/h")
+                .h("authorization", "Bearer not.a.jwt")
+                .is(if gateway { 401 } else { 200 }, 0),
+        ]
+    };
+    vec![
+        Case {
+            name: "gateway-gw",
+            policies: policies.clone(),
+            reqs: reqs(true),
+            workload: Some(json!({ "namespace": "foo", "labels": {
+                "app": "httpbin", "gateway.networking.k8s.io/gateway-name": "gw" } })),
+        },
+        Case {
+            name: "sidecar",
+            policies,
+            reqs: reqs(false),
+            workload: None,
+        },
+    ]
+}
+
+fn run_differential(label: &str, cases: Vec<Case>) {
     let p = require!();
     let started = Instant::now();
     let authorizer = Authorizer::start("127.0.0.1:0").unwrap();
@@ -550,7 +666,6 @@ fn ext_authz_differential() {
         l.local_addr().unwrap()
     };
     let upstream = EchoUpstream::start("127.0.0.1:0").unwrap();
-    let cases = cases();
     let native = start(
         &p,
         Side::Native,
@@ -614,7 +729,7 @@ fn ext_authz_differential() {
         }
     }
     eprintln!(
-        "ext_authz differential: {count} requests in {} cases, {} failures, {:.1}s",
+        "{label} differential: {count} requests in {} cases, {} failures, {:.1}s",
         cases.len(),
         failures.len(),
         started.elapsed().as_secs_f64()
