@@ -86,6 +86,8 @@ pub(crate) fn validate(spec: &AuthorizationPolicySpec, at: &str) -> Result<(), C
                 ("notNamespaces", &src.not_namespaces),
                 ("serviceAccounts", &src.service_accounts),
                 ("notServiceAccounts", &src.not_service_accounts),
+                ("trustDomains", &src.trust_domains),
+                ("notTrustDomains", &src.not_trust_domains),
                 ("principals", &src.principals),
                 ("notPrincipals", &src.not_principals),
                 ("requestPrincipals", &src.request_principals),
@@ -135,6 +137,7 @@ impl CustomStage {
     pub(crate) fn compile(
         policies: &[&Resource<AuthorizationPolicySpec>],
         providers: &[ExtensionProvider],
+        bundle: &super::trust_domain::Bundle,
         warnings: &mut Vec<String>,
     ) -> Result<Self, ConfigError> {
         let mut enforced = Vec::new();
@@ -157,7 +160,7 @@ impl CustomStage {
                     ));
                 }
             }
-            let policy = compile::policy(res, warnings);
+            let policy = compile::policy(res, bundle, warnings);
             if dry_run(res, warnings) {
                 dry.push(policy);
             } else {

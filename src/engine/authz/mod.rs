@@ -19,6 +19,7 @@ mod custom;
 mod index;
 mod matcher;
 mod model;
+mod trust_domain;
 
 mod validate;
 
@@ -114,9 +115,13 @@ impl Authorizer {
     /// [`Authorizer::compile`] with the `extensionProviders` CUSTOM policies name.
     pub fn compile_with(
         policies: &[Resource<AuthorizationPolicySpec>],
-        _workload: &Workload,
+        workload: &Workload,
         providers: &[ExtensionProvider],
     ) -> Result<Self, ConfigError> {
+        let bundle = trust_domain::Bundle::new(
+            workload.trust_domain.as_deref().unwrap_or("cluster.local"),
+            &workload.trust_domain_aliases,
+        );
         let mut warnings = Vec::new();
         let mut custom = Vec::new();
         let (mut deny, mut allow, mut audit) = (Vec::new(), Vec::new(), Vec::new());
@@ -136,7 +141,7 @@ impl Authorizer {
                 continue;
             }
             let dry_run = dry_run(res, &mut warnings);
-            let policy = compile::policy(res, &mut warnings);
+            let policy = compile::policy(res, &bundle, &mut warnings);
             if dry_run {
                 if let Some((_, list)) = shadow.iter_mut().find(|(act, _)| *act == action) {
                     list.push(policy);
@@ -167,7 +172,7 @@ impl Authorizer {
             1 => "no ALLOW policy matched (1 ALLOW policy applies)".into(),
             n => format!("no ALLOW policy matched ({n} ALLOW policies apply)"),
         };
-        let custom = CustomStage::compile(&custom, providers, &mut warnings)?;
+        let custom = CustomStage::compile(&custom, providers, &bundle, &mut warnings)?;
         Ok(Authorizer {
             custom,
             deny: PolicySet::new(deny),

@@ -12,13 +12,14 @@ use crate::istio::authorization_policy::{
 type Result<T = ()> = std::result::Result<T, ConfigError>;
 
 /// `when` keys meshguard evaluates (for "did you mean" hints).
-const KNOWN_KEYS: [&str; 14] = [
+const KNOWN_KEYS: [&str; 15] = [
     "request.headers[]",
     "source.ip",
     "remote.ip",
     "source.namespace",
     "source.principal",
     "source.serviceAccount",
+    "source.trustDomain",
     "request.auth.principal",
     "request.auth.audiences",
     "request.auth.presenter",
@@ -143,9 +144,11 @@ fn validate_source(s: &Source, at: &str) -> Result {
             }
         }
     }
-    let fields: [(&str, &Option<Vec<String>>); 12] = [
+    let fields: [(&str, &Option<Vec<String>>); 14] = [
         ("principals", &s.principals),
         ("notPrincipals", &s.not_principals),
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
         ("requestPrincipals", &s.request_principals),
         ("notRequestPrincipals", &s.not_request_principals),
         ("namespaces", &s.namespaces),

@@ -22,6 +22,14 @@ pub struct Workload {
     /// The Services / ServiceEntries this Envoy serves (a waypoint's), for `targetRefs`.
     #[serde(default)]
     pub services: Vec<ServiceRef>,
+    /// MeshConfig `trustDomain` (default `cluster.local`): what `cluster.local` in a
+    /// principal means.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
+    /// MeshConfig `trustDomainAliases`: principals of the local trust domain also match
+    /// these (a trust-domain migration).
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
 }
 
 /// A Service or ServiceEntry the workload serves.
@@ -59,6 +67,8 @@ impl Default for Workload {
             root_namespace: default_root_namespace(),
             waypoint: false,
             services: Vec::new(),
+            trust_domain: None,
+            trust_domain_aliases: Vec::new(),
         }
     }
 }
