@@ -4,6 +4,7 @@
 
 mod convert;
 mod explain;
+mod legacy;
 
 use meshguard_devtools::{certs, demo};
 use std::net::SocketAddr;
@@ -298,6 +299,9 @@ fn convert(args: &[&str]) -> CliResult {
     let out = crate::convert::convert(&manifests, &target)?;
     for s in &out.skipped {
         eprintln!("meshguard: skipped {s} (not a security policy)");
+    }
+    for n in &out.notes {
+        eprintln!("meshguard: legacy {n}");
     }
     eprintln!("meshguard: {}", out.summary);
     println!("{}", out.json);

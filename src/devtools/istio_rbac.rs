@@ -51,6 +51,11 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
             .cloned()
             .unwrap_or_default(),
     );
+    let bundle = trust_bundle(&filter_json["workload"]);
+    let policies: Vec<Value> = policies
+        .into_iter()
+        .map(|p| migrate_trust_domain(p, &bundle))
+        .collect();
     let applicable: Vec<&Value> = policies.iter().filter(|p| wl.applies(p)).collect();
 
     let mut out = Vec::new();
@@ -291,6 +296,107 @@ fn ext_authz_http(h: &Value, clusters: &Value) -> Result<Value> {
         });
     }
     Ok(json!({ "name": "envoy.filters.http.ext_authz", "typed_config": cfg }))
+}
+
+/// MeshConfig `trustDomain` (default `cluster.local`) then `trustDomainAliases`
+/// (`trustdomain.NewBundle`).
+fn trust_bundle(workload: &Value) -> Vec<String> {
+    let mut tds = vec![workload["trustDomain"]
+        .as_str()
+        .unwrap_or("cluster.local")
+        .to_string()];
+    tds.extend(strings(&workload["trustDomainAliases"]));
+    tds
+}
+
+/// `model.go` `MigrateTrustDomain` on the policy's JSON: principals (`principals`,
+/// `notPrincipals`, `when source.principal`) through `ReplaceTrustDomainAliases`, trust
+/// domains (`trustDomains`, `notTrustDomains`, `when source.trustDomain`) through
+/// `ExpandTrustDomainAliases` (`pilot/pkg/security/trustdomain/bundle.go`).
+fn migrate_trust_domain(mut p: Value, bundle: &[String]) -> Value {
+    fn pat_prefix(a: &str, pat: &str) -> bool {
+        pat.strip_suffix('*').is_some_and(|x| a.starts_with(x))
+    }
+    fn pat_suffix(a: &str, pat: &str) -> bool {
+        pat.strip_prefix('*').is_some_and(|x| a.ends_with(x))
+    }
+    let principals = |list: &Value| -> Value {
+        let mut out: Vec<String> = Vec::new();
+        for v in strings(list) {
+            let parts: Vec<&str> = v.split('/').collect();
+            let td = parts[0];
+            let known = bundle.iter().any(|s| {
+                td == s
+                    || s == "*"
+                    || pat_prefix(td, s)
+                    || pat_prefix(s, td)
+                    || pat_suffix(td, s)
+                    || pat_suffix(s, td)
+            });
+            if parts.len() != 5 || td == "*" || !(known || td == "cluster.local") {
+                out.push(v);
+                continue;
+            }
+            let mut mine: Vec<String> = Vec::new();
+            for d in bundle {
+                let n = if pat_suffix(d, td) {
+                    v.clone()
+                } else {
+                    format!("{d}/{}", parts[1..].join("/"))
+                };
+                if !mine.contains(&n) {
+                    mine.push(n);
+                }
+            }
+            out.extend(mine);
+        }
+        json!(out)
+    };
+    let domains = |list: &Value| -> Value {
+        let mut out: Vec<String> = Vec::new();
+        for v in strings(list) {
+            let add = if bundle.contains(&v) {
+                bundle.to_vec()
+            } else {
+                vec![v]
+            };
+            for a in add {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        json!(out)
+    };
+    for rule in p["spec"]["rules"].as_array_mut().into_iter().flatten() {
+        for from in rule["from"].as_array_mut().into_iter().flatten() {
+            let src = &mut from["source"];
+            for f in ["principals", "notPrincipals"] {
+                if src[f].is_array() {
+                    src[f] = principals(&src[f]);
+                }
+            }
+            for f in ["trustDomains", "notTrustDomains"] {
+                if src[f].is_array() {
+                    src[f] = domains(&src[f]);
+                }
+            }
+        }
+        for w in rule["when"].as_array_mut().into_iter().flatten() {
+            let key = w["key"].as_str().unwrap_or_default().to_string();
+            for f in ["values", "notValues"] {
+                if !w[f].is_array() {
+                    continue;
+                }
+                if key == "source.principal" {
+                    w[f] = principals(&w[f]);
+                } else if key == "source.trustDomain" {
+                    w[f] = domains(&w[f]);
+                }
+            }
+        }
+    }
+    p
 }
 
 /// A Go duration (`500ms`, `1m30s`) as protobuf JSON (`0.500s`), as istiod's MeshConfig
@@ -555,6 +661,7 @@ fn rule(r: &Value, ns: &str) -> Result<Value> {
                 let src = &f["source"];
                 let mut conds = Vec::new();
                 for (field, not_field, key) in [
+                    ("trustDomains", "notTrustDomains", "source.trustDomain"),
                     ("principals", "notPrincipals", "source.principal"),
                     (
                         "requestPrincipals",
@@ -793,6 +900,16 @@ fn principal_key(key: &str, v: &str, ns: &str) -> Result<Value> {
     }
     Ok(match key {
         "source.principal" => authenticated(string_matcher_with_prefix(v, SPIFFE)),
+        // `generator.go` `srcTrustDomainGenerator`.
+        "source.trustDomain" => authenticated(match v.split_once('*') {
+            _ if v == "*" => json!({ "prefix": SPIFFE }),
+            None => json!({ "prefix": format!("{SPIFFE}{v}/") }),
+            Some((a, b)) => regex(&format!(
+                "spiffe://{}[^/]*{}/.*",
+                regex_quote(a),
+                regex_quote(b)
+            )),
+        }),
         "source.namespace" => authenticated(regex(&format!(".*/ns/{}/.*", v.replace('*', ".*")))),
         "source.serviceAccount" => {
             let (sns, sa) = v.split_once('/').unwrap_or((ns, v));

@@ -268,6 +268,7 @@ fn validate_attribute(key: &str, values: &[String], cond_at: &str, list_at: &str
         "source.serviceAccount" => check_service_accounts(values, list_at),
         "source.namespace"
         | "source.principal"
+        | "source.trustDomain"
         | "request.auth.principal"
         | "request.auth.audiences"
         | "request.auth.presenter"
