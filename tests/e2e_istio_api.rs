@@ -180,7 +180,7 @@ fn cases() -> Vec<Case> {
                 .is(provider_status_on_error, 1),
         ]
     };
-    let token = valid_token("bob");
+    let bob = valid_token("bob");
     let jwt = resource(
         "RequestAuthentication",
         "jwt",
@@ -303,11 +303,43 @@ fn cases() -> Vec<Case> {
                     .is(401, 1),
                 get("/admin/x")
                     .authz("allow")
-                    .h("authorization", &format!("Bearer {token}"))
+                    .h("authorization", &format!("Bearer {bob}"))
                     .is(200, 1),
                 get("/public")
                     .h("authorization", "Bearer not.a.jwt")
                     .is(401, 0),
+            ],
+            workload: None,
+        },
+        Case {
+            // An allowed check, then the first fetch of a remote JWKS: the request waits for
+            // the keys after its check, and is checked once.
+            name: "custom-then-remote-jwks",
+            policies: vec![
+                custom("ext", "authz", admin_paths()),
+                resource(
+                    "RequestAuthentication",
+                    "jwt",
+                    "foo",
+                    json!({ "jwtRules": [{ "issuer": ISSUER, "jwksUri": JWKS_URI }] }),
+                ),
+            ],
+            reqs: vec![
+                get("/admin/x")
+                    .authz("allow")
+                    .h("authorization", &format!("Bearer {}", valid_token("carol")))
+                    .is(200, 1),
+                get("/admin/x")
+                    .authz("deny")
+                    .h("authorization", &format!("Bearer {}", valid_token("carol")))
+                    .is(403, 1),
+                get("/admin/x")
+                    .authz("allow")
+                    .h(
+                        "authorization",
+                        &format!("Bearer {}", token(&keys().stranger, ISSUER, "x", json!({}))),
+                    )
+                    .is(401, 1),
             ],
             workload: None,
         },
@@ -366,6 +398,7 @@ fn filter_json(c: &Case) -> Value {
         "workload": c.workload.clone().unwrap_or_else(workload),
         "extensionProviders": providers(),
         "clusters": { format!("{SVC}:8000"): "authz", format!("{DOWN}:8000"): "authz_down" },
+        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
         "policies": policies,
     })
 }
@@ -420,6 +453,7 @@ fn start(
     authz: SocketAddr,
     down: SocketAddr,
     up: SocketAddr,
+    jwks: SocketAddr,
 ) -> Run {
     let dir = workdir(&format!("istio-api-{}-{side:?}", cases[0].name).to_lowercase());
     let mut listeners = Vec::new();
@@ -455,7 +489,7 @@ fn start(
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": {
             "listeners": listeners,
-            "clusters": [cluster("authz", authz), cluster("authz_down", down), cluster("upstream", up)],
+            "clusters": [cluster("authz", authz), cluster("authz_down", down), cluster("upstream", up), cluster("jwks", jwks)],
         },
     });
     let mut opts = Options::new(&p.envoy, &dir);
@@ -666,6 +700,8 @@ fn run_differential(label: &str, cases: Vec<Case>) {
         l.local_addr().unwrap()
     };
     let upstream = EchoUpstream::start("127.0.0.1:0").unwrap();
+    let jwks =
+        meshguard_devtools::servers::JwksServer::start("127.0.0.1:0", remote_jwks()).unwrap();
     let native = start(
         &p,
         Side::Native,
@@ -673,6 +709,7 @@ fn run_differential(label: &str, cases: Vec<Case>) {
         authorizer.addr(),
         down,
         upstream.addr(),
+        jwks.addr(),
     );
     let mesh = start(
         &p,
@@ -681,6 +718,7 @@ fn run_differential(label: &str, cases: Vec<Case>) {
         authorizer.addr(),
         down,
         upstream.addr(),
+        jwks.addr(),
     );
     let mut failures = Vec::new();
     let mut count = 0;
