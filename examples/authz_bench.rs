@@ -60,7 +60,7 @@ fn main() {
         let elsewhere = req("/elsewhere/x?q=1".into());
         match engine.decide(&allowed, &InlineKeysOnly, now) {
             Outcome::Decided(d) => assert!(d.allowed(), "{n}: refused"),
-            Outcome::NeedKeys(_) => panic!("inline keys"),
+            Outcome::NeedKeys(_) | Outcome::NeedCheck(_) => panic!("inline keys, no CUSTOM"),
         }
         assert!(authz.evaluate(&allowed, &auth).allowed);
         assert!(!authz.evaluate(&elsewhere, &auth).allowed);

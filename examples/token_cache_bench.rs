@@ -40,7 +40,7 @@ fn main() {
         for i in 0..n {
             match engine.decide(&reqs[pick(i)], &InlineKeysOnly, now) {
                 Outcome::Decided(d) => assert!(d.allowed(), "{label}: refused"),
-                Outcome::NeedKeys(_) => panic!("inline keys"),
+                Outcome::NeedKeys(_) | Outcome::NeedCheck(_) => panic!("inline keys, no CUSTOM"),
             }
         }
         let secs = start.elapsed().as_secs_f64();

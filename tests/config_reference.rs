@@ -30,6 +30,10 @@ fn probes() -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("root", r#"{"PROBE":0}"#.to_string()),
         ("workload", r#"{"workload":{"PROBE":0}}"#.to_string()),
+        (
+            "service",
+            r#"{"workload":{"services":[{"name":"a","PROBE":0}]}}"#.to_string(),
+        ),
         ("jwks", r#"{"jwks":{"PROBE":0}}"#.to_string()),
         ("jwtCache", r#"{"jwtCache":{"PROBE":0}}"#.to_string()),
         ("decisionLog", r#"{"decisionLog":{"PROBE":0}}"#.to_string()),
@@ -82,6 +86,17 @@ fn probes() -> BTreeMap<&'static str, String> {
             ra(&format!(
                 r#"{rule},"outputClaimToHeaders":[{{"header":"x","claim":"c","PROBE":0}}]}}"#
             )),
+        ),
+        (
+            "envoyExtAuthzHttp",
+            r#"{"extensionProviders":[{"name":"a","envoyExtAuthzHttp":{"service":"s","port":1,"PROBE":0}}]}"#
+                .to_string(),
+        ),
+        (
+            "includeRequestBodyInCheck",
+            r#"{"extensionProviders":[{"name":"a","envoyExtAuthzHttp":{"service":"s","port":1,
+                "includeRequestBodyInCheck":{"PROBE":0}}}]}"#
+                .to_string(),
         ),
         ("peerAuthentication", pa(r#"{"PROBE":0}"#)),
         ("mtls", pa(r#"{"mtls":{"PROBE":0}}"#)),

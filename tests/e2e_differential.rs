@@ -137,6 +137,8 @@ struct Case {
     /// Edge listener (`use_remote_address: true`) with this many trusted x-forwarded-for
     /// hops, instead of the sidecar's `use_remote_address: false`.
     xff_hops: Option<u32>,
+    /// Fields merged into the `workload` block (e.g. `trustDomainAliases`).
+    workload: Value,
 }
 
 fn case(name: &'static str, policies: Vec<Value>, reqs: Vec<Req>) -> Case {
@@ -146,6 +148,7 @@ fn case(name: &'static str, policies: Vec<Value>, reqs: Vec<Req>) -> Case {
         policies,
         reqs,
         xff_hops: None,
+        workload: json!({}),
     }
 }
 
@@ -156,6 +159,10 @@ impl Case {
     }
     fn edge(mut self, trusted_hops: u32) -> Self {
         self.xff_hops = Some(trusted_hops);
+        self
+    }
+    fn workload(mut self, extra: Value) -> Self {
+        self.workload = extra;
         self
     }
     fn alt_ip(mut self) -> Self {
@@ -827,6 +834,73 @@ fn cases() -> Vec<Case> {
             ],
         )
         .mtls(),
+    );
+    // Issue 14: trust domains. `other.td` is the second CA the listener trusts.
+    v.push(
+        case(
+            "mtls-trust-domains",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "trustDomains": ["other.td"] } }] },
+                       { "when": [{ "key": "source.trustDomain", "values": ["cluster.*"] },
+                                  { "key": "source.namespace", "values": ["bar"] }] }]),
+            )],
+            vec![
+                get("/").client("other:foo/sleep").is(200),
+                get("/").client("foo/sleep").is(403),
+                get("/").client("bar/sleep").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    v.push(
+        case(
+            "mtls-not-trust-domains",
+            vec![deny(
+                "p",
+                json!([{ "from": [{ "source": { "notTrustDomains": ["cluster.local", "*.nowhere"] } }] }]),
+            )],
+            vec![
+                get("/").client("other:foo/sleep").is(403),
+                get("/").client("foo/sleep").is(200),
+            ],
+        )
+        .mtls(),
+    );
+    // trustDomainAliases: a principal of the local trust domain matches its aliases too.
+    v.push(
+        case(
+            "mtls-trust-domain-aliases",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "principals": ["cluster.local/ns/foo/sa/sleep"] } }] }]),
+            )],
+            vec![
+                get("/").client("foo/sleep").is(200),
+                get("/").client("other:foo/sleep").is(200),
+                get("/").client("bar/sleep").is(403),
+            ],
+        )
+        .mtls()
+        .workload(json!({ "trustDomain": "cluster.local", "trustDomainAliases": ["other.td"] })),
+    );
+    // A migrated mesh: `cluster.local` in a policy means the new local trust domain.
+    v.push(
+        case(
+            "mtls-trust-domain-moved",
+            vec![allow(
+                "p",
+                json!([{ "from": [{ "source": { "principals": ["cluster.local/ns/foo/sa/sleep"] } }] },
+                       { "from": [{ "source": { "trustDomains": ["other.td"], "namespaces": ["bar"] } }] }]),
+            )],
+            vec![
+                get("/").client("other:foo/sleep").is(200),
+                get("/").client("foo/sleep").is(403),
+                get("/").client("bar/sleep").is(403),
+            ],
+        )
+        .mtls()
+        .workload(json!({ "trustDomain": "other.td" })),
     );
     v.push(
         case(
@@ -2168,8 +2242,12 @@ fn workload() -> Value {
 }
 
 /// The filter JSON meshguard takes, and the translator's input.
-fn filter_json(policies: &[Value], port: u16) -> Value {
-    let text = json!({ "workload": workload(), "policies": policies })
+fn filter_json(policies: &[Value], port: u16, extra: &Value) -> Value {
+    let mut wl = workload();
+    for (k, v) in extra.as_object().into_iter().flatten() {
+        wl[k] = v.clone();
+    }
+    let text = json!({ "workload": wl, "policies": policies })
         .to_string()
         .replace("__PORT__", &port.to_string());
     serde_json::from_str(&text).unwrap()
@@ -2419,7 +2497,7 @@ fn start(p: &Prereqs, side: Side, cases: &[&Case], tag: &str) -> Run {
             .unwrap()
             .contains("__PORT__");
         let port = if uses_port { fixed_port() } else { 0 };
-        let filter = filter_json(&c.policies, port);
+        let filter = filter_json(&c.policies, port, &c.workload);
         let http_filters = match side {
             Side::Native => istio_rbac::http_filters(&filter)
                 .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
@@ -2743,7 +2821,7 @@ fn translator_output_is_accepted_by_envoy_validate() {
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            let f = istio_rbac::http_filters(&filter_json(&c.policies, 8080)).unwrap();
+            let f = istio_rbac::http_filters(&filter_json(&c.policies, 8080, &c.workload)).unwrap();
             listener(
                 &format!("case{i}"),
                 "127.0.0.1",

@@ -67,6 +67,9 @@ pub fn explain(config_json: &str, d: &Described) -> Result<Explanation, ConfigEr
     for w in engine.warnings() {
         let _ = writeln!(text, "warning:   {w}");
     }
+    for a in engine.attachments() {
+        let _ = writeln!(text, "attach:    {a}");
+    }
     // The trace says "token verified"; here the claims were only described.
     let _ = write!(
         text,
@@ -157,6 +160,35 @@ mod tests {
             "{}",
             e.text
         );
+    }
+
+    #[test]
+    fn says_why_a_policy_applies_or_not_and_what_ext_authz_does() {
+        let cfg = json!({
+            "workload": {"namespace": "foo", "labels": {"gateway.networking.k8s.io/gateway-name": "gw"}},
+            "extensionProviders": [{"name": "authz", "envoyExtAuthzHttp": {"service": "authz", "port": 80}}],
+            "policies": [
+                {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                 "metadata": {"name": "to-gw", "namespace": "foo"},
+                 "spec": {"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"},
+                          "action": "CUSTOM", "provider": {"name": "authz"}, "rules": [{}]}},
+                {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                 "metadata": {"name": "to-other", "namespace": "foo"},
+                 "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "other"}],
+                          "action": "DENY", "rules": [{}]}}
+            ]
+        })
+        .to_string();
+        let e = explain(&cfg, &described("/", None)).unwrap();
+        assert!(e.allowed, "{}", e.text);
+        for line in [
+            "attach:    AuthorizationPolicy foo/to-gw: applies (targetRef Gateway gw is this gateway)",
+            "attach:    AuthorizationPolicy foo/to-other: ignored (targetRefs [Gateway/other] do not name Gateway foo/gw)",
+            "ext_authz: the authorizer's answer is assumed to allow",
+            "policy:    CUSTOM foo/to-gw: rule[0] matches",
+        ] {
+            assert!(e.text.contains(line), "{line}\n{}", e.text);
+        }
     }
 
     #[test]

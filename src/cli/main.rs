@@ -8,6 +8,7 @@ mod envoyrun;
 mod explain;
 mod graph;
 mod input;
+mod legacy;
 mod lint;
 mod publish;
 mod reqgen;
@@ -348,6 +349,9 @@ fn convert(args: &[&str]) -> CliResult {
     let out = crate::convert::convert(&manifests, &target)?;
     for s in &out.skipped {
         eprintln!("meshguard: skipped {s} (not a security policy)");
+    }
+    for n in &out.notes {
+        eprintln!("meshguard: legacy {n}");
     }
     eprintln!("meshguard: {}", out.summary);
     println!("{}", out.json);

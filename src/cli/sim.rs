@@ -274,6 +274,14 @@ impl Sim {
         let decision = match outcome {
             Outcome::Decided(d) => d,
             Outcome::NeedKeys(_) => return Err("the engine asked for keys".into()),
+            // CUSTOM needs a real authorizer: offline the check cannot be answered.
+            Outcome::NeedCheck(c) => {
+                return Err(format!(
+                    "a CUSTOM policy ({}) sends this request to an external authorizer; `test` cannot answer it offline",
+                    c.policy
+                )
+                .into())
+            }
         };
         let (status, body) = match &decision.verdict {
             Verdict::Allow => (200, String::new()),
@@ -359,6 +367,10 @@ fn raw_issuer(token: &str) -> Option<String> {
 /// The deciding stage, policy and rule; the policy's `ns/name` when one decided.
 fn decided_by(d: &meshguard_engine::Decision, trace: &Trace) -> (String, Option<String>) {
     match d.stage {
+        Stage::ExtAuthz => (
+            format!("CUSTOM (ext_authz): {}", d.reason),
+            d.policy.clone(),
+        ),
         Stage::Peer => {
             let policy = trace.peer.as_ref().and_then(|p| p.policy.clone());
             (

@@ -261,7 +261,7 @@ fn read_body(
     Ok(body)
 }
 
-fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
+pub(crate) fn read_request(reader: &mut impl BufRead) -> io::Result<Option<Request>> {
     let Some(line) = read_line(reader)? else {
         return Ok(None);
     };
@@ -295,7 +295,12 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(w: &mut impl Write, resp: &Response, close: bool, head: bool) -> io::Result<()> {
+pub(crate) fn write_response(
+    w: &mut impl Write,
+    resp: &Response,
+    close: bool,
+    head: bool,
+) -> io::Result<()> {
     let mut head_text = format!("HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (k, v) in &resp.headers {
         if k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("connection") {

@@ -19,7 +19,19 @@
 //!   `shadowRuleStatPrefix`), JWT attributes read from the `jwt_authn` metadata at
 //!   `[payload, ...]`.
 //!
-//! Out of scope (an error here): CUSTOM, `experimental.*` when keys, `targetRef(s)`.
+//! - CUSTOM per `builder.go` (`buildHTTP` with `IsCustomBuilder`, istiod 1.21 to 1.27: one
+//!   provider) and `extauthz.go` (`generateHTTPConfig`): before `jwt_authn`
+//!   (`listener_builder.go`), an RBAC filter whose `shadow_rules` (action DENY, policies
+//!   `istio-ext-authz-ns[N]-policy[P]-rule[i]`, stat prefix `istio_ext_authz_`) mark the
+//!   requests the enforced CUSTOM rules match, then the `ext_authz` filter gated on that mark
+//!   (`filter_enabled_metadata` on `istio_ext_authz_shadow_effective_policy_id`, prefix
+//!   `istio-ext-authz`). Dry-run CUSTOM policies build nothing. A provider missing from
+//!   `extensionProviders`, or two different providers, give istiod's deny rules
+//!   (`getBadCustomDenyRules`). The cluster is `clusters["service:port"]`, else
+//!   `outbound|port||host`.
+//!
+//! Out of scope (an error here): gRPC providers, `experimental.*` when keys; waypoint
+//! attachments.
 
 use super::Result;
 use serde_json::{json, Map, Value};
@@ -39,6 +51,11 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
             .cloned()
             .unwrap_or_default(),
     );
+    let bundle = trust_bundle(&filter_json["workload"]);
+    let policies: Vec<Value> = policies
+        .into_iter()
+        .map(|p| migrate_trust_domain(p, &bundle))
+        .collect();
     let applicable: Vec<&Value> = policies.iter().filter(|p| wl.applies(p)).collect();
 
     let mut out = Vec::new();
@@ -48,6 +65,7 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
             rules.extend(p["spec"]["jwtRules"].as_array().into_iter().flatten());
         }
     }
+    out.extend(custom(filter_json, &applicable)?);
     if !rules.is_empty() {
         out.push(jwt_authn(rules, &filter_json["jwks"])?);
     }
@@ -61,9 +79,6 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
         {
             let spec = &p["spec"];
             let a = spec["action"].as_str().unwrap_or("ALLOW");
-            if a == "CUSTOM" {
-                return Err("CUSTOM AuthorizationPolicy is out of scope of the reference".into());
-            }
             if a != action {
                 continue;
             }
@@ -122,6 +137,297 @@ pub fn http_filters(filter_json: &Value) -> Result<Vec<Value>> {
     Ok(out)
 }
 
+/// The CUSTOM filters: the marking RBAC filter and `ext_authz`, or istiod's deny rules.
+fn custom(filter_json: &Value, applicable: &[&Value]) -> Result<Vec<Value>> {
+    let mut rules = Map::new();
+    let mut providers: Vec<String> = Vec::new();
+    for p in applicable
+        .iter()
+        .filter(|p| p["kind"] == "AuthorizationPolicy" && p["spec"]["action"] == "CUSTOM")
+    {
+        if is_dry_run(&p["metadata"]["annotations"]["istio.io/dry-run"]) {
+            continue;
+        }
+        let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+        let name = p["metadata"]["name"].as_str().unwrap_or("");
+        let provider = p["spec"]["provider"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if !providers.contains(&provider) {
+            providers.push(provider);
+        }
+        for (i, r) in p["spec"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            // `rule` builds ALLOW semantics for untranslatable values; CUSTOM rules in the
+            // differential have none.
+            rules.insert(
+                format!("istio-ext-authz-ns[{ns}]-policy[{name}]-rule[{i}]"),
+                rule(r, ns)?,
+            );
+        }
+    }
+    if rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let config = match providers.as_slice() {
+        [one] => filter_json["extensionProviders"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == one.as_str())
+            .map(|p| p["envoyExtAuthzHttp"].clone())
+            .filter(|h| !h.is_null()),
+        _ => None,
+    };
+    let Some(http) = config else {
+        // `getBadCustomDenyRules`.
+        let deny: Map<String, Value> = rules
+            .into_iter()
+            .map(|(k, v)| (format!("{k}-default-deny-due-to-bad-CUSTOM-action"), v))
+            .collect();
+        return Ok(vec![
+            json!({ "name": "envoy.filters.http.rbac", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": { "action": "DENY", "policies": deny } } }),
+        ]);
+    };
+    let marker = json!({ "name": "envoy.filters.http.rbac", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "shadow_rules": { "action": "DENY", "policies": rules },
+        "shadow_rules_stat_prefix": "istio_ext_authz_" } });
+    Ok(vec![
+        marker,
+        ext_authz_http(&http, &filter_json["clusters"])?,
+    ])
+}
+
+/// `extauthz.go` `generateHTTPConfig`.
+fn ext_authz_http(h: &Value, clusters: &Value) -> Result<Value> {
+    let service = h["service"].as_str().unwrap_or("");
+    let port = h["port"].as_u64().unwrap_or(0);
+    let host = service.rsplit_once('/').map_or(service, |(_, h)| h);
+    let cluster = clusters[format!("{service}:{port}")]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("outbound|{port}||{host}"));
+    let timeout = proto_duration(h["timeout"].as_str().unwrap_or("600s"))?;
+    let patterns = |field: &str| -> Option<Value> {
+        let list: Vec<Value> = h[field]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|v| {
+                if let Some(s) = v.strip_prefix('*') {
+                    json!({ "suffix": s, "ignore_case": true })
+                } else if let Some(p) = v.strip_suffix('*') {
+                    json!({ "prefix": p, "ignore_case": true })
+                } else {
+                    json!({ "exact": v, "ignore_case": true })
+                }
+            })
+            .collect();
+        (!list.is_empty()).then(|| json!({ "patterns": list }))
+    };
+    let mut service_cfg = json!({
+        "server_uri": { "uri": format!("http://{host}"), "cluster": cluster, "timeout": timeout },
+        "path_prefix": h["pathPrefix"].as_str().unwrap_or(""),
+    });
+    let mut request = Map::new();
+    if let Some(a) =
+        patterns("includeRequestHeadersInCheck").or_else(|| patterns("includeHeadersInCheck"))
+    {
+        request.insert("allowed_headers".into(), a);
+    }
+    if let Some(extra) = h["includeAdditionalHeadersInCheck"].as_object() {
+        let add: Vec<Value> = extra
+            .iter()
+            .map(|(k, v)| json!({ "key": k, "value": v }))
+            .collect();
+        if !add.is_empty() {
+            request.insert("headers_to_add".into(), json!(add));
+        }
+    }
+    if !request.is_empty() {
+        service_cfg["authorization_request"] = Value::Object(request);
+    }
+    let up = patterns("headersToUpstreamOnAllow");
+    let deny = patterns("headersToDownstreamOnDeny");
+    let ok = patterns("headersToDownstreamOnAllow");
+    if up.is_some() || deny.is_some() || ok.is_some() {
+        let mut resp = Map::new();
+        for (k, v) in [
+            ("allowed_upstream_headers", up),
+            ("allowed_client_headers", deny),
+            ("allowed_client_headers_on_success", ok),
+        ] {
+            if let Some(v) = v {
+                resp.insert(k.into(), v);
+            }
+        }
+        service_cfg["authorization_response"] = Value::Object(resp);
+    }
+    let mut cfg = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "failure_mode_allow": h["failOpen"].as_bool().unwrap_or(false),
+        "http_service": service_cfg,
+        "filter_enabled_metadata": {
+            "filter": "envoy.filters.http.rbac",
+            "path": [ { "key": "istio_ext_authz_shadow_effective_policy_id" } ],
+            "value": { "string_match": { "prefix": "istio-ext-authz" } }
+        }
+    });
+    if let Some(code) = h["statusOnError"].as_str().filter(|s| !s.is_empty()) {
+        let code: u64 = code
+            .parse()
+            .map_err(|_| format!("statusOnError {code:?}"))?;
+        cfg["status_on_error"] = json!({ "code": code });
+    }
+    if let Some(b) = h["includeRequestBodyInCheck"].as_object() {
+        cfg["with_request_body"] = json!({
+            "max_request_bytes": b.get("maxRequestBytes").cloned().unwrap_or(json!(0)),
+            "allow_partial_message": b.get("allowPartialMessage").cloned().unwrap_or(json!(false)),
+            "pack_as_bytes": b.get("packAsBytes").cloned().unwrap_or(json!(false)),
+        });
+    }
+    Ok(json!({ "name": "envoy.filters.http.ext_authz", "typed_config": cfg }))
+}
+
+/// MeshConfig `trustDomain` (default `cluster.local`) then `trustDomainAliases`
+/// (`trustdomain.NewBundle`).
+fn trust_bundle(workload: &Value) -> Vec<String> {
+    let mut tds = vec![workload["trustDomain"]
+        .as_str()
+        .unwrap_or("cluster.local")
+        .to_string()];
+    tds.extend(strings(&workload["trustDomainAliases"]));
+    tds
+}
+
+/// `model.go` `MigrateTrustDomain` on the policy's JSON: principals (`principals`,
+/// `notPrincipals`, `when source.principal`) through `ReplaceTrustDomainAliases`, trust
+/// domains (`trustDomains`, `notTrustDomains`, `when source.trustDomain`) through
+/// `ExpandTrustDomainAliases` (`pilot/pkg/security/trustdomain/bundle.go`).
+fn migrate_trust_domain(mut p: Value, bundle: &[String]) -> Value {
+    fn pat_prefix(a: &str, pat: &str) -> bool {
+        pat.strip_suffix('*').is_some_and(|x| a.starts_with(x))
+    }
+    fn pat_suffix(a: &str, pat: &str) -> bool {
+        pat.strip_prefix('*').is_some_and(|x| a.ends_with(x))
+    }
+    let principals = |list: &Value| -> Value {
+        let mut out: Vec<String> = Vec::new();
+        for v in strings(list) {
+            let parts: Vec<&str> = v.split('/').collect();
+            let td = parts[0];
+            let known = bundle.iter().any(|s| {
+                td == s
+                    || s == "*"
+                    || pat_prefix(td, s)
+                    || pat_prefix(s, td)
+                    || pat_suffix(td, s)
+                    || pat_suffix(s, td)
+            });
+            if parts.len() != 5 || td == "*" || !(known || td == "cluster.local") {
+                out.push(v);
+                continue;
+            }
+            let mut mine: Vec<String> = Vec::new();
+            for d in bundle {
+                let n = if pat_suffix(d, td) {
+                    v.clone()
+                } else {
+                    format!("{d}/{}", parts[1..].join("/"))
+                };
+                if !mine.contains(&n) {
+                    mine.push(n);
+                }
+            }
+            out.extend(mine);
+        }
+        json!(out)
+    };
+    let domains = |list: &Value| -> Value {
+        let mut out: Vec<String> = Vec::new();
+        for v in strings(list) {
+            let add = if bundle.contains(&v) {
+                bundle.to_vec()
+            } else {
+                vec![v]
+            };
+            for a in add {
+                if !out.contains(&a) {
+                    out.push(a);
+                }
+            }
+        }
+        json!(out)
+    };
+    for rule in p["spec"]["rules"].as_array_mut().into_iter().flatten() {
+        for from in rule["from"].as_array_mut().into_iter().flatten() {
+            let src = &mut from["source"];
+            for f in ["principals", "notPrincipals"] {
+                if src[f].is_array() {
+                    src[f] = principals(&src[f]);
+                }
+            }
+            for f in ["trustDomains", "notTrustDomains"] {
+                if src[f].is_array() {
+                    src[f] = domains(&src[f]);
+                }
+            }
+        }
+        for w in rule["when"].as_array_mut().into_iter().flatten() {
+            let key = w["key"].as_str().unwrap_or_default().to_string();
+            for f in ["values", "notValues"] {
+                if !w[f].is_array() {
+                    continue;
+                }
+                if key == "source.principal" {
+                    w[f] = principals(&w[f]);
+                } else if key == "source.trustDomain" {
+                    w[f] = domains(&w[f]);
+                }
+            }
+        }
+    }
+    p
+}
+
+/// A Go duration (`500ms`, `1m30s`) as protobuf JSON (`0.500s`), as istiod's MeshConfig
+/// parsing carries it into Envoy's config.
+fn proto_duration(go: &str) -> Result<String> {
+    let mut total_ms: u64 = 0;
+    let mut rest = go;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("duration {go:?}"))?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let ms = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            u => return Err(format!("duration {go:?}: unit {u:?}").into()),
+        };
+        total_ms += n * ms;
+        rest = &rest[unit..];
+    }
+    Ok(format!("{}.{:03}s", total_ms / 1000, total_ms % 1000))
+}
+
 /// `builder.go` `isDryRun`: the annotation is read with Go's `strconv.ParseBool` (`1`, `t`,
 /// `T`, `TRUE`, `true`, `True` are true); anything else is false (logged by istiod).
 fn is_dry_run(v: &Value) -> bool {
@@ -159,13 +465,42 @@ impl Workload {
         }
     }
 
-    /// Same namespace or the root namespace, and `selector.matchLabels` a subset of the labels.
+    /// Same namespace or the root namespace, then `policyattachment.go`
+    /// `ShouldAttachPolicy` for sidecars and Gateway API gateways (waypoints are out of
+    /// scope here): targetRefs attach only to a gateway (label
+    /// `gateway.networking.k8s.io/gateway-name`), from its own namespace, naming its
+    /// `Gateway`; otherwise `selector.matchLabels` a subset of the labels.
     fn applies(&self, p: &Value) -> bool {
         let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
         if ns != self.namespace && ns != self.root {
             return false;
         }
-        match p["spec"]["selector"]["matchLabels"].as_object() {
+        let spec = &p["spec"];
+        let mut refs: Vec<&Value> = spec["targetRefs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect();
+        if refs.is_empty() && spec["targetRef"].is_object() {
+            refs.push(&spec["targetRef"]);
+        }
+        let gateway = self
+            .labels
+            .get("gateway.networking.k8s.io/gateway-name")
+            .and_then(Value::as_str);
+        if !refs.is_empty() {
+            let Some(gw) = gateway else { return false };
+            return ns == self.namespace
+                && refs.iter().any(|r| {
+                    r["group"] == "gateway.networking.k8s.io"
+                        && r["kind"] == "Gateway"
+                        && r["name"] == gw
+                        && r["namespace"]
+                            .as_str()
+                            .is_none_or(|n| n.is_empty() || n == self.namespace)
+                });
+        }
+        match spec["selector"]["matchLabels"].as_object() {
             None => true,
             Some(m) => m.iter().all(|(k, v)| self.labels.get(k) == Some(v)),
         }
@@ -326,6 +661,7 @@ fn rule(r: &Value, ns: &str) -> Result<Value> {
                 let src = &f["source"];
                 let mut conds = Vec::new();
                 for (field, not_field, key) in [
+                    ("trustDomains", "notTrustDomains", "source.trustDomain"),
                     ("principals", "notPrincipals", "source.principal"),
                     (
                         "requestPrincipals",
@@ -564,6 +900,16 @@ fn principal_key(key: &str, v: &str, ns: &str) -> Result<Value> {
     }
     Ok(match key {
         "source.principal" => authenticated(string_matcher_with_prefix(v, SPIFFE)),
+        // `generator.go` `srcTrustDomainGenerator`.
+        "source.trustDomain" => authenticated(match v.split_once('*') {
+            _ if v == "*" => json!({ "prefix": SPIFFE }),
+            None => json!({ "prefix": format!("{SPIFFE}{v}/") }),
+            Some((a, b)) => regex(&format!(
+                "spiffe://{}[^/]*{}/.*",
+                regex_quote(a),
+                regex_quote(b)
+            )),
+        }),
         "source.namespace" => authenticated(regex(&format!(".*/ns/{}/.*", v.replace('*', ".*")))),
         "source.serviceAccount" => {
             let (sns, sa) = v.split_once('/').unwrap_or((ns, v));

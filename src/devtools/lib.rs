@@ -3,6 +3,7 @@
 //! signing keys and token minting, a development mesh CA, and rendering/running the shipped
 //! Envoy configs. None of this is compiled into the wasm module.
 
+pub mod authorizer;
 pub mod ca;
 pub mod certs;
 pub mod demo;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod load;
 pub mod mesh;
 pub mod oci;
+pub mod oidc;
 pub mod servers;
 pub mod workload;
 

@@ -147,7 +147,7 @@ mod tests {
         };
         match engine.decide(&req, &InlineKeysOnly, keys::now()) {
             Outcome::Decided(d) => d.allowed(),
-            Outcome::NeedKeys(_) => panic!("inline keys only"),
+            Outcome::NeedKeys(_) | Outcome::NeedCheck(_) => panic!("inline keys only, no CUSTOM"),
         }
     }
 

@@ -13,6 +13,8 @@ pub enum Stage {
     Authn,
     /// AuthorizationPolicy.
     Authz,
+    /// AuthorizationPolicy CUSTOM: the external authorizer (or its error) refused.
+    ExtAuthz,
 }
 
 /// A response sent by the filter instead of forwarding the request.

@@ -62,6 +62,7 @@ impl DecisionLog {
         };
         let stage = match d.stage {
             Stage::Peer => "peer",
+            Stage::ExtAuthz => "ext_authz",
             Stage::Authn => "authn",
             Stage::Authz => "authz",
         };
@@ -71,6 +72,7 @@ impl DecisionLog {
             (Stage::Authz, Some(_), false) => Some("DENY"),
             (Stage::Authz, Some(_), true) => Some("ALLOW"),
             (Stage::Peer, Some(_), _) => Some("STRICT"),
+            (Stage::ExtAuthz, _, _) => Some("CUSTOM"),
             _ => None,
         };
         let principal = d.request_principal();

@@ -6,10 +6,13 @@ use crate::attrs::{AuthContext, Needs, RequestAttributes, VerifiedJwt};
 use crate::authn::{
     www_authenticate, Authenticator, AuthnOutcome, HeaderMutations, KeyStore, RemoteJwks,
 };
-use crate::authz::Authorizer;
-use crate::config::{self, ConfigError, JwksSettings, PluginConfig};
+use crate::authz::{Authorizer, CustomMatch};
+use crate::config::{
+    self, ConfigError, ExtensionProvider, JwksSettings, PluginConfig, ProviderKind,
+};
 use crate::decision::{details, Decision, LocalReply, Stage, Verdict};
 use crate::decision_log::DecisionLog;
+use crate::ext_authz::{CheckAnswer, CheckRequest, CheckVerdict};
 use crate::jwt::JwtStatus;
 use crate::peer::PeerPolicy;
 use crate::stats::{IssuerLabel, Stats};
@@ -30,6 +33,10 @@ pub struct Engine {
     peer_needs: Needs,
     /// Regular headers authorization conditions read (lower case).
     authz_headers: Vec<Box<str>>,
+    /// `extensionProviders`, for CUSTOM checks.
+    providers: Vec<ExtensionProvider>,
+    /// Per resource: whether it attaches to this workload and why.
+    attachments: Vec<String>,
     /// Pending counters of this configuration's decisions.
     stats: Stats,
     log: DecisionLog,
@@ -42,6 +49,9 @@ pub enum Outcome {
     /// token's `kid` while the key store allows a refetch: pause the request, (re)fetch, and
     /// decide again.
     NeedKeys(Vec<usize>),
+    /// A CUSTOM policy matched: send this check to the external authorizer, then decide
+    /// again with its answer ([`Engine::check_answer`], [`Engine::decide_checked`]).
+    NeedCheck(Box<CheckRequest>),
     Decided(Box<Decision>),
 }
 
@@ -55,7 +65,11 @@ impl Engine {
         let peer = PeerPolicy::compile(&cfg.peer_authentications, &cfg.workload.root_namespace)?;
         let mut authn = Authenticator::compile(&cfg.request_authentications, &cfg.jwks)?;
         authn.size_token_cache(cfg.jwt_cache);
-        let authz = Authorizer::compile(&cfg.authorization_policies, &cfg.workload)?;
+        let authz = Authorizer::compile_with(
+            &cfg.authorization_policies,
+            &cfg.workload,
+            &cfg.extension_providers,
+        )?;
         let count = |applies: usize, total: usize| format!("{applies}/{total}");
         let summary = format!(
             "workload {}/{:?}: RequestAuthentication {}, AuthorizationPolicy {}, PeerAuthentication {} (applicable/total), {} remote JWKS",
@@ -83,6 +97,8 @@ impl Engine {
             authz,
             jwks: cfg.jwks.clone(),
             summary,
+            providers: cfg.extension_providers.clone(),
+            attachments: attachments(cfg),
         })
     }
 
@@ -110,6 +126,12 @@ impl Engine {
         &self.jwks
     }
 
+    /// Every resource of the configuration: whether it applies to this workload and why
+    /// (`meshguard explain`).
+    pub fn attachments(&self) -> &[String] {
+        &self.attachments
+    }
+
     /// One line describing what was loaded, for the log.
     pub fn summary(&self) -> &str {
         &self.summary
@@ -125,9 +147,59 @@ impl Engine {
     pub fn decide(&self, req: &RequestAttributes, keys: &dyn KeyStore, now_secs: u64) -> Outcome {
         self.run(
             req,
+            None,
             || self.authn.authenticate(req, keys, now_secs),
-            &mut (),
+            None,
         )
+    }
+
+    /// Decides a request whose CUSTOM check was answered. `req` is the request as the
+    /// answer left it ([`CheckAnswer::apply_to`]: the authorizer's upstream headers set), so
+    /// authentication and authorization see what Envoy's `jwt_authn` and RBAC would after
+    /// `ext_authz`. Never asks for another check.
+    pub fn decide_checked(
+        &self,
+        req: &RequestAttributes,
+        answer: &CheckAnswer,
+        keys: &dyn KeyStore,
+        now_secs: u64,
+    ) -> Outcome {
+        self.run(
+            req,
+            Some(answer),
+            || self.authn.authenticate(req, keys, now_secs),
+            None,
+        )
+    }
+
+    /// Interprets the authorizer's answer to `check` (`status`: the `:status` header, None
+    /// when there was no response at all).
+    pub fn check_answer(
+        &self,
+        check: &CheckRequest,
+        status: Option<&str>,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> CheckAnswer {
+        match self.providers.get(check.provider).map(|p| &p.kind) {
+            Some(ProviderKind::Http(p)) => {
+                crate::ext_authz::answer(p, check, status, headers, body)
+            }
+            // Unreachable: checks are only built for HTTP providers. Refuse.
+            _ => crate::ext_authz::answer(
+                &config::providers::HttpProvider::unusable(),
+                check,
+                None,
+                &[],
+                &[],
+            ),
+        }
+    }
+
+    /// Whether any CUSTOM policy applies (the adapter then keeps the request body until the
+    /// check, when the provider asks for it).
+    pub fn has_custom(&self) -> bool {
+        self.authz.has_custom()
     }
 
     /// [`Engine::decide`], also saying how: every stage, every applicable policy and rule.
@@ -140,15 +212,17 @@ impl Engine {
         let mut trace = Trace::default();
         let outcome = self.run(
             req,
+            None,
             || self.authn.authenticate(req, keys, now_secs),
-            &mut trace,
+            Some(&mut trace),
         );
         (outcome, trace)
     }
 
     /// Decides a described request whose token is given by its claims, taken as verified
     /// (`meshguard explain`: the authorization side explored without keys). The same
-    /// stages in the same order as [`Engine::decide`]; only the signature check is assumed.
+    /// stages in the same order as [`Engine::decide`]; only the signature check is assumed,
+    /// and a CUSTOM check is assumed to allow without changing the request.
     pub fn decide_assuming(
         &self,
         req: &RequestAttributes,
@@ -161,10 +235,18 @@ impl Engine {
             }),
             mutations: HeaderMutations::default(),
         };
-        let decision = match self.run(req, authenticate, &mut trace) {
+        let assumed = CheckAnswer {
+            verdict: CheckVerdict::Allow,
+            upstream_set: Vec::new(),
+            upstream_remove: Vec::new(),
+            downstream_add: Vec::new(),
+            reason: "the authorizer's answer is assumed to allow".into(),
+        };
+        let decision = match self.run(req, Some(&assumed), authenticate, Some(&mut trace)) {
             Outcome::Decided(d) => *d,
-            // Unreachable: the assumed authentication never waits for keys. Refuse anyway.
-            Outcome::NeedKeys(_) => Decision {
+            // Unreachable: the assumed authentication never waits for keys, and the check is
+            // assumed answered. Refuse anyway.
+            Outcome::NeedKeys(_) | Outcome::NeedCheck(_) => Decision {
                 verdict: Verdict::Deny(LocalReply {
                     status: 401,
                     body: "Jwks remote fetch is failed".into(),
@@ -173,9 +255,9 @@ impl Engine {
                 }),
                 stage: Stage::Authn,
                 reason: "keys not fetched".into(),
+                mutations: HeaderMutations::default(),
                 policy: None,
                 rule: None,
-                mutations: HeaderMutations::default(),
                 jwt: None,
                 audit: None,
                 dry_run: Vec::new(),
@@ -185,20 +267,22 @@ impl Engine {
     }
 
     /// The one orchestrator: peer check, authentication (`authenticate`), authorization,
-    /// in Istio's order. `rec` records each step: a [`Trace`], or `()` on the request path,
-    /// where the recording code compiles away (and stays out of the wasm module).
+    /// in Istio's order. `trace`, when given, records each step.
     fn run(
         &self,
         req: &RequestAttributes,
+        check: Option<&CheckAnswer>,
         authenticate: impl FnOnce() -> AuthnOutcome,
-        rec: &mut impl Recorder,
+        mut trace: Option<&mut Trace>,
     ) -> Outcome {
         let refused = self.peer.check(req);
-        rec.peer(self, req, &refused);
+        if let Some(t) = trace.as_deref_mut() {
+            t.peer = Some(self.peer_step(req, refused.clone()));
+        }
         if let Some(reason) = refused {
             let port = req.destination.map(|a| a.port());
-            self.stats
-                .peer_denied(self.peer.mode_for(port).policy.as_deref());
+            let policy = self.peer.mode_for(port).policy;
+            self.stats.peer_denied(policy.as_deref());
             return Outcome::Decided(Box::new(Decision {
                 verdict: Verdict::Deny(LocalReply {
                     status: 403,
@@ -208,16 +292,113 @@ impl Engine {
                 }),
                 stage: Stage::Peer,
                 reason,
-                policy: self.peer.mode_for(port).policy,
-                rule: None,
                 mutations: Default::default(),
+                policy,
+                rule: None,
                 jwt: None,
                 audit: None,
                 dry_run: Vec::new(),
             }));
         }
+        // CUSTOM: Istio's ext_authz filter runs before jwt_authn.
+        if let Some(t) = trace.as_deref_mut() {
+            t.policies = self.authz.custom_trace(req);
+        }
+        let matched = self.authz.custom_match(req);
+        if let Some(t) = trace.as_deref_mut() {
+            t.ext_authz = match (&matched, check) {
+                (CustomMatch::None, _) => None,
+                (CustomMatch::Deny { reason, .. }, _) => Some(reason.clone()),
+                (CustomMatch::Check { .. }, Some(a)) => Some(a.reason.clone()),
+                (CustomMatch::Check { provider, policy }, None) => Some(format!(
+                    "CUSTOM policy {policy} matches: the request goes to provider {}",
+                    self.providers
+                        .get(*provider)
+                        .map_or("?", |p| p.name.as_str())
+                )),
+            };
+        }
+        match (matched, check) {
+            (CustomMatch::None, _) => {}
+            (CustomMatch::Deny { reason, policy }, _) => {
+                return Outcome::Decided(Box::new(Decision {
+                    verdict: Verdict::Deny(LocalReply {
+                        status: 403,
+                        body: RBAC_DENIED_BODY.into(),
+                        headers: Vec::new(),
+                        details: format!("rbac_access_denied_matched_policy[{policy}]")
+                            .replace(char::is_whitespace, "_"),
+                    }),
+                    stage: Stage::ExtAuthz,
+                    reason,
+                    mutations: Default::default(),
+                    policy: None,
+                    rule: None,
+                    jwt: None,
+                    audit: None,
+                    dry_run: Vec::new(),
+                }));
+            }
+            (CustomMatch::Check { provider, policy }, None) => {
+                let Some(ProviderKind::Http(p)) = self.providers.get(provider).map(|p| &p.kind)
+                else {
+                    // Unreachable: the stage only targets HTTP providers.
+                    return Outcome::Decided(Box::new(Decision {
+                        verdict: Verdict::Deny(LocalReply {
+                            status: 403,
+                            body: RBAC_DENIED_BODY.into(),
+                            headers: Vec::new(),
+                            details: "ext_authz_error".into(),
+                        }),
+                        stage: Stage::ExtAuthz,
+                        reason: "no usable extension provider".into(),
+                        mutations: Default::default(),
+                        policy: None,
+                        rule: None,
+                        jwt: None,
+                        audit: None,
+                        dry_run: Vec::new(),
+                    }));
+                };
+                let name = self.providers.get(provider).map_or("", |p| p.name.as_str());
+                return Outcome::NeedCheck(Box::new(CheckRequest::new(
+                    provider, name, &policy, p, req,
+                )));
+            }
+            (CustomMatch::Check { .. }, Some(answer)) => {
+                if let CheckVerdict::Deny(reply) = &answer.verdict {
+                    return Outcome::Decided(Box::new(Decision {
+                        verdict: Verdict::Deny(reply.clone()),
+                        stage: Stage::ExtAuthz,
+                        reason: answer.reason.clone(),
+                        mutations: Default::default(),
+                        policy: None,
+                        rule: None,
+                        jwt: None,
+                        audit: None,
+                        dry_run: Vec::new(),
+                    }));
+                }
+            }
+        }
         let authn = authenticate();
-        rec.authn(&authn);
+        if let Some(t) = trace.as_deref_mut() {
+            t.authn = Some(match &authn {
+                AuthnOutcome::NeedKeys(_) => "waiting for remote keys".to_string(),
+                AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
+                    Some(j) => format!("{} (token verified)", j.principal()),
+                    None => "none (no token)".to_string(),
+                },
+                AuthnOutcome::Done {
+                    result: Err(failure),
+                    ..
+                } => format!(
+                    "refused: JWT from {}: {}",
+                    failure.location,
+                    failure.status.message()
+                ),
+            });
+        }
         self.count_authn(&authn);
         let (auth, mutations) = match authn {
             AuthnOutcome::NeedKeys(idx) => return Outcome::NeedKeys(idx),
@@ -235,9 +416,9 @@ impl Engine {
                     }),
                     stage: Stage::Authn,
                     reason: format!("JWT from {}: {message}", failure.location),
+                    mutations,
                     policy: None,
                     rule: None,
-                    mutations,
                     jwt: None,
                     audit: None,
                     dry_run: Vec::new(),
@@ -268,7 +449,9 @@ impl Engine {
             let matched = dry.rule.map(|_| dry.policy.as_str());
             self.stats.dry_run(dry.action, matched, dry.would_allow);
         }
-        rec.policies(self, view, &auth);
+        if let Some(t) = trace {
+            t.policies.extend(self.authz.trace(view, &auth));
+        }
         let verdict = if authz.allowed {
             Verdict::Allow
         } else {
@@ -288,9 +471,9 @@ impl Engine {
             verdict,
             stage: Stage::Authz,
             reason: authz.reason,
+            mutations,
             policy: authz.policy,
             rule: authz.rule,
-            mutations,
             jwt: auth.jwt,
             audit: authz.audit,
             dry_run: authz.dry_run,
@@ -367,42 +550,28 @@ impl Engine {
     }
 }
 
-/// Where [`Engine::run`] reports its steps.
-trait Recorder {
-    fn peer(&mut self, _engine: &Engine, _req: &RequestAttributes, _refused: &Option<String>) {}
-    fn authn(&mut self, _authn: &AuthnOutcome) {}
-    fn policies(&mut self, _engine: &Engine, _view: &RequestAttributes, _auth: &AuthContext) {}
-}
-
-/// The request path: nothing recorded.
-impl Recorder for () {}
-
-impl Recorder for Trace {
-    fn peer(&mut self, engine: &Engine, req: &RequestAttributes, refused: &Option<String>) {
-        self.peer = Some(engine.peer_step(req, refused.clone()));
+/// `Kind ns/name: applies (why)` / `... : ignored (why)` for every resource.
+fn attachments(cfg: &PluginConfig) -> Vec<String> {
+    fn line<S>(kind: &str, r: &config::Resource<S>) -> String {
+        let what = if r.applies { "applies" } else { "ignored" };
+        format!("{kind} {}: {what} ({})", r.name(), r.attachment)
     }
-
-    fn authn(&mut self, authn: &AuthnOutcome) {
-        self.authn = Some(match authn {
-            AuthnOutcome::NeedKeys(_) => "waiting for remote keys".to_string(),
-            AuthnOutcome::Done { result: Ok(a), .. } => match &a.jwt {
-                Some(j) => format!("{} (token verified)", j.principal()),
-                None => "none (no token)".to_string(),
-            },
-            AuthnOutcome::Done {
-                result: Err(failure),
-                ..
-            } => format!(
-                "refused: JWT from {}: {}",
-                failure.location,
-                failure.status.message()
-            ),
-        });
-    }
-
-    fn policies(&mut self, engine: &Engine, view: &RequestAttributes, auth: &AuthContext) {
-        self.policies = engine.authz.trace(view, auth);
-    }
+    let mut out: Vec<String> = cfg
+        .peer_authentications
+        .iter()
+        .map(|r| line("PeerAuthentication", r))
+        .collect();
+    out.extend(
+        cfg.request_authentications
+            .iter()
+            .map(|r| line("RequestAuthentication", r)),
+    );
+    out.extend(
+        cfg.authorization_policies
+            .iter()
+            .map(|r| line("AuthorizationPolicy", r)),
+    );
+    out
 }
 
 #[cfg(test)]
@@ -464,6 +633,130 @@ mod tests {
             );
             assert_eq!(deny.matched_rule(), (!allowed).then_some(1));
         }
+    }
+
+    fn custom_engine(extra_policies: Vec<serde_json::Value>, provider: &str) -> Engine {
+        let mut policies = vec![
+            json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": { "name": "ext", "namespace": "ns" },
+            "spec": { "action": "CUSTOM", "provider": { "name": provider },
+                      "rules": [{ "to": [{ "operation": { "paths": ["/admin/*"] } }] }] } }),
+        ];
+        policies.extend(extra_policies);
+        let cfg = json!({ "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "authz", "envoyExtAuthzHttp": {
+                "service": "authz.ns.svc.cluster.local", "port": 8000,
+                "headersToUpstreamOnAllow": ["x-user"] } }],
+            "clusters": { "authz.ns.svc.cluster.local:8000": "authz" },
+            "policies": policies });
+        Engine::from_json(&cfg.to_string()).unwrap()
+    }
+
+    fn get(path: &str) -> RequestAttributes {
+        RequestAttributes {
+            method: "GET".into(),
+            path: path.into(),
+            host: "h".into(),
+            ..Default::default()
+        }
+    }
+
+    /// CUSTOM runs first, only for the requests its rules match; the answer's upstream
+    /// headers are what authorization then sees.
+    #[test]
+    fn custom_check_then_authorization_on_the_checked_request() {
+        let needs_alice =
+            allow(json!({ "when": [{ "key": "request.headers[x-user]", "values": ["alice"] }] }));
+        let e = custom_engine(vec![needs_alice], "authz");
+        let keys = crate::authn::InlineKeysOnly;
+        let Outcome::Decided(d) = e.decide(&get("/public"), &keys, 0) else {
+            panic!("not checked")
+        };
+        assert!(!d.allowed(), "the ALLOW policy needs x-user");
+        let req = get("/admin/users");
+        let Outcome::NeedCheck(check) = e.decide(&req, &keys, 0) else {
+            panic!("checked")
+        };
+        assert_eq!(check.cluster, "authz");
+        assert_eq!(check.policy, "ns/ext");
+        let hs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let ok = e.check_answer(&check, Some("200"), &hs(&[("x-user", "alice")]), b"");
+        let mut checked = req.clone();
+        ok.apply_to(&mut checked);
+        let Outcome::Decided(d) = e.decide_checked(&checked, &ok, &keys, 0) else {
+            panic!("decided")
+        };
+        assert!(d.allowed(), "{}", d.reason);
+        let no = e.check_answer(
+            &check,
+            Some("401"),
+            &hs(&[("www-authenticate", "x")]),
+            b"who?",
+        );
+        let Outcome::Decided(d) = e.decide_checked(&req, &no, &keys, 0) else {
+            panic!("decided")
+        };
+        assert_eq!(d.stage, Stage::ExtAuthz);
+        let Verdict::Deny(reply) = &d.verdict else {
+            panic!("denied")
+        };
+        assert_eq!((reply.status, reply.body.as_str()), (401, "who?"));
+        let (_, trace) = e.decide_traced(&req, &keys, 0);
+        assert_eq!(trace.policies[0].action, Action::Custom);
+        assert!(trace.ext_authz.unwrap().contains("provider authz"));
+    }
+
+    #[test]
+    fn custom_without_a_usable_provider_denies_what_it_matches() {
+        let e = custom_engine(vec![], "missing");
+        let keys = crate::authn::InlineKeysOnly;
+        let Outcome::Decided(d) = e.decide(&get("/admin/x"), &keys, 0) else {
+            panic!("denied without a check")
+        };
+        assert!(!d.allowed());
+        assert!(e.warnings().iter().any(|w| w.contains("missing not found")));
+        let Outcome::Decided(d) = e.decide(&get("/x"), &keys, 0) else {
+            panic!("not matched")
+        };
+        assert!(d.allowed());
+    }
+
+    #[test]
+    fn dry_run_custom_is_never_sent() {
+        let cfg = json!({ "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "authz", "envoyExtAuthzHttp": {
+                "service": "authz", "port": 8000 } }],
+            "policies": [{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "ext", "namespace": "ns",
+                              "annotations": { "istio.io/dry-run": "true" } },
+                "spec": { "action": "CUSTOM", "provider": { "name": "authz" }, "rules": [{}] } }] });
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
+        let keys = crate::authn::InlineKeysOnly;
+        assert!(matches!(e.decide(&get("/"), &keys, 0), Outcome::Decided(d) if d.allowed()));
+        let (_, trace) = e.decide_traced(&get("/"), &keys, 0);
+        assert!(trace.policies[0].dry_run && trace.policies[0].matched_rule() == Some(0));
+    }
+
+    #[test]
+    fn a_grpc_provider_is_refused_when_a_policy_uses_it() {
+        let cfg = |uses: bool| {
+            json!({ "workload": { "namespace": "ns" },
+                "extensionProviders": [{ "name": "g", "envoyExtAuthzGrpc": { "service": "g", "port": 9000 } }],
+                "policies": if uses { json!([{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                    "metadata": { "name": "ext", "namespace": "ns" },
+                    "spec": { "action": "CUSTOM", "provider": { "name": "g" }, "rules": [{}] } }]) } else { json!([]) } })
+        };
+        assert!(Engine::from_json(&cfg(false).to_string()).is_ok());
+        let err = Engine::from_json(&cfg(true).to_string()).unwrap_err();
+        assert_eq!(err.path, "policies[0].spec.provider.name");
+        assert!(
+            err.message.contains("gRPC ext_authz is not supported"),
+            "{err}"
+        );
     }
 
     /// Each decided request lands in one series of each family it reaches, labelled from the

@@ -16,6 +16,13 @@
 //! [`MAX_STALE_MS`] past the interval; a token whose `kid` the keys lack may cause one
 //! refetch per kid-refetch cooldown, measured from the last attempt of any VM
 //! ([`JwksCache::kid_refetch_allowed`], the one cooldown rule).
+//!
+//! OpenID discovery (a rule with neither `jwksUri` nor `jwks`, [`RemoteJwks::discovery`]):
+//! every fetch attempt is two callouts under the one lease, the issuer's discovery document
+//! first, then the `jwks_uri` it names (through the cluster mapped for that URI's authority),
+//! so refreshes, kid refetches and key rotation follow the document, and a changed
+//! `jwks_uri` is picked up on the next fetch. Either step failing is a failed attempt (the
+//! same backoff, stale keys, fail closed with `Jwks remote fetch is failed`).
 
 use crate::authn::{KeyState, KeyStore, RemoteJwks};
 use crate::config::JwksSettings;
@@ -71,6 +78,8 @@ struct Source {
     refetch_wanted: bool,
     /// Shared-data version last loaded.
     seen_cas: Option<u32>,
+    /// For a discovery source: the key set its document named last.
+    resolved: Option<RemoteJwks>,
 }
 
 impl Source {
@@ -84,6 +93,7 @@ impl Source {
             failed: false,
             refetch_wanted: false,
             seen_cas: None,
+            resolved: None,
         }
     }
 
@@ -108,8 +118,44 @@ pub struct JwksCache {
     max_body_bytes: usize,
     /// The time of the last call that brought this cache up to date, for [`KeyStore`].
     now_ms: u64,
-    /// Callout token -> source index.
-    in_flight: BTreeMap<u32, usize>,
+    /// Callout token -> source index and which step it is.
+    in_flight: BTreeMap<u32, (usize, Step)>,
+    /// `jwks.clusters`: the cluster of a `jwks_uri` learned from a discovery document.
+    clusters: JwksSettings,
+}
+
+/// What a callout fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// An OpenID discovery document.
+    Discovery,
+    /// A key set.
+    Keys,
+}
+
+/// The `jwks_uri` of an OpenID discovery document, as a key set to fetch.
+fn discovered(
+    body: &[u8],
+    doc: &RemoteJwks,
+    settings: &JwksSettings,
+) -> Result<RemoteJwks, String> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the discovery document is not JSON: {e}"))?;
+    let uri = v
+        .get("jwks_uri")
+        .and_then(serde_json::Value::as_str)
+        .ok_or("the discovery document has no jwks_uri")?;
+    let (authority, path) = crate::authn::split_uri(uri).ok_or_else(|| {
+        format!("the discovery document's jwks_uri {uri:?} is not an http(s) URL")
+    })?;
+    Ok(RemoteJwks {
+        uri: uri.to_string(),
+        cluster: settings.cluster_for(&authority),
+        authority,
+        path,
+        timeout: doc.timeout,
+        discovery: false,
+    })
 }
 
 impl KeyStore for JwksCache {
@@ -203,11 +249,12 @@ impl JwksCache {
         self.refresh_ms = settings.refresh_interval.as_millis() as u64;
         self.kid_cooldown_ms = settings.kid_refetch_cooldown.as_millis() as u64;
         self.max_body_bytes = settings.max_response_bytes;
+        self.clusters = settings.clone();
         // A callout for a URI that went away is forgotten: its answer is ignored and its
         // lease expires on its own.
         self.in_flight = std::mem::take(&mut self.in_flight)
             .into_iter()
-            .filter_map(|(token, idx)| moved.get(&idx).map(|&n| (token, n)))
+            .filter_map(|(token, (idx, step))| moved.get(&idx).map(|&n| (token, (n, step))))
             .collect();
     }
 
@@ -267,7 +314,7 @@ impl JwksCache {
     }
 
     fn in_flight(&self, idx: usize) -> bool {
-        self.in_flight.values().any(|&i| i == idx)
+        self.in_flight.values().any(|&(i, _)| i == idx)
     }
 
     /// A request wants these key sets. Those that have keys lack the request's kid: they are
@@ -392,7 +439,9 @@ impl JwksCache {
             return false;
         };
         let key = src.lease_key();
-        let expires = now + src.remote.timeout.as_millis() as u64 + 1_000;
+        // A discovery source makes two callouts per attempt.
+        let steps = if src.remote.discovery { 2 } else { 1 };
+        let expires = now + steps * src.remote.timeout.as_millis() as u64 + 1_000;
         let Some((value, cas)) = host.get(&key) else {
             return false;
         };
@@ -432,9 +481,14 @@ impl JwksCache {
             return false;
         };
         src.refetch_wanted = false;
+        let step = if src.remote.discovery {
+            Step::Discovery
+        } else {
+            Step::Keys
+        };
         match host.dispatch(&src.remote) {
             Ok(token) => {
-                self.in_flight.insert(token, idx);
+                self.in_flight.insert(token, (idx, step));
                 false
             }
             Err(why) => {
@@ -462,9 +516,12 @@ impl JwksCache {
         host: &impl JwksHost,
     ) -> bool {
         self.now_ms = now;
-        let Some(idx) = self.in_flight.remove(&token) else {
+        let Some((idx, step)) = self.in_flight.remove(&token) else {
             return false;
         };
+        if step == Step::Discovery {
+            return self.on_discovery(idx, status, body_size, read_body, now, host);
+        }
         let uri = self
             .sources
             .get(idx)
@@ -516,6 +573,67 @@ impl JwksCache {
         }
         self.release_lease(idx, host);
         true
+    }
+
+    /// The discovery document arrived: fetch the key set it names (the lease stays held), or
+    /// record a failed attempt. Returns true when the state changed (a failure).
+    fn on_discovery(
+        &mut self,
+        idx: usize,
+        status: Option<&str>,
+        body_size: usize,
+        read_body: impl FnOnce() -> Vec<u8>,
+        now: u64,
+        host: &impl JwksHost,
+    ) -> bool {
+        let Some(src) = self.sources.get(idx) else {
+            return false;
+        };
+        let doc = src.remote.clone();
+        let next = if status != Some("200") {
+            Err(format!(
+                "status {}",
+                status.unwrap_or("none (connection failure or timeout)")
+            ))
+        } else if body_size > self.max_body_bytes {
+            Err(format!("body of {body_size} bytes exceeds the limit"))
+        } else {
+            discovered(&read_body(), &doc, &self.clusters)
+        };
+        let dispatched = next.and_then(|keys| match host.dispatch(&keys) {
+            Ok(token) => Ok((token, keys)),
+            Err(why) => Err(format!(
+                "cannot fetch {} through cluster {:?}: {why} (is the cluster defined?)",
+                keys.uri, keys.cluster
+            )),
+        });
+        match dispatched {
+            Ok((token, keys)) => {
+                self.in_flight.insert(token, (idx, Step::Keys));
+                if let Some(src) = self.sources.get_mut(idx) {
+                    src.resolved = Some(keys);
+                }
+                false
+            }
+            Err(why) => {
+                host.warn(&format!(
+                    "meshguard: OpenID discovery from {} failed: {why}",
+                    doc.uri
+                ));
+                self.record_failure(idx, now, host);
+                self.release_lease(idx, host);
+                true
+            }
+        }
+    }
+
+    /// For a discovery source, the key set its document named last (for the log and tests).
+    pub fn resolved_uri(&self, discovery_uri: &str) -> Option<&str> {
+        self.sources
+            .iter()
+            .find(|s| s.remote.uri == discovery_uri)
+            .and_then(|s| s.resolved.as_ref())
+            .map(|r| r.uri.as_str())
     }
 
     fn record_failure(&mut self, idx: usize, now: u64, host: &impl JwksHost) {

@@ -15,6 +15,9 @@ pub struct Trace {
     /// RequestAuthentication: one line (`principal iss/sub`, `no token`, `refused: ...`).
     /// None when the peer check refused first.
     pub authn: Option<String>,
+    /// CUSTOM (ext_authz): whether and where the request was sent, and the answer. None
+    /// when no CUSTOM rule matched.
+    pub ext_authz: Option<String>,
     /// Every applicable AuthorizationPolicy, in Envoy's filter order (AUDIT, DENY, ALLOW,
     /// then the dry-run engines); empty when an earlier stage refused.
     pub policies: Vec<PolicyTrace>,
@@ -76,6 +79,9 @@ impl fmt::Display for Trace {
             if let Some(r) = &p.refused {
                 writeln!(f, "           refused: {r}")?;
             }
+        }
+        if let Some(x) = &self.ext_authz {
+            writeln!(f, "ext_authz: {x}")?;
         }
         if let Some(a) = &self.authn {
             writeln!(f, "principal: {a}")?;

@@ -4,7 +4,7 @@
 
 use meshguard_engine::{ConnectionInfo, Needs, RequestAttributes};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, LogLevel, MapType};
+use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 use std::net::SocketAddr;
 use std::time::UNIX_EPOCH;
 
@@ -236,17 +236,60 @@ pub(crate) fn send_local_reply(
     status == proxy_wasm::types::Status::Ok
 }
 
+// The SDK's header setters panic when the host answers anything but Ok (e.g. NotFound once
+// the request headers went on to the next filter); these report and go on.
+extern "C" {
+    fn proxy_remove_header_map_value(map_type: MapType, key: *const u8, key_size: usize) -> Status;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_add_header_map_value(
+        map_type: MapType,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> Status;
+}
+
+/// Removes a header of `map` (false when the host refused, e.g. the headers are gone).
+pub(crate) fn remove_header(map: MapType, name: &str) -> bool {
+    // SAFETY: the pointer references a live buffer of the given size for the whole call.
+    unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) == Status::Ok }
+}
+
+/// Sets (replaces) a header of `map`.
+pub(crate) fn set_header(map: MapType, name: &str, value: &str) -> bool {
+    // SAFETY: both pointers reference live buffers of the given sizes for the whole call.
+    unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+            == Status::Ok
+    }
+}
+
+/// Adds a header value to `map`.
+pub(crate) fn add_header(map: MapType, name: &str, value: &str) -> bool {
+    // SAFETY: both pointers reference live buffers of the given sizes for the whole call.
+    unsafe {
+        proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+            == Status::Ok
+    }
+}
+
 pub(crate) fn remove_request_header(name: &str) {
-    let _ = hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, None);
+    remove_header(MapType::HttpRequestHeaders, name);
 }
 
 pub(crate) fn add_request_header(name: &str, value: &str) {
-    let _ = hostcalls::add_map_value_bytes(MapType::HttpRequestHeaders, name, value.as_bytes());
+    add_header(MapType::HttpRequestHeaders, name, value);
 }
 
 pub(crate) fn set_request_header(name: &str, value: &str) {
-    let _ =
-        hostcalls::set_map_value_bytes(MapType::HttpRequestHeaders, name, Some(value.as_bytes()));
+    set_header(MapType::HttpRequestHeaders, name, value);
 }
 
 /// Writes a filter state value readable in access logs as `%FILTER_STATE(wasm.<name>:PLAIN)%`.

@@ -5,6 +5,7 @@
 //! Compiled for `wasm32` only; on the host this crate is empty (the engine is tested there).
 #![cfg(target_arch = "wasm32")]
 
+mod ext_authz;
 mod host;
 mod host_crypto;
 mod http;

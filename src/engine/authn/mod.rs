@@ -34,6 +34,10 @@ pub struct RemoteJwks {
     /// Path and query of the URI.
     pub path: String,
     pub timeout: Duration,
+    /// `uri` is the issuer's OpenID discovery document (`{issuer}/.well-known/
+    /// openid-configuration`, for a rule with neither `jwksUri` nor `jwks`): its `jwks_uri`
+    /// is what holds the keys (`crate::jwks_cache` fetches both, in turn).
+    pub discovery: bool,
 }
 
 /// Where a rule's keys come from.
@@ -143,6 +147,17 @@ pub enum AuthnOutcome {
 }
 
 impl Authenticator {
+    /// The index of `remote` among the key sets to fetch (one per URI).
+    fn add_remote(&mut self, remote: RemoteJwks) -> usize {
+        match self.remote.iter().position(|r| r.uri == remote.uri) {
+            Some(idx) => idx,
+            None => {
+                self.remote.push(remote);
+                self.remote.len() - 1
+            }
+        }
+    }
+
     /// Compiles the applicable RequestAuthentications (all are validated).
     pub fn compile(
         policies: &[Resource<RequestAuthenticationSpec>],
@@ -151,7 +166,7 @@ impl Authenticator {
         let mut out = Authenticator::default();
         for policy in policies {
             let spec_path = join(&policy.path, "spec");
-            crate::config::check_no_target_refs(&policy.spec, &spec_path)?;
+            crate::config::check_attachment(&policy.spec, &spec_path)?;
             for (i, rule) in policy.spec.jwt_rules.iter().enumerate() {
                 let path = format!("{spec_path}.jwtRules[{i}]");
                 // Rules of policies that do not apply are validated only: they register no
@@ -250,26 +265,39 @@ impl Authenticator {
                     authority,
                     path: uri_path,
                     timeout,
+                    discovery: false,
                 };
                 if !applies {
                     return Ok(None);
                 }
-                let idx = match self.remote.iter().position(|r| r.uri == remote.uri) {
-                    Some(idx) => idx,
-                    None => {
-                        self.remote.push(remote);
-                        self.remote.len() - 1
-                    }
-                };
-                KeySource::Remote(idx)
+                KeySource::Remote(self.add_remote(remote))
             }
             (None, None) => {
-                // Istio resolves the issuer's OpenID discovery document in istiod; without
-                // istiod there is nothing to resolve with.
-                return Err(ConfigError::new(
-                    join(path, "jwksUri"),
-                    "jwksUri or jwks is required (OpenID discovery from the issuer is not supported)",
-                ));
+                // istiod resolves the issuer's OpenID discovery document
+                // (`pilot/pkg/model/jwks_resolver.go`: `{issuer}/.well-known/
+                // openid-configuration`, trailing `/` of the issuer trimmed), then its
+                // `jwks_uri`; here the key cache does both through the mapped cluster.
+                let doc = format!(
+                    "{}/.well-known/openid-configuration",
+                    rule.issuer.trim_end_matches('/')
+                );
+                let (authority, uri_path) = split_uri(&doc).ok_or_else(|| {
+                    ConfigError::new(
+                        join(path, "issuer"),
+                        "without jwksUri or jwks the issuer must be an http(s):// URL (its OpenID discovery document gives the keys)",
+                    )
+                })?;
+                if !applies {
+                    return Ok(None);
+                }
+                KeySource::Remote(self.add_remote(RemoteJwks {
+                    uri: doc,
+                    cluster: settings.cluster_for(&authority),
+                    authority,
+                    path: uri_path,
+                    timeout,
+                    discovery: true,
+                }))
             }
         };
         if !applies {
@@ -552,7 +580,7 @@ fn is_cors_preflight(req: &RequestAttributes) -> bool {
 }
 
 /// Splits `https://host:port/path?q` into (`host:port`, `/path?q`).
-fn split_uri(uri: &str) -> Option<(String, String)> {
+pub(crate) fn split_uri(uri: &str) -> Option<(String, String)> {
     let rest = uri
         .strip_prefix("https://")
         .or_else(|| uri.strip_prefix("http://"))?;

@@ -336,8 +336,23 @@ fn config_errors_name_paths() {
         let cfg = parse(&cfg.to_string())?;
         Authenticator::compile(&cfg.request_authentications, &cfg.jwks)
     };
-    let err = compile(json!({"issuer": ISS})).unwrap_err();
-    assert_eq!(err.path, "policies[0].spec.jwtRules[0].jwksUri");
+    // No jwksUri nor jwks: OpenID discovery from the issuer, which must be a URL.
+    let a = compile(json!({"issuer": "https://idp.example/realms/istio/"})).unwrap();
+    let r = &a.remote_jwks()[0];
+    assert!(r.discovery);
+    assert_eq!(
+        r.uri,
+        "https://idp.example/realms/istio/.well-known/openid-configuration"
+    );
+    assert_eq!(
+        (r.authority.as_str(), r.path.as_str()),
+        (
+            "idp.example",
+            "/realms/istio/.well-known/openid-configuration"
+        )
+    );
+    let err = compile(json!({"issuer": "issuer-name"})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.jwtRules[0].issuer");
     let err = compile(json!({"issuer": ISS, "jwksUri": "ftp://x"})).unwrap_err();
     assert_eq!(err.path, "policies[0].spec.jwtRules[0].jwksUri");
     let err = compile(json!({"issuer": ISS, "jwksUri": "http://x/", "timeout": "5"})).unwrap_err();
@@ -655,11 +670,23 @@ fn target_refs_are_checked_as_for_authorization_policies() {
     };
     // `targetRefs: []` is no attachment (it was an error here and fine for authorization).
     assert!(with(json!({"targetRefs": []})).is_ok());
+    // A valid reference is accepted (it attaches per `Workload::attaches`)...
+    assert!(with(json!({"targetRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"}})).is_ok());
+    assert!(with(json!({"targetRefs": [{"kind": "Service", "name": "a"}]})).is_ok());
+    // ...an invalid one is refused as istiod's admission refuses it.
     let err = with(json!({"targetRef": {"kind": "Gateway", "name": "gw"}})).unwrap_err();
-    assert_eq!(err.path, "policies[0].spec.targetRef");
-    let err = with(json!({"targetRefs": [{"kind": "Service", "name": "a"}]})).unwrap_err();
-    assert_eq!(err.path, "policies[0].spec.targetRefs");
-    assert!(err.message.contains("not supported"), "{err:?}");
+    assert_eq!(err.path, "policies[0].spec.targetRef.kind");
+    let err = with(json!({"targetRefs": [{"kind": "Service"}]})).unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.targetRefs[0].name");
+    let err = with(json!({"targetRefs": [{"kind": "Service", "name": "a", "namespace": "b"}]}))
+        .unwrap_err();
+    assert_eq!(err.path, "policies[0].spec.targetRefs[0].namespace");
+    let err = with(json!({"selector": {"matchLabels": {"a": "b"}}, "targetRefs": [{"kind": "Service", "name": "a"}]})).unwrap_err();
+    assert!(
+        err.message
+            .contains("only one of targetRefs or workloadSelector"),
+        "{err:?}"
+    );
     // The reference is typed: a misspelt field names its path.
     let err = with(json!({"targetRef": {"knd": "Gateway"}})).unwrap_err();
     assert!(

@@ -18,6 +18,7 @@ use crate::istio::authorization_policy::{
 /// Compiles one applicable policy. Dropped rules and values are reported in `warnings`.
 pub(crate) fn policy(
     res: &Resource<AuthorizationPolicySpec>,
+    bundle: &super::trust_domain::Bundle,
     warnings: &mut Vec<String>,
 ) -> Policy {
     let name = res.name();
@@ -26,6 +27,7 @@ pub(crate) fn policy(
     for (index, rule) in res.spec.rules.as_deref().unwrap_or(&[]).iter().enumerate() {
         let mut b = RuleBuilder {
             policy_namespace: &res.namespace,
+            bundle,
             errors: Vec::new(),
         };
         let when = b.conditions(rule.when.as_deref().unwrap_or(&[]));
@@ -67,7 +69,8 @@ pub(crate) fn policy(
         let verb = match action {
             Action::Deny => "denied by",
             Action::Audit => "audited by",
-            Action::Allow | Action::Custom => "allowed by",
+            Action::Allow => "allowed by",
+            Action::Custom => "sent to ext_authz by",
         };
         rules.push(Rule {
             index,
@@ -82,6 +85,8 @@ pub(crate) fn policy(
 
 struct RuleBuilder<'a> {
     policy_namespace: &'a str,
+    /// The workload's trust domain and aliases (principals and trust domains are expanded).
+    bundle: &'a super::trust_domain::Bundle,
     errors: Vec<String>,
 }
 
@@ -117,12 +122,24 @@ impl RuleBuilder<'_> {
                     f: &dyn Fn(&str) -> IdMatch| {
             b.field(items(v), items(nv), |x| Ok(f(x))).map(Cond::PeerId)
         };
+        let bundle = self.bundle;
+        let principals = s.principals.as_deref().map(|v| bundle.replace_aliases(v));
+        let not_principals = s
+            .not_principals
+            .as_deref()
+            .map(|v| bundle.replace_aliases(v));
         out.extend(peer(
             self,
-            &s.principals,
-            &s.not_principals,
+            &principals,
+            &not_principals,
             &IdMatch::principal,
         ));
+        let tds = s.trust_domains.as_deref().map(|v| bundle.expand_aliases(v));
+        let not_tds = s
+            .not_trust_domains
+            .as_deref()
+            .map(|v| bundle.expand_aliases(v));
+        out.extend(peer(self, &tds, &not_tds, &IdMatch::trust_domain));
         out.extend(
             self.field(
                 items(&s.request_principals),
@@ -213,9 +230,22 @@ impl RuleBuilder<'_> {
             "source.namespace" => self
                 .field(values, not_values, |v| Ok(IdMatch::namespace(v)))
                 .map(Cond::PeerId),
-            "source.principal" => self
-                .field(values, not_values, |v| Ok(IdMatch::principal(v)))
-                .map(Cond::PeerId),
+            "source.principal" => {
+                let (vs, nvs) = (
+                    self.bundle.replace_aliases(values),
+                    self.bundle.replace_aliases(not_values),
+                );
+                self.field(&vs, &nvs, |v| Ok(IdMatch::principal(v)))
+                    .map(Cond::PeerId)
+            }
+            "source.trustDomain" => {
+                let (vs, nvs) = (
+                    self.bundle.expand_aliases(values),
+                    self.bundle.expand_aliases(not_values),
+                );
+                self.field(&vs, &nvs, |v| Ok(IdMatch::trust_domain(v)))
+                    .map(Cond::PeerId)
+            }
             "source.serviceAccount" => self
                 .field(values, not_values, |v| Ok(IdMatch::service_account(v, ns)))
                 .map(Cond::PeerId),

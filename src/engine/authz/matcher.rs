@@ -225,6 +225,13 @@ pub enum IdMatch {
     Glob(Glob),
     /// Any of several globs (the alternatives of the service-account regex).
     AnyGlob(Box<[Glob]>),
+    /// `trustDomains` / `source.trustDomain` with a `*` (istiod's regex
+    /// `spiffe://<prefix>[^/]*<suffix>/.*`): the SAN's trust domain (between `spiffe://` and
+    /// the next `/`) starts with `prefix` and ends with `suffix`.
+    TrustDomain {
+        prefix: Box<str>,
+        suffix: Box<str>,
+    },
 }
 
 impl IdMatch {
@@ -244,6 +251,20 @@ impl IdMatch {
             IdMatch::Str(StrMatch::Prefix(format!("{SPIFFE}{rest}").into()))
         } else {
             IdMatch::Str(StrMatch::Exact(format!("{SPIFFE}{value}").into()))
+        }
+    }
+
+    /// `trustDomains` / `source.trustDomain` (istiod's `srcTrustDomainGenerator`): `*` =
+    /// any `spiffe://` identity; `td` = prefix `spiffe://td/`; one `*` inside = any run of
+    /// characters without `/` there.
+    pub fn trust_domain(value: &str) -> Self {
+        match value.split_once('*') {
+            None => IdMatch::Str(StrMatch::Prefix(format!("{SPIFFE}{value}/").into())),
+            Some(_) if value == "*" => IdMatch::Str(StrMatch::Prefix(SPIFFE.into())),
+            Some((prefix, suffix)) => IdMatch::TrustDomain {
+                prefix: prefix.into(),
+                suffix: suffix.into(),
+            },
         }
     }
 
@@ -287,6 +308,15 @@ impl IdMatch {
             IdMatch::Str(m) => m.matches(san),
             IdMatch::Glob(g) => g.matches(san),
             IdMatch::AnyGlob(gs) => gs.iter().any(|g| g.matches(san)),
+            IdMatch::TrustDomain { prefix, suffix } => san
+                .strip_prefix(SPIFFE)
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(td, _)| {
+                    td.len() >= prefix.len() + suffix.len()
+                        && td.starts_with(&**prefix)
+                        && td.ends_with(&**suffix)
+                        && !td.contains('/')
+                }),
         }
     }
 }

@@ -15,9 +15,11 @@
 //! shadow engine per action, whose result is reported, never enforced.
 
 mod compile;
+mod custom;
 mod index;
 mod matcher;
 mod model;
+mod trust_domain;
 
 mod validate;
 
@@ -27,10 +29,12 @@ mod index_tests;
 mod tests;
 
 use crate::attrs::{AuthContext, Needs, RequestAttributes};
-use crate::config::{ConfigError, Resource, Workload};
+use crate::config::{ConfigError, ExtensionProvider, Resource, Workload};
 pub use crate::istio::authorization_policy::Action;
 use crate::istio::AuthorizationPolicySpec;
 use crate::trace::{PolicyTrace, RuleTrace};
+pub(crate) use custom::CustomMatch;
+use custom::CustomStage;
 use index::PolicySet;
 use model::{Cond, Ctx, HeaderName, Policy, Rule};
 
@@ -40,6 +44,8 @@ pub const DRY_RUN_ANNOTATION: &str = "istio.io/dry-run";
 /// Compiled authorization policies of one workload (immutable after config load).
 #[derive(Debug, Default)]
 pub struct Authorizer {
+    /// CUSTOM policies: which requests go to the external authorizer (before all else).
+    custom: CustomStage,
     deny: PolicySet,
     allow: PolicySet,
     audit: PolicySet,
@@ -99,12 +105,27 @@ pub struct DryRunResult {
 }
 
 impl Authorizer {
-    /// Validates every policy (applicable or not), then compiles the applicable ones.
+    /// Validates every policy (applicable or not), then compiles the applicable ones. No
+    /// extension providers: a CUSTOM policy denies what it matches (see `custom`).
     pub fn compile(
         policies: &[Resource<AuthorizationPolicySpec>],
-        _workload: &Workload,
+        workload: &Workload,
     ) -> Result<Self, ConfigError> {
+        Self::compile_with(policies, workload, &[])
+    }
+
+    /// [`Authorizer::compile`] with the `extensionProviders` CUSTOM policies name.
+    pub fn compile_with(
+        policies: &[Resource<AuthorizationPolicySpec>],
+        workload: &Workload,
+        providers: &[ExtensionProvider],
+    ) -> Result<Self, ConfigError> {
+        let bundle = trust_domain::Bundle::new(
+            workload.trust_domain.as_deref().unwrap_or("cluster.local"),
+            &workload.trust_domain_aliases,
+        );
         let mut warnings = Vec::new();
+        let mut custom = Vec::new();
         let (mut deny, mut allow, mut audit) = (Vec::new(), Vec::new(), Vec::new());
         let mut shadow: [(Action, Vec<Policy>); 3] = [
             (Action::Deny, vec![]),
@@ -116,9 +137,13 @@ impl Authorizer {
             if !res.applies {
                 continue;
             }
-            let dry_run = dry_run(res, &mut warnings);
             let action = res.spec.action();
-            let policy = compile::policy(res, &mut warnings);
+            if action == Action::Custom {
+                custom.push(res);
+                continue;
+            }
+            let dry_run = dry_run(res, &mut warnings);
+            let policy = compile::policy(res, &bundle, &mut warnings);
             if dry_run {
                 if let Some((_, list)) = shadow.iter_mut().find(|(act, _)| *act == action) {
                     list.push(policy);
@@ -128,7 +153,7 @@ impl Authorizer {
             match action {
                 Action::Deny => deny.push(policy),
                 Action::Audit => audit.push(policy),
-                // CUSTOM is rejected by validation.
+                // CUSTOM policies were set aside above.
                 Action::Allow | Action::Custom => allow.push(policy),
             }
         }
@@ -149,7 +174,9 @@ impl Authorizer {
             1 => "no ALLOW policy matched (1 ALLOW policy applies)".into(),
             n => format!("no ALLOW policy matched ({n} ALLOW policies apply)"),
         };
+        let custom = CustomStage::compile(&custom, providers, &bundle, &mut warnings)?;
         Ok(Authorizer {
+            custom,
             deny: PolicySet::new(deny),
             allow: PolicySet::new(allow),
             audit: PolicySet::new(audit),
@@ -157,6 +184,21 @@ impl Authorizer {
             no_allow_match,
             warnings,
         })
+    }
+
+    /// Whether the CUSTOM policies send `req` to the external authorizer.
+    pub(crate) fn custom_match(&self, req: &RequestAttributes) -> CustomMatch {
+        self.custom.evaluate(req)
+    }
+
+    /// The CUSTOM policies with each rule's result, for [`crate::Trace`].
+    pub(crate) fn custom_trace(&self, req: &RequestAttributes) -> Vec<PolicyTrace> {
+        self.custom.trace(req)
+    }
+
+    /// Whether any CUSTOM policy applies.
+    pub fn has_custom(&self) -> bool {
+        !self.custom.is_empty()
     }
 
     /// Decides one request. No allocation beyond the decision's own strings.
@@ -274,6 +316,7 @@ impl Authorizer {
     fn sets(&self) -> impl Iterator<Item = &PolicySet> {
         [&self.deny, &self.allow, &self.audit]
             .into_iter()
+            .chain(self.custom.sets())
             .chain(self.shadow.iter().map(|e| &e.policies))
     }
 

@@ -197,12 +197,35 @@ mod validation {
     }
 
     #[test]
-    fn custom_action_is_not_supported() {
+    fn custom_action_is_validated_as_istio_does() {
         assert_error(
-            json!({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}),
-            ".action",
-            "CUSTOM action (ext_authz) is not supported",
+            json!({"action": "CUSTOM", "provider": {"name": "ext"}}),
+            ".rules",
+            "CUSTOM action without `rules`",
         );
+        assert_error(
+            json!({"action": "CUSTOM", "rules": [{}]}),
+            ".provider.name",
+            "must not be empty",
+        );
+        assert_error(
+            json!({"action": "CUSTOM", "provider": {"name": "ext"},
+                   "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}),
+            ".rules[0].from[0].source.requestPrincipals",
+            "From.RequestPrincipals is currently not supported with CUSTOM action",
+        );
+        assert_error(
+            json!({"action": "CUSTOM", "provider": {"name": "ext"},
+                   "rules": [{"when": [{"key": "request.auth.claims[group]", "values": ["a"]}]}]}),
+            ".rules[0].when[0].key",
+            "not supported with CUSTOM",
+        );
+        // Allowed: paths, hosts, ipBlocks, headers.
+        let ok = json!({"action": "CUSTOM", "provider": {"name": "ext"},
+            "rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.0/8"]}}],
+                       "to": [{"operation": {"paths": ["/admin/*"]}}],
+                       "when": [{"key": "request.headers[x-a]", "values": ["b"]}]}]});
+        assert!(try_compile(vec![policy("p", "foo", ok)]).is_ok());
     }
 
     #[test]
@@ -215,16 +238,21 @@ mod validation {
     }
 
     #[test]
-    fn target_ref_is_not_supported() {
+    fn target_refs_are_validated_as_istio_does() {
         assert_error(
-            json!({"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}}),
-            ".targetRef",
-            "not supported",
+            json!({"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io"}}),
+            ".targetRef.name",
+            "name must be set",
         );
         assert_error(
-            json!({"targetRefs": [{"kind": "Service", "name": "httpbin"}]}),
-            ".targetRefs",
-            "not supported",
+            json!({"targetRefs": [{"kind": "Deployment", "group": "apps", "name": "x"}]}),
+            ".targetRefs[0].kind",
+            "targetRef must be to one of",
+        );
+        assert_error(
+            json!({"selector": {"matchLabels": {"app": "a"}}, "targetRef": {"kind": "Service", "name": "a"}}),
+            ".targetRef",
+            "only one of targetRefs or workloadSelector",
         );
     }
 

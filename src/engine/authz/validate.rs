@@ -1,6 +1,6 @@
 //! Admission validation: what Istio's validating webhook rejects
 //! (`pkg/config/validation` `ValidateAuthorizationPolicy`, `pkg/config/security`), plus the
-//! features meshguard does not implement (CUSTOM, targetRef, Envoy metadata keys).
+//! features meshguard does not implement (targetRef, Envoy metadata keys).
 //! Every policy is validated, applicable or not: an invalid policy is an invalid config.
 
 use super::matcher::{check_path_template, parse_port, Cidr};
@@ -12,13 +12,14 @@ use crate::istio::authorization_policy::{
 type Result<T = ()> = std::result::Result<T, ConfigError>;
 
 /// `when` keys meshguard evaluates (for "did you mean" hints).
-const KNOWN_KEYS: [&str; 14] = [
+const KNOWN_KEYS: [&str; 15] = [
     "request.headers[]",
     "source.ip",
     "remote.ip",
     "source.namespace",
     "source.principal",
     "source.serviceAccount",
+    "source.trustDomain",
     "request.auth.principal",
     "request.auth.audiences",
     "request.auth.presenter",
@@ -33,7 +34,7 @@ pub(crate) fn validate(res: &Resource<AuthorizationPolicySpec>) -> Result {
     let spec = &res.spec;
     let at = join(&res.path, "spec");
 
-    crate::config::check_no_target_refs(spec, &at)?;
+    crate::config::check_attachment(spec, &at)?;
     if let Some(selector) = &spec.selector {
         for (k, v) in &selector.match_labels {
             let path = join(&join(&at, "selector"), "matchLabels");
@@ -53,12 +54,8 @@ pub(crate) fn validate(res: &Resource<AuthorizationPolicySpec>) -> Result {
     }
     let action = spec.action();
     if action == Action::Custom {
-        return Err(ConfigError::new(
-            join(&at, "action"),
-            "CUSTOM action (ext_authz) is not supported",
-        ));
-    }
-    if spec.provider.is_some() {
+        super::custom::validate(spec, &at)?;
+    } else if spec.provider.is_some() {
         return Err(ConfigError::new(
             join(&at, "provider"),
             format!("`provider` must only be used with the CUSTOM action, found {action}"),
@@ -147,9 +144,11 @@ fn validate_source(s: &Source, at: &str) -> Result {
             }
         }
     }
-    let fields: [(&str, &Option<Vec<String>>); 12] = [
+    let fields: [(&str, &Option<Vec<String>>); 14] = [
         ("principals", &s.principals),
         ("notPrincipals", &s.not_principals),
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
         ("requestPrincipals", &s.request_principals),
         ("notRequestPrincipals", &s.not_request_principals),
         ("namespaces", &s.namespaces),
@@ -269,6 +268,7 @@ fn validate_attribute(key: &str, values: &[String], cond_at: &str, list_at: &str
         "source.serviceAccount" => check_service_accounts(values, list_at),
         "source.namespace"
         | "source.principal"
+        | "source.trustDomain"
         | "request.auth.principal"
         | "request.auth.audiences"
         | "request.auth.presenter"

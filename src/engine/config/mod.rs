@@ -6,10 +6,12 @@
 
 mod error;
 mod meta;
+pub mod providers;
 mod settings;
 
 pub use error::{closest, from_value, join, ConfigError};
-pub use meta::{Resource, Workload};
+pub use meta::{Resource, ServiceRef, Workload, GATEWAY_NAME_LABEL};
+pub use providers::{ExtensionProvider, ProviderKind};
 pub use settings::{DecisionLogSettings, JwtCacheSettings};
 use settings::{RawDecisionLog, RawJwtCache};
 
@@ -32,6 +34,8 @@ pub struct PluginConfig {
     pub peer_authentications: Vec<Resource<PeerAuthenticationSpec>>,
     pub jwt_cache: JwtCacheSettings,
     pub decision_log: DecisionLogSettings,
+    /// `extensionProviders`: the authorizers CUSTOM policies name.
+    pub extension_providers: Vec<ExtensionProvider>,
 }
 
 /// `jwks` in the plugin config.
@@ -79,22 +83,72 @@ impl JwksSettings {
     }
 }
 
-/// The one attachment check of every policy kind: meshguard applies a policy by namespace
-/// and selector, so a `targetRef` or a non-empty `targetRefs` is a config error (`targetRefs:
-/// []` is no attachment, as in Istio).
-pub fn check_no_target_refs(spec: &impl PolicySpec, spec_path: &str) -> Result<(), ConfigError> {
+/// Admission checks of a policy's attachment (`pkg/config/validation`
+/// `validateOneOfSelectorType`, `validatePolicyTargetReference`): a selector and targetRef(s)
+/// are exclusive; a targetRef names something (`name`), in the policy's own namespace (no
+/// `namespace`), of a kind policies attach to (core `Service`, `networking.istio.io`
+/// `ServiceEntry`, `gateway.networking.k8s.io` `Gateway` / `GatewayClass`). Whether it
+/// attaches to this workload is [`Workload::attaches`].
+pub fn check_attachment(spec: &impl PolicySpec, spec_path: &str) -> Result<(), ConfigError> {
     let (one, many) = spec.target_refs();
-    let field = match (one, many) {
-        (Some(_), _) => "targetRef",
-        (None, [_, ..]) => "targetRefs",
-        (None, []) => return Ok(()),
-    };
-    Err(ConfigError::new(
-        join(spec_path, field),
-        format!(
-            "{field} is not supported: meshguard applies a policy by its namespace and selector"
-        ),
-    ))
+    let set = usize::from(spec.selector().is_some())
+        + usize::from(one.is_some())
+        + usize::from(!many.is_empty());
+    if set > 1 {
+        let field = if one.is_some() {
+            "targetRef"
+        } else {
+            "targetRefs"
+        };
+        return Err(ConfigError::new(
+            join(spec_path, field),
+            "only one of targetRefs or workloadSelector can be set",
+        ));
+    }
+    let refs = one
+        .map(|r| (join(spec_path, "targetRef"), r))
+        .into_iter()
+        .chain(
+            many.iter()
+                .enumerate()
+                .map(|(i, r)| (format!("{}[{i}]", join(spec_path, "targetRefs")), r)),
+        );
+    for (at, r) in refs {
+        if r.name.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(
+                join(&at, "name"),
+                "targetRef name must be set",
+            ));
+        }
+        if r.namespace.as_deref().is_some_and(|n| !n.is_empty()) {
+            return Err(ConfigError::new(
+                join(&at, "namespace"),
+                "targetRef namespace must not be set; cross namespace referencing is not supported",
+            ));
+        }
+        let group = r
+            .group
+            .as_deref()
+            .filter(|g| !g.is_empty())
+            .unwrap_or("core");
+        let kind = r.kind.as_deref().unwrap_or_default();
+        let allowed = matches!(
+            (group, kind),
+            ("core", "Service")
+                | ("networking.istio.io", "ServiceEntry")
+                | ("gateway.networking.k8s.io", "Gateway" | "GatewayClass")
+        );
+        if !allowed {
+            return Err(ConfigError::new(
+                join(&at, "kind"),
+                format!(
+                    "targetRef must be to one of Service, networking.istio.io/ServiceEntry, gateway.networking.k8s.io/Gateway or GatewayClass, but was {}/{kind}",
+                    r.group.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -110,6 +164,11 @@ struct RawConfig {
     decision_log: Option<RawDecisionLog>,
     #[serde(default)]
     policies: Vec<Value>,
+    #[serde(default)]
+    extension_providers: Vec<Value>,
+    /// `service:port` (or a JWKS / issuer authority) -> Envoy cluster.
+    #[serde(default)]
+    clusters: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -154,8 +213,9 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
     let raw: RawConfig = from_value(&root, "")?;
     let workload = raw.workload.unwrap_or_default();
     let mut jwks = JwksSettings::default();
+    jwks.clusters.clone_from(&raw.clusters);
     if let Some(j) = raw.jwks {
-        jwks.clusters = j.clusters;
+        jwks.clusters.extend(j.clusters);
         if let Some(interval) = j.refresh_interval {
             let d = crate::duration::parse(&interval)
                 .map_err(|m| ConfigError::new("jwks.refreshInterval", m))?;
@@ -199,11 +259,17 @@ pub fn parse(json: &str) -> Result<PluginConfig, ConfigError> {
         Some(d) => d.settings()?,
         None => DecisionLogSettings::on(),
     };
+    let extension_providers = providers::parse(
+        &raw.extension_providers,
+        "extensionProviders",
+        &raw.clusters,
+    )?;
     let mut config = PluginConfig {
         workload,
         jwks,
         jwt_cache,
         decision_log,
+        extension_providers,
         ..Default::default()
     };
     for (i, entry) in raw.policies.iter().enumerate() {
@@ -291,12 +357,19 @@ fn resource<S: PolicySpec>(
         .namespace
         .clone()
         .unwrap_or_else(|| workload.namespace.clone());
-    let applies = workload.selects(&namespace, raw.spec.selector());
+    let (one, many) = raw.spec.target_refs();
+    let refs: Vec<_> = if many.is_empty() {
+        one.cloned().into_iter().collect()
+    } else {
+        many.to_vec()
+    };
+    let (applies, attachment) = workload.attaches(&namespace, raw.spec.selector(), &refs);
     Ok(Resource {
         meta: raw.metadata,
         spec: raw.spec,
         path: path.to_string(),
         namespace,
         applies,
+        attachment,
     })
 }

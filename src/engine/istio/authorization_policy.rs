@@ -101,6 +101,9 @@ pub struct To {
 pub struct Source {
     pub principals: Option<Vec<String>>,
     pub not_principals: Option<Vec<String>>,
+    /// The trust domain of the peer's SPIFFE identity (Istio 1.27+).
+    pub trust_domains: Option<Vec<String>>,
+    pub not_trust_domains: Option<Vec<String>>,
     pub request_principals: Option<Vec<String>>,
     pub not_request_principals: Option<Vec<String>>,
     pub namespaces: Option<Vec<String>>,

@@ -98,6 +98,7 @@ fn remote() -> RemoteJwks {
         authority: "keys.example".into(),
         path: "/jwks".into(),
         timeout: Duration::from_secs(5),
+        discovery: false,
     }
 }
 
@@ -495,4 +496,125 @@ fn record_round_trip_and_garbage() {
     let mut vm = cache();
     vm.tick(0, &h);
     assert_eq!(h.fetches(), 1);
+}
+
+const DOC: &str = "https://idp.example/realms/istio/.well-known/openid-configuration";
+
+fn discovery_cache() -> JwksCache {
+    let mut c = JwksCache::default();
+    let mut settings = JwksSettings {
+        refresh_interval: Duration::from_millis(REFRESH_MS),
+        kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
+        ..JwksSettings::default()
+    };
+    settings
+        .clusters
+        .insert("keys.idp.example".into(), "idp_keys".into());
+    c.configure(
+        &[RemoteJwks {
+            uri: DOC.into(),
+            cluster: "idp".into(),
+            authority: "idp.example".into(),
+            path: "/realms/istio/.well-known/openid-configuration".into(),
+            timeout: Duration::from_secs(5),
+            discovery: true,
+        }],
+        &settings,
+    );
+    c
+}
+
+fn doc(jwks_uri: &str) -> String {
+    format!(r#"{{"issuer":"https://idp.example/realms/istio","jwks_uri":"{jwks_uri}"}}"#)
+}
+
+fn doc_state(c: &JwksCache) -> &'static str {
+    match c.keys(DOC) {
+        KeyState::Ready(_) => "ready",
+        KeyState::Pending => "pending",
+        KeyState::Failed => "failed",
+    }
+}
+
+/// Discovery: the document, then its jwks_uri, under one lease and as one attempt; every
+/// refresh (and a kid refetch) reads the document again, so a moved jwks_uri is followed.
+#[test]
+fn discovery_fetches_the_document_then_its_jwks_uri() {
+    let store = Store::default();
+    let (h1, h2) = (Host::new(&store), Host::new(&store));
+    let (mut vm1, mut vm2) = (discovery_cache(), discovery_cache());
+    vm1.tick(0, &h1);
+    vm2.tick(0, &h2);
+    assert_eq!((h1.fetches(), h2.fetches()), (1, 0), "one lease");
+    assert_eq!(h1.dispatched.borrow()[0].1, DOC);
+    // The document answers: nothing usable yet, the key set is fetched next.
+    let uri = "https://keys.idp.example/certs";
+    assert!(!answer(&mut vm1, &h1, 10, Some("200"), &doc(uri)));
+    assert_eq!(doc_state(&vm1), "pending");
+    assert_eq!(h1.dispatched.borrow()[1].1, uri);
+    assert_eq!(vm1.resolved_uri(DOC), Some(uri));
+    assert!(answer(&mut vm1, &h1, 20, Some("200"), &jwks_body("a")));
+    assert_eq!(doc_state(&vm1), "ready");
+    assert_eq!(*h1.done.borrow(), [true]);
+    vm2.tick(30, &h2);
+    assert_eq!((doc_state(&vm2), h2.fetches()), ("ready", 0));
+    // Refresh: the document again; it now names another key set (rotation by moving it).
+    vm1.tick(REFRESH_MS + 20, &h1);
+    assert_eq!(h1.dispatched.borrow()[2].1, DOC);
+    let moved = "https://keys.idp.example/certs-v2";
+    answer(&mut vm1, &h1, REFRESH_MS + 30, Some("200"), &doc(moved));
+    assert_eq!(h1.dispatched.borrow()[3].1, moved);
+    answer(&mut vm1, &h1, REFRESH_MS + 40, Some("200"), &jwks_body("b"));
+    assert_eq!((doc_state(&vm1), h1.fetches()), ("ready", 4));
+}
+
+#[test]
+fn discovery_failures_fail_closed_and_keep_stale_keys() {
+    let store = Store::default();
+    let h = Host::new(&store);
+    let mut vm = discovery_cache();
+    vm.tick(0, &h);
+    // No document: fail closed, retried after the backoff.
+    assert!(answer(&mut vm, &h, 10, Some("404"), "not found"));
+    assert_eq!(doc_state(&vm), "failed");
+    assert_eq!(*h.done.borrow(), [false]);
+    vm.tick(10 + RETRY_BACKOFF_MS, &h);
+    assert_eq!(h.fetches(), 2);
+    // A document without jwks_uri, then one whose jwks_uri is not a URL: failed attempts.
+    assert!(answer(&mut vm, &h, 2_100, Some("200"), r#"{"issuer":"x"}"#));
+    assert!(h.warnings.borrow().last().unwrap().contains("no jwks_uri"));
+    vm.tick(2_100 + RETRY_BACKOFF_MS, &h);
+    assert!(answer(&mut vm, &h, 4_200, Some("200"), &doc("ftp://nope")));
+    assert_eq!(doc_state(&vm), "failed");
+    // Then it works; a later refresh whose document fails keeps the stale keys.
+    vm.tick(4_200 + RETRY_BACKOFF_MS, &h);
+    answer(
+        &mut vm,
+        &h,
+        6_300,
+        Some("200"),
+        &doc("https://keys.idp.example/certs"),
+    );
+    answer(&mut vm, &h, 6_400, Some("200"), &jwks_body("a"));
+    assert_eq!(doc_state(&vm), "ready");
+    vm.tick(6_400 + REFRESH_MS, &h);
+    answer(&mut vm, &h, 6_500 + REFRESH_MS, None, "");
+    assert_eq!(doc_state(&vm), "ready", "stale keys keep serving");
+    // The key-set step failing is a failed attempt too (the lease is released).
+    vm.tick(6_500 + REFRESH_MS + RETRY_BACKOFF_MS, &h);
+    answer(
+        &mut vm,
+        &h,
+        9_000 + REFRESH_MS,
+        Some("200"),
+        &doc("https://keys.idp.example/certs"),
+    );
+    assert!(answer(&mut vm, &h, 9_100 + REFRESH_MS, Some("503"), "x"));
+    assert_eq!(doc_state(&vm), "ready");
+    let lease = store
+        .0
+        .borrow()
+        .get(&format!("meshguard.jwks.lease.{DOC}"))
+        .map(|(v, _)| v.clone());
+    assert_eq!(lease.as_deref(), Some(&b"0"[..]));
 }

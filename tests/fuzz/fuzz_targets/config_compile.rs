@@ -65,6 +65,19 @@ fuzz_target!(|data: &[u8]| {
                         Outcome::NeedKeys(ix) => {
                             assert!(ix.iter().all(|&i| i < engine.remote_jwks().len()));
                         }
+                        Outcome::NeedCheck(check) => {
+                            // Every answer is interpretable, and deciding with it never
+                            // asks for another check.
+                            for status in [Some("200"), Some("403"), Some("503"), None] {
+                                let a = engine.check_answer(&check, status, &[], b"");
+                                let mut checked = req.clone();
+                                a.apply_to(&mut checked);
+                                assert!(!matches!(
+                                    engine.decide_checked(&checked, &a, keys, NOW),
+                                    Outcome::NeedCheck(_)
+                                ));
+                            }
+                        }
                     }
                 }
                 let _ = engine.decide(req, &meshguard_engine::parts::InlineKeysOnly, NOW);

@@ -59,6 +59,7 @@ fn allowed(engine: &Engine, path: &str) -> bool {
     match engine.decide(&req, &InlineKeysOnly, NOW) {
         Outcome::Decided(d) => d.allowed(),
         Outcome::NeedKeys(_) => panic!("no RequestAuthentication, yet keys are needed"),
+        Outcome::NeedCheck(_) => panic!("no CUSTOM policy, yet a check is asked for"),
     }
 }
 

@@ -1,0 +1,791 @@
+//! The rest of Istio's security API, differential (issue 14): AuthorizationPolicy CUSTOM
+//! ([`ext_authz_differential`]) and policies attached by `targetRef(s)`
+//! ([`target_refs_differential`]). Every case runs in two real Envoys, CUSTOM ones against
+//! one real HTTP authorizer (`meshguard_devtools::authorizer`):
+//! - *native*: Envoy's own `ext_authz` filter behind the marking RBAC filter, before
+//!   `jwt_authn` and RBAC, as istiod builds them (`meshguard_devtools::istio_rbac`);
+//! - *meshguard*: the wasm filter with the same policies and `extensionProviders`.
+//!
+//! Per request both sides must agree on the status, the body, the response headers the
+//! authorizer may set, what reached the upstream, and the checks the authorizer received
+//! (how many, method, path, the headers that matter); and the status must be the expected
+//! one. Faults (authorizer down, slower than the timeout, 5xx, not HTTP, headers too large,
+//! connection dropped) are asked for per request through the `x-ext-authz` header.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use meshguard_devtools::authorizer::Authorizer;
+use meshguard_devtools::envoy::{self, Envoy, Files, Options};
+use meshguard_devtools::http::{self, Call, Response};
+use meshguard_devtools::istio_rbac;
+use meshguard_devtools::servers::EchoUpstream;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+const SVC: &str = "authz.foo.svc.cluster.local";
+const DOWN: &str = "down.foo.svc.cluster.local";
+
+/// The headers of a check that both sides must send alike.
+const CHECK_HEADERS: [&str; 9] = [
+    "authorization",
+    "x-ext-authz",
+    "x-user",
+    "cookie",
+    "content-length",
+    "host",
+    "x-envoy-auth-partial-body",
+    "x-added",
+    "x-secret",
+];
+/// Response headers compared.
+const REPLY_HEADERS: [&str; 7] = [
+    "location",
+    "set-cookie",
+    "www-authenticate",
+    "x-ext-authz-check-result",
+    "x-downstream-ok",
+    "x-not-listed",
+    "content-type",
+];
+/// Request headers the upstream saw, compared.
+const UPSTREAM_HEADERS: [&str; 5] = [
+    "x-auth-request-user",
+    "x-ext-authz-check-result",
+    "x-not-listed",
+    "x-secret",
+    "authorization",
+];
+
+fn provider(name: &str, extra: Value) -> Value {
+    let mut http = json!({ "service": SVC, "port": 8000, "timeout": "500ms" });
+    for (k, v) in extra.as_object().unwrap() {
+        http[k] = v.clone();
+    }
+    json!({ "name": name, "envoyExtAuthzHttp": http })
+}
+
+fn providers() -> Vec<Value> {
+    vec![
+        // oauth2-proxy's Istio guide, plus a path prefix.
+        provider(
+            "authz",
+            json!({
+                "pathPrefix": "/check",
+                "includeRequestHeadersInCheck": ["x-ext-authz", "x-user", "cookie"],
+                "includeAdditionalHeadersInCheck": { "x-added": "by-istio" },
+                "headersToUpstreamOnAllow": ["x-auth-request-user", "x-ext-authz-*"],
+                "headersToDownstreamOnAllow": ["x-downstream-ok"],
+                "headersToDownstreamOnDeny": ["set-cookie", "x-ext-authz-check-result"],
+            }),
+        ),
+        // Istio's docs example: no header lists (every header of a denial goes back).
+        provider(
+            "plain",
+            json!({ "includeRequestHeadersInCheck": ["x-ext-authz"], "statusOnError": "503" }),
+        ),
+        provider(
+            "open",
+            json!({ "includeRequestHeadersInCheck": ["x-ext-authz"], "failOpen": true }),
+        ),
+        json!({ "name": "down", "envoyExtAuthzHttp": {
+            "service": DOWN, "port": 8000, "timeout": "500ms", "statusOnError": "500" } }),
+        provider(
+            "body",
+            json!({ "includeRequestHeadersInCheck": ["x-ext-authz", "x-secret"],
+                    "includeRequestBodyInCheck": { "maxRequestBytes": 16, "allowPartialMessage": true } }),
+        ),
+        // Tracing providers pasted from a MeshConfig are accepted and ignored.
+        json!({ "name": "otel", "opentelemetry": { "service": "otel.istio-system.svc.cluster.local", "port": 4317 } }),
+    ]
+}
+
+#[derive(Clone)]
+struct Req {
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    expect: u16,
+    /// Checks the authorizer must receive for this request.
+    checks: usize,
+}
+
+fn get(path: &'static str) -> Req {
+    Req {
+        method: "GET",
+        path,
+        headers: Vec::new(),
+        body: Vec::new(),
+        expect: 0,
+        checks: 0,
+    }
+}
+
+impl Req {
+    fn h(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.into(), v.into()));
+        self
+    }
+    fn authz(self, v: &str) -> Self {
+        self.h("x-ext-authz", v)
+    }
+    fn is(mut self, status: u16, checks: usize) -> Self {
+        self.expect = status;
+        self.checks = checks;
+        self
+    }
+    fn post(mut self, body: &str) -> Self {
+        self.method = "POST";
+        self.body = body.as_bytes().to_vec();
+        self
+    }
+}
+
+struct Case {
+    name: &'static str,
+    policies: Vec<Value>,
+    reqs: Vec<Req>,
+    /// The `workload` block; None = [`workload`].
+    workload: Option<Value>,
+}
+
+fn custom(name: &str, provider: &str, rules: Value) -> Value {
+    let mut p = authz(name, "foo", "CUSTOM", rules);
+    p["spec"]["provider"] = json!({ "name": provider });
+    p
+}
+
+fn admin_paths() -> Value {
+    json!([{ "to": [{ "operation": { "paths": ["/admin/*", "/api/*"] } }] }])
+}
+
+fn cases() -> Vec<Case> {
+    let every_fault = |provider_status_on_error: u16| {
+        vec![
+            get("/admin/x").authz("5xx").is(provider_status_on_error, 1),
+            get("/admin/x")
+                .authz("slow")
+                .is(provider_status_on_error, 1),
+            get("/admin/x")
+                .authz("garbage")
+                .is(provider_status_on_error, 1),
+            get("/admin/x")
+                .authz("huge")
+                .is(provider_status_on_error, 1),
+            get("/admin/x")
+                .authz("drop")
+                .is(provider_status_on_error, 1),
+        ]
+    };
+    let bob = valid_token("bob");
+    let jwt = resource(
+        "RequestAuthentication",
+        "jwt",
+        "foo",
+        json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": remote_jwks() }] }),
+    );
+    vec![
+        Case {
+            name: "oauth2-proxy",
+            policies: vec![custom("ext", "authz", admin_paths())],
+            reqs: [
+                vec![
+                    get("/public").is(200, 0),
+                    get("/admin/x").is(403, 1),
+                    get("/admin/x?q=1")
+                        .authz("allow")
+                        .h("x-user", "bob")
+                        .is(200, 1),
+                    get("/admin/x")
+                        .authz("allow")
+                        .h("cookie", "a=b")
+                        .h("x-other", "1")
+                        .is(200, 1),
+                    get("/admin/x").authz("redirect").is(302, 1),
+                    get("/admin/x").authz("unauthorized").is(401, 1),
+                    get("/api/v1")
+                        .authz("allow")
+                        .h("authorization", "Basic eDp5")
+                        .is(200, 1),
+                    get("/admin/x")
+                        .authz("allow")
+                        .h("x-ext-authz-check-result", "forged")
+                        .is(200, 1),
+                    get("/admin/x")
+                        .authz("remove")
+                        .h("x-secret", "s")
+                        .is(200, 1),
+                ],
+                every_fault(403),
+            ]
+            .concat(),
+            workload: None,
+        },
+        Case {
+            // The authorizer's headers reach authorization, as RBAC sees them after ext_authz.
+            name: "custom-then-allow",
+            policies: vec![
+                custom("ext", "authz", admin_paths()),
+                authz(
+                    "needs-alice",
+                    "foo",
+                    "ALLOW",
+                    json!([
+                        { "to": [{ "operation": { "notPaths": ["/admin/*", "/api/*"] } }] },
+                        { "when": [{ "key": "request.headers[x-auth-request-user]", "values": ["alice"] }] }
+                    ]),
+                ),
+                authz(
+                    "no-delete",
+                    "foo",
+                    "DENY",
+                    json!([{ "to": [{ "operation": { "methods": ["DELETE"] } }] }]),
+                ),
+            ],
+            reqs: vec![
+                get("/public").is(200, 0),
+                get("/admin/x").authz("allow").is(200, 1),
+                get("/admin/x").authz("allow").h("x-user", "bob").is(403, 1),
+                get("/admin/x").h("x-auth-request-user", "alice").is(403, 1),
+                Req {
+                    method: "DELETE",
+                    ..get("/admin/x").authz("allow").is(403, 1)
+                },
+            ],
+            workload: None,
+        },
+        Case {
+            name: "plain-provider",
+            policies: vec![custom("ext", "plain", json!([{}]))],
+            reqs: [
+                vec![
+                    get("/").is(403, 1),
+                    get("/").authz("allow").is(200, 1),
+                    get("/").authz("redirect").is(302, 1),
+                ],
+                every_fault(503),
+            ]
+            .concat(),
+            workload: None,
+        },
+        Case {
+            name: "fail-open",
+            policies: vec![custom("ext", "open", json!([{}]))],
+            reqs: vec![
+                get("/").is(403, 1),
+                get("/").authz("5xx").is(200, 1),
+                get("/").authz("slow").is(200, 1),
+                get("/").authz("garbage").is(200, 1),
+            ],
+            workload: None,
+        },
+        Case {
+            name: "authorizer-down",
+            policies: vec![custom("ext", "down", json!([{}]))],
+            reqs: vec![get("/").is(500, 0), get("/").authz("allow").is(500, 0)],
+            workload: None,
+        },
+        Case {
+            // CUSTOM runs before jwt_authn: the authorizer's denial wins over a bad token;
+            // an allowed request still meets jwt_authn.
+            name: "custom-before-jwt",
+            policies: vec![custom("ext", "authz", admin_paths()), jwt],
+            reqs: vec![
+                get("/admin/x")
+                    .h("authorization", "Bearer not.a.jwt")
+                    .is(403, 1),
+                get("/admin/x")
+                    .authz("allow")
+                    .h("authorization", "Bearer not.a.jwt")
+                    .is(401, 1),
+                get("/admin/x")
+                    .authz("allow")
+                    .h("authorization", &format!("Bearer {bob}"))
+                    .is(200, 1),
+                get("/public")
+                    .h("authorization", "Bearer not.a.jwt")
+                    .is(401, 0),
+            ],
+            workload: None,
+        },
+        Case {
+            // An allowed check, then the first fetch of a remote JWKS: the request waits for
+            // the keys after its check, and is checked once.
+            name: "custom-then-remote-jwks",
+            policies: vec![
+                custom("ext", "authz", admin_paths()),
+                resource(
+                    "RequestAuthentication",
+                    "jwt",
+                    "foo",
+                    json!({ "jwtRules": [{ "issuer": ISSUER, "jwksUri": JWKS_URI }] }),
+                ),
+            ],
+            reqs: vec![
+                get("/admin/x")
+                    .authz("allow")
+                    .h("authorization", &format!("Bearer {}", valid_token("carol")))
+                    .is(200, 1),
+                get("/admin/x")
+                    .authz("deny")
+                    .h("authorization", &format!("Bearer {}", valid_token("carol")))
+                    .is(403, 1),
+                get("/admin/x")
+                    .authz("allow")
+                    .h(
+                        "authorization",
+                        &format!("Bearer {}", token(&keys().stranger, ISSUER, "x", json!({}))),
+                    )
+                    .is(401, 1),
+            ],
+            workload: None,
+        },
+        Case {
+            name: "dry-run-custom",
+            policies: vec![{
+                let mut p = custom("ext", "authz", json!([{}]));
+                p["metadata"]["annotations"] = json!({ "istio.io/dry-run": "true" });
+                p
+            }],
+            reqs: vec![
+                get("/").is(200, 0),
+                get("/admin/x").authz("deny").is(200, 0),
+            ],
+            workload: None,
+        },
+        Case {
+            // istiod's deny rules for a provider that does not exist.
+            name: "unknown-provider",
+            policies: vec![custom("ext", "nope", admin_paths())],
+            reqs: vec![
+                get("/public").is(200, 0),
+                get("/admin/x").authz("allow").is(403, 0),
+            ],
+            workload: None,
+        },
+        Case {
+            name: "request-body",
+            policies: vec![custom(
+                "ext",
+                "body",
+                json!([{ "to": [{ "operation": { "methods": ["POST"] } }] }]),
+            )],
+            reqs: vec![
+                get("/").is(200, 0),
+                get("/").post("short").authz("allow").is(200, 1),
+                get("/")
+                    .post("a body longer than sixteen bytes")
+                    .authz("allow")
+                    .is(200, 1),
+                get("/").post("denied body").is(403, 1),
+                get("/").post("").authz("allow").is(200, 1),
+            ],
+            workload: None,
+        },
+    ]
+}
+
+fn workload() -> Value {
+    json!({ "namespace": "foo", "labels": { "app": "httpbin" } })
+}
+
+fn filter_json(c: &Case) -> Value {
+    let policies = &c.policies;
+    json!({
+        "workload": c.workload.clone().unwrap_or_else(workload),
+        "extensionProviders": providers(),
+        "clusters": { format!("{SVC}:8000"): "authz", format!("{DOWN}:8000"): "authz_down" },
+        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
+        "policies": policies,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Side {
+    Native,
+    Meshguard,
+}
+
+/// meshguard's HTTP filters as the shipped gateway config declares them, with `filter`.
+fn meshguard_filters(p: &Prereqs, filter: &Value) -> Vec<Value> {
+    let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
+    envoy::localize_files(
+        &mut cfg,
+        &Files {
+            repo: &repo(),
+            wasm: &p.wasm,
+            certs: None,
+        },
+    );
+    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string()).unwrap();
+    cfg.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
+        .and_then(Value::as_array)
+        .unwrap()
+        .iter()
+        .filter(|f| f["name"] != "envoy.filters.http.router")
+        .cloned()
+        .collect()
+}
+
+fn cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
+            "address": { "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } }
+        }}]}]}
+    })
+}
+
+struct Run {
+    envoy: Envoy,
+    addrs: Vec<SocketAddr>,
+}
+
+fn start(
+    p: &Prereqs,
+    side: Side,
+    cases: &[Case],
+    authz: SocketAddr,
+    down: SocketAddr,
+    up: SocketAddr,
+    jwks: SocketAddr,
+) -> Run {
+    let dir = workdir(&format!("istio-api-{}-{side:?}", cases[0].name).to_lowercase());
+    let mut listeners = Vec::new();
+    for (i, c) in cases.iter().enumerate() {
+        let filter = filter_json(c);
+        let mut filters = match side {
+            Side::Native => istio_rbac::http_filters(&filter)
+                .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
+            Side::Meshguard => meshguard_filters(p, &filter),
+        };
+        filters.push(
+            json!({ "name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }),
+        );
+        listeners.push(json!({
+            "name": format!("case{i}"),
+            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
+            "filter_chains": [{ "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": format!("case{i}"),
+                    "normalize_path": true,
+                    "merge_slashes": true,
+                    "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "upstream" } }] }] },
+                    "http_filters": filters,
+                }
+            }]}]
+        }));
+    }
+    let cfg = json!({
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [cluster("authz", authz), cluster("authz_down", down), cluster("upstream", up), cluster("jwks", jwks)],
+        },
+    });
+    let mut opts = Options::new(&p.envoy, &dir);
+    opts.component_log_level = "wasm:info,ext_authz:debug,rbac:debug".into();
+    let envoy = Envoy::start(&opts, &cfg).unwrap_or_else(|e| panic!("{side:?} envoy: {e}"));
+    let all = envoy.listeners().unwrap();
+    let addrs = (0..cases.len()).map(|i| all[&format!("case{i}")]).collect();
+    Run { envoy, addrs }
+}
+
+/// What one side did with one request, in comparable form.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    status: u16,
+    body: String,
+    reply_headers: Vec<(String, String)>,
+    upstream: Vec<(String, String)>,
+    checks: Vec<String>,
+}
+
+fn observe(resp: &Response, checks: &[meshguard_devtools::http::Request]) -> Seen {
+    let upstream_doc = resp.json_body().ok().filter(|v| v.get("headers").is_some());
+    let upstream = upstream_doc
+        .as_ref()
+        .map(|v| {
+            UPSTREAM_HEADERS
+                .iter()
+                .filter_map(|h| {
+                    v["headers"][*h]
+                        .as_str()
+                        .map(|s| (h.to_string(), s.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = match &upstream_doc {
+        Some(v) => format!("upstream saw body {:?}", v["body"]),
+        None => resp.text(),
+    };
+    let reply_headers = REPLY_HEADERS
+        .iter()
+        .filter_map(|h| resp.header(h).map(|v| (h.to_string(), norm(v))))
+        .collect();
+    let checks = checks
+        .iter()
+        .map(|c| {
+            let hs: Vec<String> = CHECK_HEADERS
+                .iter()
+                .filter_map(|h| c.header(h).map(|v| norm(&format!("{h}={v}"))))
+                .collect();
+            format!(
+                "{} {} [{}] body {:?}",
+                c.method,
+                c.target,
+                hs.join(" "),
+                String::from_utf8_lossy(&c.body)
+            )
+        })
+        .collect();
+    Seen {
+        status: resp.status,
+        body,
+        reply_headers,
+        upstream,
+        checks,
+    }
+}
+
+/// Each side has its own listener port: `127.0.0.1:N` becomes `127.0.0.1:PORT`.
+fn norm(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("127.0.0.1:") {
+        out.push_str(&rest[..i + 10]);
+        rest = &rest[i + 10..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits > 0 {
+            out.push_str("PORT");
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn send(addr: SocketAddr, r: &Req) -> Result<Response, String> {
+    let mut call = Call::get(r.path).method(r.method);
+    for (k, v) in &r.headers {
+        call = call.header(k, v.clone());
+    }
+    if r.method == "POST" {
+        call = call.body(&r.body);
+    }
+    http::send(addr, &call).map_err(|e| e.to_string())
+}
+
+#[test]
+fn ext_authz_differential() {
+    run_differential("ext_authz", cases());
+}
+
+/// Gateway API attachment as istiod decides it: the same policies for a Gateway `gw` and for
+/// a sidecar, through Envoy's own filters configured for each (istiod builds nothing from a
+/// policy that does not attach) and through meshguard.
+#[test]
+fn target_refs_differential() {
+    run_differential("targetRefs", target_ref_cases());
+}
+
+fn target_ref_cases() -> Vec<Case> {
+    let gw_ref = |name: &str| json!({ "group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name });
+    let with_spec = |mut p: Value, k: &str, v: Value| {
+        p["spec"][k] = v;
+        p
+    };
+    let deny = |name: &str, path: &str| {
+        authz(
+            name,
+            "foo",
+            "DENY",
+            json!([{ "to": [{ "operation": { "paths": [path] } }] }]),
+        )
+    };
+    let policies = vec![
+        with_spec(deny("to-gw", "/a"), "targetRef", gw_ref("gw")),
+        with_spec(
+            deny("to-other-gw", "/b"),
+            "targetRefs",
+            json!([gw_ref("other")]),
+        ),
+        with_spec(
+            deny("to-both", "/c"),
+            "targetRefs",
+            json!([gw_ref("other"), gw_ref("gw")]),
+        ),
+        with_spec(
+            deny("to-service", "/d"),
+            "targetRefs",
+            json!([{ "kind": "Service", "name": "httpbin" }]),
+        ),
+        with_spec(
+            deny("by-selector", "/e"),
+            "selector",
+            json!({ "matchLabels": { "app": "httpbin" } }),
+        ),
+        deny("namespace-wide", "/f"),
+        with_spec(
+            authz(
+                "root-to-gw",
+                "istio-system",
+                "DENY",
+                json!([{ "to": [{ "operation": { "paths": ["/g"] } }] }]),
+            ),
+            "targetRef",
+            gw_ref("gw"),
+        ),
+        with_spec(
+            resource(
+                "RequestAuthentication",
+                "jwt-gw",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": remote_jwks() }] }),
+            ),
+            "targetRef",
+            gw_ref("gw"),
+        ),
+    ];
+    let reqs = |gateway: bool| {
+        let on_gw = |yes: bool| if yes { 403 } else { 200 };
+        vec![
+            get("/a").is(on_gw(gateway), 0),
+            get("/b").is(200, 0),
+            get("/c").is(on_gw(gateway), 0),
+            get("/d").is(200, 0),
+            get("/e").is(403, 0),
+            get("/f").is(403, 0),
+            get("/g").is(200, 0),
+            get("/h")
+                .h("authorization", "Bearer not.a.jwt")
+                .is(if gateway { 401 } else { 200 }, 0),
+        ]
+    };
+    vec![
+        Case {
+            name: "gateway-gw",
+            policies: policies.clone(),
+            reqs: reqs(true),
+            workload: Some(json!({ "namespace": "foo", "labels": {
+                "app": "httpbin", "gateway.networking.k8s.io/gateway-name": "gw" } })),
+        },
+        Case {
+            name: "sidecar",
+            policies,
+            reqs: reqs(false),
+            workload: None,
+        },
+    ]
+}
+
+fn run_differential(label: &str, cases: Vec<Case>) {
+    let p = require!();
+    let started = Instant::now();
+    let authorizer = Authorizer::start("127.0.0.1:0").unwrap();
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let upstream = EchoUpstream::start("127.0.0.1:0").unwrap();
+    let jwks =
+        meshguard_devtools::servers::JwksServer::start("127.0.0.1:0", remote_jwks()).unwrap();
+    let native = start(
+        &p,
+        Side::Native,
+        &cases,
+        authorizer.addr(),
+        down,
+        upstream.addr(),
+        jwks.addr(),
+    );
+    let mesh = start(
+        &p,
+        Side::Meshguard,
+        &cases,
+        authorizer.addr(),
+        down,
+        upstream.addr(),
+        jwks.addr(),
+    );
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (i, c) in cases.iter().enumerate() {
+        for r in &c.reqs {
+            count += 1;
+            let what = format!(
+                "{}: {} {} {:?}",
+                c.name,
+                r.method,
+                r.path,
+                r.headers
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+            );
+            let mut seen = Vec::new();
+            for run in [&native, &mesh] {
+                authorizer.clear();
+                let resp = send(run.addrs[i], r);
+                // A timed-out check may still be arriving: its record lands before we look.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                seen.push(match resp {
+                    Ok(resp) => observe(&resp, &authorizer.checks()),
+                    Err(e) => Seen {
+                        status: 0,
+                        body: format!("client error: {e}"),
+                        reply_headers: Vec::new(),
+                        upstream: Vec::new(),
+                        checks: observe(&Response::default(), &authorizer.checks()).checks,
+                    },
+                });
+            }
+            let (n, m) = (&seen[0], &seen[1]);
+            if n != m {
+                failures.push(format!("{what}\n  native:    {n:?}\n  meshguard: {m:?}"));
+            } else if n.status != r.expect || n.checks.len() != r.checks {
+                failures.push(format!(
+                    "{what}: both {} with {} checks, expected {} with {}\n  {n:?}",
+                    n.status,
+                    n.checks.len(),
+                    r.expect,
+                    r.checks
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{label} differential: {count} requests in {} cases, {} failures, {:.1}s",
+        cases.len(),
+        failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failures.is_empty() {
+        eprintln!(
+            "--- meshguard envoy log ---\n{}",
+            tail(&mesh.envoy.log(), 60)
+        );
+        panic!(
+            "{} of {count} disagree:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
