@@ -279,8 +279,7 @@ impl Sim {
                 return Err(format!(
                     "a CUSTOM policy ({}) sends this request to an external authorizer; `test` cannot answer it offline",
                     c.policy
-                )
-                .into())
+                ))
             }
         };
         let (status, body) = match &decision.verdict {
