@@ -117,7 +117,10 @@ fn discovery_once_per_process_rotation_and_fail_closed() {
     let ec = token(&k.ec, &oidc.issuer, "bob", json!({}));
     assert_eq!(call(&run, &ec).0, 200, "the rotated key");
     assert_eq!((oidc.hits(&doc), oidc.hits(&certs)), (2, 2));
-    // The retired key no longer verifies.
+    // The retired key no longer verifies, on every worker: the one that refetched has the
+    // new keys at once, the others take them from shared data on their next tick (250 ms),
+    // as each Envoy worker's jwt_authn keeps its own key cache.
+    std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         call(&run, &rsa),
         (
