@@ -75,7 +75,12 @@ impl Run {
     fn start(name: &str, p: &Prereqs) -> Run {
         let dir = workdir(name);
         let stdout = std::fs::File::create(dir.join("make.out")).unwrap();
-        let make = Command::new("make")
+        // A job a terminal's shell starts has SIGINT at its default disposition; this test
+        // may itself run with SIGINT ignored (started in the background by a shell without
+        // job control, e.g. `make test &`), and an ignored signal stays ignored across exec
+        // and cannot be trapped by a script. GNU env resets it.
+        let make = Command::new("env")
+            .args(["--default-signal=INT", "make"])
             .args(["-s", "-o", "setup", "-o", "build", "run"])
             .current_dir(repo())
             .env("MESHGUARD_BIN", cli_bin())
