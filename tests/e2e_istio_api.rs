@@ -722,6 +722,7 @@ fn run_differential(label: &str, cases: Vec<Case>) {
     );
     let mut failures = Vec::new();
     let mut count = 0;
+    let mut mesh_checks = 0;
     for (i, c) in cases.iter().enumerate() {
         for r in &c.reqs {
             count += 1;
@@ -753,6 +754,7 @@ fn run_differential(label: &str, cases: Vec<Case>) {
                 });
             }
             let (n, m) = (&seen[0], &seen[1]);
+            mesh_checks += m.checks.len();
             if n != m {
                 failures.push(format!("{what}\n  native:    {n:?}\n  meshguard: {m:?}"));
             } else if n.status != r.expect || n.checks.len() != r.checks {
@@ -765,6 +767,21 @@ fn run_differential(label: &str, cases: Vec<Case>) {
                 ));
             }
         }
+    }
+    if mesh_checks > 0 {
+        // Every answered check is counted under its CUSTOM policy
+        // (`meshguard_custom_total{policy,result}`, flushed on the filter's tick).
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let counted: u64 = mesh
+            .envoy
+            .stats("meshguard_custom_total")
+            .unwrap_or_default()
+            .values()
+            .sum();
+        assert!(
+            (1..=count as u64).contains(&counted),
+            "{counted} CUSTOM outcomes counted for {mesh_checks} checks in {count} requests"
+        );
     }
     eprintln!(
         "{label} differential: {count} requests in {} cases, {} failures, {:.1}s",

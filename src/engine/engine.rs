@@ -321,6 +321,7 @@ impl Engine {
         match (matched, check) {
             (CustomMatch::None, _) => {}
             (CustomMatch::Deny { reason, policy }, _) => {
+                self.stats.custom(&policy, false);
                 return Outcome::Decided(Box::new(Decision {
                     verdict: Verdict::Deny(LocalReply {
                         status: 403,
@@ -365,7 +366,9 @@ impl Engine {
                     provider, name, &policy, p, req,
                 )));
             }
-            (CustomMatch::Check { .. }, Some(answer)) => {
+            (CustomMatch::Check { policy, .. }, Some(answer)) => {
+                let allowed = matches!(answer.verdict, CheckVerdict::Allow);
+                self.stats.custom(&policy, allowed);
                 if let CheckVerdict::Deny(reply) = &answer.verdict {
                     return Outcome::Decided(Box::new(Decision {
                         verdict: Verdict::Deny(reply.clone()),
@@ -855,6 +858,60 @@ mod tests {
             .all(|l| l["decision"] == "allow" && l["policy"].is_null()));
         assert!(lines(json!({ "enabled": false }), &["/admin"]).is_empty());
         assert!(Engine::from_json(r#"{"decisionLog":{"allowSampleRate":2}}"#).is_err());
+    }
+
+    /// A CUSTOM check's outcome is counted under its policy, allowed or denied.
+    #[test]
+    fn custom_checks_are_counted_per_policy() {
+        let cfg = json!({
+            "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "authz",
+                "envoyExtAuthzHttp": { "service": "authz.ns.svc.cluster.local", "port": 8000 } }],
+            "policies": [{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "ext", "namespace": "ns" },
+                "spec": { "action": "CUSTOM", "provider": { "name": "authz" },
+                          "rules": [{ "to": [{ "operation": { "paths": ["/x"] } }] }] } }]
+        });
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
+        let keys = crate::authn::InlineKeysOnly;
+        let req = RequestAttributes {
+            method: "GET".into(),
+            path: "/x".into(),
+            ..Default::default()
+        };
+        assert!(matches!(e.decide(&req, &keys, 0), Outcome::NeedCheck(_)));
+        let answer = |verdict| CheckAnswer {
+            verdict,
+            upstream_set: Vec::new(),
+            upstream_remove: Vec::new(),
+            downstream_add: Vec::new(),
+            reason: "test".into(),
+        };
+        let deny = CheckVerdict::Deny(LocalReply {
+            status: 403,
+            body: String::new(),
+            headers: Vec::new(),
+            details: "ext_authz_denied".into(),
+        });
+        for verdict in [CheckVerdict::Allow, CheckVerdict::Allow, deny] {
+            let got = e.decide_checked(&req, &answer(verdict), &keys, 0);
+            assert!(matches!(got, Outcome::Decided(_)));
+        }
+        let mut got = std::collections::BTreeMap::new();
+        e.drain_stats(|name, n| {
+            got.insert(name.to_string(), n);
+        });
+        let custom = |result: &str| {
+            got.get(&format!(
+                "policy=.=ns/ext;.;result=.={result};.;meshguard_custom_total"
+            ))
+            .copied()
+        };
+        assert_eq!(
+            (custom("allowed"), custom("denied")),
+            (Some(2), Some(1)),
+            "{got:?}"
+        );
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub(crate) struct Stats {
     none_allowed: u32,
     none_denied: u32,
     audit: ByName<u32>,
+    /// CUSTOM policy -> [allowed, denied] by its external authorizer (or by its own rules
+    /// when the provider is unusable).
+    custom: ByName<[u32; 2]>,
     /// Dry-run policy -> [would allow, would deny].
     dry_run: ByName<[u32; 2]>,
     /// Per dry-run action, when no dry-run policy of that action matched.
@@ -110,6 +113,15 @@ impl Stats {
                     ],
                 );
                 s.dry_run.insert(name.to_string(), [allow, deny]);
+            } else if action == Action::Custom {
+                let ids = ["allowed", "denied"].map(|result| {
+                    add(
+                        &mut names,
+                        "meshguard_custom_total",
+                        &[("policy", name), ("result", result)],
+                    )
+                });
+                s.custom.insert(name.to_string(), ids);
             } else if action == Action::Audit {
                 let id = add(&mut names, "meshguard_audit_total", &[("policy", name)]);
                 s.audit.insert(name.to_string(), id);
@@ -202,6 +214,13 @@ impl Stats {
             None => self.none_denied,
         };
         self.bump(id);
+    }
+
+    /// A CUSTOM check's outcome for the policy that sent it.
+    pub(crate) fn custom(&self, policy: &str, allowed: bool) {
+        if let Some(&[allow, deny]) = self.custom.get(policy) {
+            self.bump(if allowed { allow } else { deny });
+        }
     }
 
     pub(crate) fn audit(&self, policy: &str) {

@@ -377,7 +377,11 @@ impl Authorizer {
                 .iter()
                 .map(move |p| (p.name.as_str(), e.action, true))
         });
-        enforced.chain(shadow).collect()
+        let custom = self.custom.sets()[0]
+            .policies()
+            .iter()
+            .map(|p| (p.name.as_str(), Action::Custom, false));
+        enforced.chain(shadow).chain(custom).collect()
     }
 
     /// The actions that have dry-run policies.
