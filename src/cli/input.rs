@@ -13,35 +13,48 @@ pub struct Loaded {
     pub json: String,
 }
 
-/// The workload options every policy tool takes for manifests: `--namespace NS`,
-/// `--label KEY=VALUE`, `--root-namespace NS`. Returns the rest of the arguments.
+/// The workload options every command that reads manifests takes: `--namespace NS`,
+/// `--label KEY=VALUE`, `--root-namespace NS`, `--jwks-cluster AUTHORITY=CLUSTER`. Returns
+/// the rest of the arguments, in order.
 pub fn target_flags<'a>(args: &[&'a str]) -> Result<(Target, Vec<&'a str>), String> {
     let mut target = Target::default();
     let mut rest = Vec::new();
     let mut it = args.iter();
+    let value = |flag: &str, v: Option<&&str>| -> Result<String, String> {
+        v.map(|s| s.to_string())
+            .ok_or(format!("{flag} needs a value"))
+    };
+    let pair = |flag: &str, v: Option<&&str>| -> Result<(String, String), String> {
+        let v = v.ok_or(format!("{flag} needs a value"))?;
+        v.split_once('=')
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .ok_or(format!("{flag} {v:?}: expected KEY=VALUE"))
+    };
     while let Some(&arg) = it.next() {
         match arg {
-            "--namespace" => {
-                target.namespace = Some(it.next().ok_or("--namespace needs a value")?.to_string())
-            }
-            "--root-namespace" => {
-                target.root_namespace = Some(
-                    it.next()
-                        .ok_or("--root-namespace needs a value")?
-                        .to_string(),
-                )
-            }
-            "--label" => {
-                let v = it.next().ok_or("--label needs a value")?;
-                let (k, v) = v
-                    .split_once('=')
-                    .ok_or(format!("--label {v:?}: expected KEY=VALUE"))?;
-                target.labels.push((k.to_string(), v.to_string()));
-            }
+            "--namespace" => target.namespace = Some(value(arg, it.next())?),
+            "--root-namespace" => target.root_namespace = Some(value(arg, it.next())?),
+            "--label" => target.labels.push(pair(arg, it.next())?),
+            "--jwks-cluster" => target.jwks_clusters.push(pair(arg, it.next())?),
             other => rest.push(other),
         }
     }
     Ok((target, rest))
+}
+
+/// Reads manifest files (`-` is standard input) as (name, text) pairs for `convert`.
+pub fn read_manifests(files: &[&str]) -> Result<Vec<(String, String)>, String> {
+    files
+        .iter()
+        .map(|&file| {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin()).map_err(|e| format!("stdin: {e}"))?
+            } else {
+                std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
+            };
+            Ok((file.to_string(), text))
+        })
+        .collect()
 }
 
 /// True when `text` is a filter JSON (a JSON object that is not itself an Istio resource).

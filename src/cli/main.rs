@@ -303,29 +303,10 @@ fn ca_issue(args: &[&str]) -> CliResult {
 }
 
 fn convert(args: &[&str]) -> CliResult {
-    let mut target = crate::convert::Target::default();
+    let (target, rest) = crate::input::target_flags(args)?;
     let mut files = Vec::new();
-    let mut it = args.iter();
-    let pair = |flag: &str, v: Option<&&str>| -> Result<(String, String), String> {
-        let v = v.ok_or(format!("{flag} needs a value"))?;
-        v.split_once('=')
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .ok_or(format!("{flag} {v:?}: expected KEY=VALUE"))
-    };
-    while let Some(&arg) = it.next() {
+    for arg in rest {
         match arg {
-            "--namespace" => {
-                target.namespace = Some(it.next().ok_or("--namespace needs a value")?.to_string())
-            }
-            "--root-namespace" => {
-                target.root_namespace = Some(
-                    it.next()
-                        .ok_or("--root-namespace needs a value")?
-                        .to_string(),
-                )
-            }
-            "--label" => target.labels.push(pair(arg, it.next())?),
-            "--jwks-cluster" => target.jwks_clusters.push(pair(arg, it.next())?),
             a if a.starts_with("--") => {
                 return Err(format!("unknown argument {a:?}\n{USAGE}").into())
             }
@@ -337,15 +318,7 @@ fn convert(args: &[&str]) -> CliResult {
             format!("convert needs at least one manifest (or - for stdin)\n{USAGE}").into(),
         );
     }
-    let mut manifests = Vec::new();
-    for file in files {
-        let text = if file == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
-        };
-        manifests.push((file.to_string(), text));
-    }
+    let manifests = crate::input::read_manifests(&files)?;
     let out = crate::convert::convert(&manifests, &target)?;
     for s in &out.skipped {
         eprintln!("meshguard: skipped {s} (not a security policy)");

@@ -15,7 +15,7 @@
 //! the old one (atomic: Envoy never reads half a file). Any failure before the rename leaves
 //! the directory as it was. An unchanged resource is not rewritten (no reload at all).
 
-use crate::convert::{self, Target};
+use crate::convert;
 use meshguard_engine::Engine;
 use serde_json::{json, Value};
 use std::io::Write;
@@ -215,7 +215,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// `meshguard publish` arguments (see the usage text).
 pub fn run(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut target = Target::default();
+    let (target, rest) = crate::input::target_flags(args)?;
     let mut files = Vec::new();
     let mut req = Request {
         resource: RESOURCE.to_string(),
@@ -223,13 +223,7 @@ pub fn run(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>
     };
     let mut dir = None;
     let mut filter_file = None;
-    let mut it = args.iter();
-    let pair = |flag: &str, v: Option<&&str>| -> Result<(String, String), String> {
-        let v = v.ok_or(format!("{flag} needs a value"))?;
-        v.split_once('=')
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .ok_or(format!("{flag} {v:?}: expected KEY=VALUE"))
-    };
+    let mut it = rest.iter();
     let value = |flag: &str, v: Option<&&str>| -> Result<String, String> {
         v.map(|s| s.to_string())
             .ok_or(format!("{flag} needs a value"))
@@ -241,10 +235,6 @@ pub fn run(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>
             "--wasm" => req.wasm = Some(value(arg, it.next())?),
             "--filter" => filter_file = Some(value(arg, it.next())?),
             "--dry-run" => req.dry_run = true,
-            "--namespace" => target.namespace = Some(value(arg, it.next())?),
-            "--root-namespace" => target.root_namespace = Some(value(arg, it.next())?),
-            "--label" => target.labels.push(pair(arg, it.next())?),
-            "--jwks-cluster" => target.jwks_clusters.push(pair(arg, it.next())?),
             a if a.starts_with("--") => {
                 return Err(format!("publish: unknown argument {a:?}").into())
             }
@@ -259,15 +249,7 @@ pub fn run(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>
             return Err("publish needs Istio manifests (or - for stdin), or --filter FILE".into())
         }
         (None, false) => {
-            let mut manifests = Vec::new();
-            for file in files {
-                let text = if file == "-" {
-                    std::io::read_to_string(std::io::stdin())?
-                } else {
-                    std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?
-                };
-                manifests.push((file.to_string(), text));
-            }
+            let manifests = crate::input::read_manifests(&files)?;
             let out = convert::convert(&manifests, &target)?;
             for s in &out.skipped {
                 eprintln!("meshguard: skipped {s} (not a security policy)");

@@ -858,6 +858,8 @@ mod tests {
             .all(|l| l["decision"] == "allow" && l["policy"].is_null()));
         assert!(lines(json!({ "enabled": false }), &["/admin"]).is_empty());
         assert!(Engine::from_json(r#"{"decisionLog":{"allowSampleRate":2}}"#).is_err());
+        let err = Engine::from_json(r#"{"jwtCache":{"size":2000000}}"#).unwrap_err();
+        assert!(err.to_string().contains("jwtCache.size"), "{err}");
     }
 
     /// A CUSTOM check's outcome is counted under its policy, allowed or denied.
