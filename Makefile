@@ -12,7 +12,7 @@ WASM := dist/meshguard.wasm
 CLI := target/release/meshguard
 GIT_HASH := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench soak clean oci oci-tools test-oci \
+.PHONY: all setup build wasm wasm-trap cli test lint run demo-check bench bench-instructions soak clean oci oci-tools test-oci \
         images compose-up compose-down compose-test test-matrix
 
 all: build
@@ -99,6 +99,13 @@ bench: setup build
 	@command -v wrk >/dev/null || { apt-get update && apt-get install -y wrk; }
 	@command -v taskset >/dev/null || { apt-get update && apt-get install -y util-linux; }
 	$(CARGO) run --release --example sidebyside
+	@command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
+	CG_APPEND=BENCHMARKS.md $(CARGO) run --release --example instructions
+
+## bench-instructions: only the callgrind table (instructions per request; load-independent)
+bench-instructions: setup build
+	@command -v valgrind >/dev/null || { apt-get update && apt-get install -y valgrind; }
+	$(CARGO) run --release --example instructions
 
 ## soak: not part of `make test`: the ECDS gateway under checked load for SOAK_SECS (600) and
 ## SOAK_REQUESTS (1000000) at least, two JWKS key rotations, two policy reloads through

@@ -22,14 +22,14 @@
 //! BENCH_LEGACY_MODULE (unset; set to measure a module older than `jwtCache`),
 //! BENCH_OUT (BENCHMARKS.md), ENVOY_BIN (.venv/bin/envoy), MESHGUARD_WASM (dist/meshguard.wasm).
 
+use meshguard_devtools::bench::{bootstrap, http_filters, request_bytes, Conn, Variant, VARIANTS};
 use meshguard_devtools::envoy::{Envoy, Options};
 use meshguard_devtools::keys::{self, SigningKey};
-use meshguard_devtools::{http, istio_rbac, workload, Result};
-use serde_json::{json, Value};
+use meshguard_devtools::{http, workload, Result};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -43,32 +43,6 @@ const RATE_FRACTION: f64 = 0.3;
 /// Latency windows per variant, alternating A B C A B C ...
 const LATENCY_ROUNDS: usize = 4;
 const TOKEN_TTL_SECS: u64 = 3 * 3600;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Variant {
-    NoFilter,
-    Native,
-    Meshguard,
-}
-
-const VARIANTS: [Variant; 3] = [Variant::NoFilter, Variant::Native, Variant::Meshguard];
-
-impl Variant {
-    fn name(self) -> &'static str {
-        match self {
-            Variant::NoFilter => "no filter",
-            Variant::Native => "native jwt_authn+RBAC",
-            Variant::Meshguard => "meshguard",
-        }
-    }
-    fn slug(self) -> &'static str {
-        match self {
-            Variant::NoFilter => "nofilter",
-            Variant::Native => "native",
-            Variant::Meshguard => "meshguard",
-        }
-    }
-}
 
 struct Settings {
     seconds: u64,
@@ -430,83 +404,6 @@ fn concat<T>(parts: Vec<Result<Vec<T>>>) -> Result<Vec<T>> {
     Ok(out)
 }
 
-fn bootstrap(http_filters: Vec<Value>) -> Value {
-    let mut filters = http_filters;
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-    }));
-    json!({
-        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
-        "static_resources": { "listeners": [{
-            "name": "bench",
-            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "bench",
-                    "codec_type": "AUTO",
-                    "use_remote_address": true,
-                    "normalize_path": true,
-                    "route_config": { "virtual_hosts": [{
-                        "name": "all", "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" },
-                                     "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } } }]
-                    }] },
-                    "http_filters": filters,
-                }
-            }] }]
-        }] }
-    })
-}
-
-fn http_filters(
-    s: &Settings,
-    variant: Variant,
-    filter: &Value,
-    cache: usize,
-) -> Result<Vec<Value>> {
-    Ok(match variant {
-        Variant::NoFilter => vec![],
-        Variant::Native => {
-            let mut filters = istio_rbac::http_filters(filter)?;
-            // Envoy's verified-token cache, the same size as meshguard's (`jwtCache.size`).
-            for f in &mut filters {
-                if let Some(providers) = f
-                    .pointer_mut("/typed_config/providers")
-                    .and_then(Value::as_object_mut)
-                {
-                    for p in providers.values_mut() {
-                        p["jwt_cache_config"] = json!({ "jwt_cache_size": cache });
-                    }
-                }
-            }
-            filters
-        }
-        Variant::Meshguard => vec![json!({
-            "name": "envoy.filters.http.wasm",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "meshguard",
-                    "root_id": "meshguard",
-                    "vm_config": {
-                        "vm_id": "meshguard",
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": { "local": { "filename": s.wasm.display().to_string() } }
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": filter.to_string()
-                    },
-                    "fail_open": false
-                }
-            }
-        })],
-    })
-}
-
 fn start(
     s: &Settings,
     variant: Variant,
@@ -520,7 +417,7 @@ fn start(
     if std::env::var_os("BENCH_LEGACY_MODULE").is_none() {
         filter["jwtCache"] = json!({ "size": cache });
     }
-    let config = bootstrap(http_filters(s, variant, &filter, cache)?);
+    let config = bootstrap(http_filters(variant, &filter, cache, &s.wasm)?);
     let mut opts = Options::new(
         &s.envoy_bin,
         s.dir
@@ -583,15 +480,6 @@ fn sanity(inst: &Instance, rs: &SigningKey, es: &SigningKey) -> Result<()> {
     Ok(())
 }
 
-/// A keep-alive GET of `path` with `token`, as the fixed-rate load sends it.
-fn request_bytes(path: &str, token: &str) -> Vec<u8> {
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
-        workload::HOST
-    )
-    .into_bytes()
-}
-
 /// One request on its own connection: the status.
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<u16> {
     let mut call = http::Call::get(path).header("host", workload::HOST);
@@ -607,40 +495,6 @@ fn raw_requests(tokens_file: &Path, path: &str) -> Result<Vec<Vec<u8>>> {
         .filter(|l| !l.is_empty())
         .map(|t| request_bytes(path, t))
         .collect())
-}
-
-/// A keep-alive HTTP/1.1 client connection, one request in flight at a time.
-struct Conn {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Result<Self> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Conn {
-            stream,
-            buf: Vec::with_capacity(4096),
-        })
-    }
-
-    fn round_trip(&mut self, request: &[u8]) -> Result<u16> {
-        self.stream.write_all(request)?;
-        self.buf.clear();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err("connection closed".into());
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-            if let Some(resp) = http::complete_response(&self.buf) {
-                return Ok(resp.status);
-            }
-        }
-    }
 }
 
 /// Open-loop load at `rate` requests/s over a few connections, each sending on its own

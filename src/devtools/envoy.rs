@@ -219,6 +219,8 @@ pub struct Options {
     pub startup_timeout: Duration,
     /// CPUs to pin Envoy to (`taskset -c LIST`), e.g. `0` for benchmarks.
     pub cpu_list: Option<String>,
+    /// A program Envoy runs under, with its arguments (e.g. `valgrind --tool=callgrind`).
+    pub wrapper: Vec<String>,
 }
 
 impl Options {
@@ -232,6 +234,7 @@ impl Options {
             component_log_level: "wasm:info,config:info".into(),
             startup_timeout: Duration::from_secs(60),
             cpu_list: None,
+            wrapper: Vec::new(),
         }
     }
 }
@@ -255,15 +258,16 @@ impl Envoy {
             let _ = std::fs::remove_file(&admin_path);
             let log_path = opts.workdir.join("envoy.log");
             let log = File::create(&log_path)?;
-            // taskset execs Envoy: the child's pid stays Envoy's.
-            let mut command = match &opts.cpu_list {
-                Some(cpus) => {
-                    let mut c = Command::new("taskset");
-                    c.args(["-c", cpus]).arg(&opts.bin);
-                    c
-                }
-                None => Command::new(&opts.bin),
-            };
+            // taskset (and a wrapper such as valgrind) exec Envoy: the child's pid stays
+            // the one to signal and read /proc of.
+            let mut argv: Vec<std::ffi::OsString> = Vec::new();
+            if let Some(cpus) = &opts.cpu_list {
+                argv.extend(["taskset".into(), "-c".into(), cpus.into()]);
+            }
+            argv.extend(opts.wrapper.iter().map(Into::into));
+            argv.push(opts.bin.clone().into_os_string());
+            let mut command = Command::new(&argv[0]);
+            command.args(&argv[1..]);
             let child = command
                 .arg("-c")
                 .arg(&config_path)
@@ -385,8 +389,14 @@ impl Envoy {
 
     /// Asks Envoy to exit, kills it after 10 s.
     pub fn stop(&mut self) {
+        self.shutdown(Duration::from_secs(10));
+    }
+
+    /// Asks Envoy to exit and waits up to `grace` for it (a profiler writes its output on
+    /// exit); kills it after that. Whether it exited on its own.
+    pub fn shutdown(&mut self, grace: Duration) -> bool {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
+            return true;
         }
         if self.admin.port() != 0 {
             let call = Call {
@@ -395,15 +405,16 @@ impl Envoy {
             };
             let _ = http::send(self.admin, &call);
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
     }
 }
 
