@@ -36,7 +36,9 @@ wasm:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	MESHGUARD_GIT_HASH=$(GIT_HASH) $(CARGO) build --release --target $(WASM_TARGET) -p meshguard --lib
 	@mkdir -p dist
-	cp target/$(WASM_TARGET)/release/meshguard.wasm $(WASM)
+	@# Without the proxy-wasm callbacks meshguard does not use: Envoy calls every exported one
+	@# on every request (src/devtools/wasm_exports.rs).
+	$(CARGO) run -q -p meshguard-devtools --bin wasm-unexport -- target/$(WASM_TARGET)/release/meshguard.wasm $(WASM)
 
 ## wasm-trap: test-only module that traps on `x-meshguard-trap` (tests/e2e_failure_policy.rs); never in dist/
 wasm-trap:

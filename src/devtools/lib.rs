@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod oci;
 pub mod oidc;
 pub mod servers;
+pub mod wasm_exports;
 pub mod workload;
 
 /// Errors of the dev tools: they face developers and tests, so a message is enough.

@@ -62,8 +62,14 @@ impl RequestAttributes {
 
     /// The path without query string and fragment.
     pub fn path_only(&self) -> &str {
-        let end = self.path.find(['?', '#']).unwrap_or(self.path.len());
-        &self.path[..end]
+        // A byte scan: both delimiters are ASCII (a char-set `find` costs several times more
+        // on every request).
+        let end = self
+            .path
+            .bytes()
+            .position(|b| b == b'?' || b == b'#')
+            .unwrap_or(self.path.len());
+        self.path.get(..end).unwrap_or(&self.path)
     }
 
     /// The query string (without `?`, without fragment), if any.

@@ -243,10 +243,16 @@ impl HttpContext for Filter {
         }
         Action::Continue
     }
+}
 
-    fn on_log(&mut self) {
-        // A paused request whose client went away must not be resumed later.
-        self.state.borrow_mut().paused.remove(&self.context_id);
+/// The SDK drops an HTTP context when Envoy deletes the stream. A paused request whose
+/// client went away must not be resumed later. (Not `on_log`: `make wasm` unexports that
+/// callback, which would cost every request a call into the VM.)
+impl Drop for Filter {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            st.paused.remove(&self.context_id);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! has that very key set (so a rotated-out key stops verifying at once).
 
 use crate::attrs::VerifiedJwt;
-use crate::fast_hash::FastBuildHasher;
+use crate::fast_hash::TokenBuildHasher;
 use crate::jwt::{Jwks, Jwt};
 use std::collections::HashMap;
 use std::fmt;
@@ -46,7 +46,7 @@ pub(crate) struct Hit {
 /// An exact LRU with O(1) lookup, insert and eviction at any size: a hash map from token to
 /// slot, and the slots linked from most to least recently used.
 pub(crate) struct TokenCache {
-    index: HashMap<Box<str>, u32, FastBuildHasher>,
+    index: HashMap<Box<str>, u32, TokenBuildHasher>,
     slots: Vec<Slot>,
     /// Most recently used.
     head: u32,
@@ -267,6 +267,21 @@ mod tests {
         c.insert("f", 0, &jwt, &view, &keys);
         assert!(c.get("a").is_none() && c.get("d").is_none());
         assert!(c.get("c").is_some() && c.get("e").is_some() && c.get("f").is_some());
+    }
+
+    /// Tokens with the same length and signature tail hash alike: each still finds its own
+    /// entry, and a forged one with that tail finds none.
+    #[test]
+    fn same_tail_tokens_are_told_apart() {
+        let (jwt, view, keys) = entry_parts();
+        let tail = "s".repeat(40);
+        let mut c = TokenCache::new(10, 4096);
+        c.insert(&format!("aaa.{tail}"), 1, &jwt, &view, &keys);
+        c.insert(&format!("bbb.{tail}"), 2, &jwt, &view, &keys);
+        assert_eq!(c.get(&format!("aaa.{tail}")).map(|h| h.rule), Some(1));
+        assert_eq!(c.get(&format!("bbb.{tail}")).map(|h| h.rule), Some(2));
+        assert!(c.get(&format!("ccc.{tail}")).is_none());
+        assert_eq!(c.len(), 2);
     }
 
     #[test]

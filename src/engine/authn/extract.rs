@@ -5,22 +5,23 @@
 use super::outputs::HeaderMutations;
 use crate::attrs::RequestAttributes;
 use crate::istio::JwtRule;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// Where a token was found.
+/// Where a token was found (names borrowed from the extractor: no copy per request).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Location {
-    Header(String),
-    Param(String),
-    Cookie(String),
+pub(crate) enum Location<'a> {
+    Header(&'a str),
+    Param(&'a str),
+    Cookie(&'a str),
 }
 
-impl Location {
+impl Location<'_> {
     /// Removes the token after successful verification when the rule does not forward it:
     /// the whole header, or the query parameter (Envoy does not remove cookies).
     pub(crate) fn remove(&self, req: &RequestAttributes, m: &mut HeaderMutations) {
         match self {
-            Location::Header(name) => m.remove.push(name.clone()),
+            Location::Header(name) => m.remove.push((*name).to_string()),
             Location::Param(name) => {
                 let current = m.path.clone().unwrap_or_else(|| req.path.clone());
                 m.path = Some(remove_query_param(&current, name));
@@ -38,10 +39,11 @@ impl Location {
     }
 }
 
-/// An extracted token and the rules allowed to verify it.
+/// An extracted token and the rules allowed to verify it. A header token is borrowed from
+/// the request; a query or cookie value is decoded into its own string.
 pub(crate) struct Token<'a> {
-    pub value: String,
-    pub location: Location,
+    pub value: Cow<'a, str>,
+    pub location: Location<'a>,
     pub rules: &'a [usize],
 }
 
@@ -96,21 +98,28 @@ impl Extractor {
         loc.rules.push(idx);
     }
 
-    pub(crate) fn extract<'a>(&'a self, req: &RequestAttributes) -> Vec<Token<'a>> {
+    pub(crate) fn extract<'a>(&'a self, req: &'a RequestAttributes) -> Vec<Token<'a>> {
         let mut tokens = Vec::new();
         for loc in self.headers.values() {
             for value in req.header_values(&loc.name) {
                 let token = if loc.prefix.is_empty() {
                     value
                 } else {
-                    let Some(pos) = value.find(loc.prefix.as_str()) else {
-                        continue;
+                    // Envoy finds the prefix anywhere in the value; it is nearly always
+                    // at the start.
+                    let pos = if value.starts_with(loc.prefix.as_str()) {
+                        0
+                    } else {
+                        let Some(pos) = value.find(loc.prefix.as_str()) else {
+                            continue;
+                        };
+                        pos
                     };
                     token_after(value, pos + loc.prefix.len())
                 };
                 tokens.push(Token {
-                    value: token.to_string(),
-                    location: Location::Header(loc.name.clone()),
+                    value: Cow::Borrowed(token),
+                    location: Location::Header(&loc.name),
                     rules: &loc.rules,
                 });
             }
@@ -120,8 +129,8 @@ impl Extractor {
                 for (name, rules) in &self.params {
                     if let Some(value) = first_query_value(query, name) {
                         tokens.push(Token {
-                            value,
-                            location: Location::Param(name.clone()),
+                            value: Cow::Owned(value),
+                            location: Location::Param(name),
                             rules,
                         });
                     }
@@ -132,8 +141,8 @@ impl Extractor {
             for (name, rules) in &self.cookies {
                 if let Some(value) = cookie_value(req, name) {
                     tokens.push(Token {
-                        value,
-                        location: Location::Cookie(name.clone()),
+                        value: Cow::Owned(value),
+                        location: Location::Cookie(name),
                         rules,
                     });
                 }
