@@ -222,9 +222,11 @@ pub struct Override {
     /// The native side's HTTP filters instead of `istio_rbac`'s authorization: (before
     /// `jwt_authn`, after it). `jwt_authn` still comes from the scenario's RequestAuthentications.
     pub native: Option<(Vec<Value>, Vec<Value>)>,
-    /// The listener port of both sides (native on 127.0.0.1, meshguard on 127.0.0.2: the
-    /// policies name the port, so both must have it).
-    pub port: Option<u16>,
+    /// The connection's addresses as a PROXY protocol (v1) header declares them, (source,
+    /// destination): both listeners take the header (`proxy_protocol` listener filter), so
+    /// `source.ip`/`ipBlocks`, `destination.ip` and `destination.port` see these. Plaintext
+    /// HTTP/1.1 requests only (not through curl).
+    pub proxy: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Everything batches share: binaries, keys, certificates, the JWKS server and the echo
@@ -1338,12 +1340,7 @@ fn fill(v: &mut Value, j1: &str, j2: &str) {
 
 /// Both sides accept the scenario's resources: `Ok(())`, or which one refuses and why.
 pub fn validate(setup: &Setup, sc: &Scenario) -> std::result::Result<(), (Side, String)> {
-    let port = setup
-        .overrides
-        .get(&sc.id)
-        .and_then(|o| o.port)
-        .unwrap_or(8000);
-    let f = scenario_filter_json(setup, sc, port).map_err(|e| (Side::Native, e.to_string()))?;
+    let f = scenario_filter_json(setup, sc, 8000).map_err(|e| (Side::Native, e.to_string()))?;
     let native = native_filters(setup, sc, &f).map_err(|e| (Side::Native, e.to_string()));
     let mesh = meshguard_engine::Engine::from_json(&f.to_string())
         .map(|_| ())
@@ -1573,11 +1570,10 @@ fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Resul
     let access_log = dir.join("access.log");
     let mut listeners = Vec::new();
     for (i, sc) in scs.iter().enumerate() {
-        let pinned = setup.overrides.get(&sc.id).and_then(|o| o.port);
-        let port = match pinned {
-            Some(p) => p,
-            None if needs_fixed_port(sc) => fixed_port()?,
-            None => 0,
+        let port = if needs_fixed_port(sc) {
+            fixed_port()?
+        } else {
+            0
         };
         let f = scenario_filter_json(setup, sc, if port == 0 { 8000 } else { port })?;
         let filters = match side {
@@ -1593,8 +1589,11 @@ fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Resul
             &filters,
             &access_log,
         );
-        if pinned.is_some() && side == Side::Meshguard {
-            l["address"]["socket_address"]["address"] = json!("127.0.0.2");
+        if proxy_header(setup, sc).is_some() {
+            l["listener_filters"] = json!([{
+                "name": "envoy.filters.listener.proxy_protocol",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" }
+            }]);
         }
         listeners.push(l);
     }
@@ -1679,11 +1678,30 @@ fn wire(setup: &Setup, r: &Req, id: &str, now: u64) -> Result<Wire> {
 struct KeepAlive {
     addr: SocketAddr,
     conn: Option<TcpStream>,
+    /// Written first on every new connection (a PROXY protocol header).
+    preamble: Option<String>,
+}
+
+/// The PROXY protocol v1 line of `sc`'s [`Override::proxy`], if any.
+fn proxy_header(setup: &Setup, sc: &Scenario) -> Option<String> {
+    let (src, dst) = setup.overrides.get(&sc.id)?.proxy?;
+    let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+    Some(format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        src.ip(),
+        dst.ip(),
+        src.port(),
+        dst.port()
+    ))
 }
 
 impl KeepAlive {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+    fn new(addr: SocketAddr, preamble: Option<String>) -> Self {
+        Self {
+            addr,
+            conn: None,
+            preamble,
+        }
     }
 
     fn send(&mut self, w: &Wire) -> std::result::Result<Response, String> {
@@ -1733,6 +1751,10 @@ impl KeepAlive {
             let _ = c.set_nodelay(true);
             let _ = c.set_read_timeout(Some(Duration::from_secs(15)));
             self.conn = Some(c);
+            if let (Some(p), Some(c)) = (&self.preamble, self.conn.as_mut()) {
+                c.write_all(p.as_bytes())
+                    .map_err(|e| (e.to_string(), false))?;
+            }
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(("no connection".into(), false));
@@ -2058,7 +2080,7 @@ fn drive(
             let dir = run.access_log.with_file_name(format!("curl-{i}"));
             running.push_back((i, CurlJob::spawn(setup, run.addrs[i], &list, &dir)));
         }
-        let mut ka = KeepAlive::new(run.addrs[i]);
+        let mut ka = KeepAlive::new(run.addrs[i], proxy_header(setup, sc));
         for (j, (r, w)) in sc.requests.iter().zip(&wires[i]).enumerate() {
             if !by_curl(r) {
                 out[i][j] = Some(observe(ka.send(w), run.ports[i]));
@@ -2080,7 +2102,7 @@ fn drive(
             continue;
         }
         let before = shadow_counts(run, i);
-        let mut ka = KeepAlive::new(run.addrs[i]);
+        let mut ka = KeepAlive::new(run.addrs[i], proxy_header(setup, sc));
         for (j, (r, w)) in sc.requests.iter().zip(&wires[i]).enumerate() {
             let resp = if by_curl(r) {
                 let dir = run.access_log.with_file_name(format!("curl-{i}"));
