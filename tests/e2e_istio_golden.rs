@@ -945,6 +945,65 @@ fn scenarios(c: &Case, policies: &[Value], td: &[String]) -> Vec<(Scenario, Prox
     out
 }
 
+/// Every golden output, also those of the inputs meshguard refuses, as a stock Envoy's HTTP
+/// filters: one listener each, `envoy --mode validate`.
+#[test]
+fn every_golden_output_loads_in_envoy() {
+    let p = require!();
+    let dir = workdir("istio-golden-validate");
+    let mut listeners = Vec::new();
+    let outputs: BTreeSet<&str> = CASES
+        .iter()
+        .flat_map(|c| c.outputs.iter().copied())
+        .collect();
+    for (i, out) in outputs.iter().enumerate() {
+        let mut filters = yaml_docs(out);
+        filters.push(
+            json!({ "name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }),
+        );
+        listeners.push(json!({
+            "name": out,
+            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 20000 + i } },
+            "filter_chains": [{ "filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": format!("golden{i}"),
+                    "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "echo" } }] }] },
+                    "http_filters": filters,
+                }
+            }] }],
+        }));
+    }
+    let cluster = |name: &str| {
+        json!({ "name": name, "type": "STATIC", "load_assignment": { "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": { "socket_address": {
+                "address": "127.0.0.1", "port_value": 9 } } } }] }] } })
+    };
+    let cfg = json!({ "static_resources": {
+        "listeners": listeners,
+        "clusters": [cluster("echo"), cluster(AUTHZ_CLUSTER)],
+    } });
+    let file = dir.join("golden.json");
+    std::fs::write(&file, cfg.to_string()).unwrap();
+    let (ok, log) = meshguard_devtools::envoy::validate(&p.envoy, &file, &dir).unwrap();
+    assert!(ok, "Envoy refuses a golden output:\n{log}");
+    // Every vendored file is some case's input or output.
+    let used: BTreeSet<String> = outputs
+        .iter()
+        .copied()
+        .chain(CASES.iter().map(|c| c.input))
+        .map(String::from)
+        .collect();
+    let vendored: BTreeSet<String> = std::fs::read_dir(golden_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(used, vendored);
+}
+
 #[test]
 fn istio_builder_golden_files() {
     let p = require!();
