@@ -889,6 +889,28 @@ fn scenarios(c: &Case, policies: &[Value], td: &[String]) -> Vec<(Scenario, Prox
             ..Probe::base()
         });
     }
+    // CUSTOM: the authorizer's answers (allow, deny, 401, redirect, faults) on the paths the
+    // policies send to it, asked through a header the provider forwards.
+    if c.mesh != Mesh::None {
+        for path in ["/httpbin1", "/httpbin2"] {
+            for answer in [
+                "allow",
+                "deny",
+                "unauthorized",
+                "redirect",
+                "remove",
+                "5xx",
+                "garbage",
+                "drop",
+            ] {
+                probes.push(Probe {
+                    path: path.into(),
+                    headers: vec![("x-prefix-ext-authz".into(), answer.into())],
+                    ..Probe::base()
+                });
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     probes.retain(|p| seen.insert(format!("{p:?}")));
     let mut policies = policies.to_vec();
