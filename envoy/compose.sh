@@ -11,7 +11,8 @@
 #                           prints how long it took. This is `make compose-test`.
 #
 # Checks (each a line "compose check: ... ok"; any failure fails the run):
-#   gateway (ingress-gateway.yaml): the demo's statuses, as envoy/demo.sh asserts them
+#   gateway (ingress-gateway.yaml): the demo's statuses, as envoy/demo.sh asserts them (the
+#         Keycloak-shaped realm's token too, its keys found through OpenID discovery)
 #   sidecar (sidecar-inbound.yaml): mTLS with a SPIFFE client certificate from the host
 #   mesh: bar/sleep -> its sidecar (mesh-client.yaml) -> mTLS -> foo/httpbin's sidecar
 #         (mesh-server-strict.yaml): 200, both SPIFFE identities in x-forwarded-client-cert;
@@ -157,6 +158,14 @@ check() {
   expect 401 "$(status -H "Authorization: Bearer $(tok token-invalid)" "$url")" "gateway: invalid token"
   expect 403 "$(status -H "Authorization: Bearer $(tok token)" "http://$gw/admin")" "gateway: /admin, group users"
   expect 200 "$(status -H "Authorization: Bearer $(tok token-admin)" "http://$gw/admin")" "gateway: /admin, group admins"
+  expect 200 "$(status -H "Authorization: Bearer $(tok token-keycloak)" "$url")" "gateway: Keycloak realm token"
+  local stats
+  stats=$(curl -s --max-time 10 "http://127.0.0.1:$(host_port gateway 9901)/stats" || true)
+  if grep -q 'openid-configuration;.;result=.=success;.;meshguard_jwks_fetch_total: [1-9]' <<<"$stats"; then
+    ok "gateway: realm keys fetched through its OpenID discovery document"
+  else
+    bad "gateway: no key fetch through the realm's discovery document"
+  fi
   local echoed
   echoed=$(curl -s --max-time 10 -H "Authorization: Bearer $(tok token)" "$url" || true)
   if [[ "$(jq -r '.path' <<<"$echoed" 2>/dev/null)" == /headers &&

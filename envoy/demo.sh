@@ -8,6 +8,8 @@
 #   MESHGUARD_DEMO_DIR=.run/demo     tokens, rendered config, logs
 #   MESHGUARD_BIN, ENVOY_BIN         the meshguard CLI and Envoy to use
 #   MESHGUARD_DEMO_CHECK=1           run the curls, check the statuses, stop (for CI)
+#   MESHGUARD_DEMO_ROTATE_AFTER=60s  the Keycloak-shaped realm publishes a second key (and
+#   MESHGUARD_DEMO_RETIRE_AFTER=180s signs token-keycloak with it 30 s later), then retires the first
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +64,7 @@ watchdog() {
 
 "$bin" demo serve --out "$dir" --config envoy/ingress-gateway.yaml \
   --wasm dist/meshguard.wasm --listen "127.0.0.1:$port" --admin "127.0.0.1:$admin" \
+  --rotate-after "${MESHGUARD_DEMO_ROTATE_AFTER:-60s}" --retire-after "${MESHGUARD_DEMO_RETIRE_AFTER:-180s}" \
   2>"$dir/devservers.log" &
 pids+=($!)
 for _ in $(seq 1 300); do
@@ -109,6 +112,26 @@ from 'meshguard demo serve'. Files (tokens, envoy.json, logs) are in $dir.
 
 EOF
 
+# The Keycloak-shaped realm (filters/demo.json: RequestAuthentication keycloak-jwt, no jwksUri).
+realm_issuer=$(sed -nE 's/.*"keycloak":[{][^}]*"issuer":"([^"]+)".*/\1/p' "$dir/ready")
+jwks_addr=$(sed -nE 's/.*"jwks":"([^"]+)".*/\1/p' "$dir/ready")
+if [[ -n "$realm_issuer" ]]; then
+  realm_path=/${realm_issuer#http://*/}
+  cat <<EOF
+  # Keycloak-shaped realm $realm_issuer: its RequestAuthentication has no
+  # jwksUri, so meshguard reads the realm's OpenID discovery document for its jwks_uri
+  # (.../protocol/openid-connect/certs) -> 200. Key rotation: a second key appears after
+  # ${MESHGUARD_DEMO_ROTATE_AFTER:-60s}, token-keycloak is re-signed with it 30 s later (still 200: meshguard
+  # refetches on the unknown kid) and the first key is retired after ${MESHGUARD_DEMO_RETIRE_AFTER:-180s}.
+  curl -i -H "Authorization: Bearer \$(cat $dir/token-keycloak)" $url
+
+  # the realm's discovery document and key set, from the demo's JWKS server
+  curl -s http://$jwks_addr$realm_path/.well-known/openid-configuration
+  curl -s http://$jwks_addr$realm_path/protocol/openid-connect/certs
+
+EOF
+fi
+
 if [[ "$check" == 1 ]]; then
   fails=0
   # expect STATUS LABEL TOKEN_FILE|- URL (labels only: tokens are never printed)
@@ -129,6 +152,19 @@ if [[ "$check" == 1 ]]; then
   expect 401 "invalid token" token-invalid "$url"
   expect 403 "/admin, group users" token "http://127.0.0.1:$port/admin"
   expect 200 "/admin, group admins" token-admin "http://127.0.0.1:$port/admin"
+  if [[ -n "$realm_issuer" ]]; then
+    expect 200 "Keycloak realm token" token-keycloak "$url"
+    # The realm's key set is counted under its discovery document (the source of its jwks_uri).
+    fetched=$(curl -s "http://127.0.0.1:$admin/stats" |
+      grep -c 'openid-configuration;.;result=.=success;.;meshguard_jwks_fetch_total: [1-9]' || true)
+    if ((fetched > 0)); then
+      echo "demo check: realm keys fetched through its OpenID discovery document ok"
+    else
+      echo "demo check: no successful key fetch through the realm's discovery document: FAILED" >&2
+      curl -s "http://127.0.0.1:$admin/stats" | grep meshguard_jwks >&2 || true
+      fails=$((fails + 1))
+    fi
+  fi
   if ((fails)); then tail -n 40 "$dir/envoy.log" >&2; exit 1; fi
   echo "demo check: all expected statuses"
   exit 0

@@ -448,8 +448,9 @@ fn cli_explain_names_the_deciding_policy() {
 }
 
 /// `make run` without a terminal: envoy/demo.sh with MESHGUARD_DEMO_CHECK=1 starts the dev
-/// servers and Envoy, runs the printed curls (valid 200, none 403, invalid 401, DENY /admin)
-/// and stops everything.
+/// servers and Envoy, runs the printed curls (valid 200, none 403, invalid 401, DENY /admin,
+/// the Keycloak-shaped realm's token 200 with its keys found through OpenID discovery) and
+/// stops everything.
 #[test]
 fn demo_runs_non_interactively() {
     let p = require!();
@@ -481,9 +482,40 @@ fn demo_runs_non_interactively() {
         stdout.contains("demo check: all expected statuses"),
         "{stdout}"
     );
-    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    for line in [
+        "demo check: Keycloak realm token -> 200 ok",
+        "demo check: realm keys fetched through its OpenID discovery document ok",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing:\n{stdout}");
+    }
     assert!(
-        !stdout.contains(token.trim()),
-        "the demo never prints a token"
+        stdout.contains("token-keycloak") && stdout.contains("/.well-known/openid-configuration"),
+        "prints the realm's curls:\n{stdout}"
     );
+    // The realm's rule really has no key source of its own: the keys came through discovery.
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("ready")).unwrap()).unwrap();
+    let issuer = ready["keycloak"]["issuer"].as_str().unwrap();
+    assert!(issuer.contains("/auth/realms/"), "{ready}");
+    let demo: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("filters/demo.json")).unwrap())
+            .unwrap();
+    let rule = demo["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["spec"]["jwtRules"].as_array().into_iter().flatten())
+        .find(|r| r["issuer"] == issuer)
+        .unwrap();
+    assert!(
+        rule.get("jwksUri").is_none() && rule.get("jwks").is_none(),
+        "{rule}"
+    );
+    for file in ["token", "token-keycloak"] {
+        let token = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(
+            !stdout.contains(token.trim()),
+            "the demo never prints a token"
+        );
+    }
 }

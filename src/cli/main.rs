@@ -70,11 +70,18 @@ usage:
       one per selector unless --namespace/--label name one. Exit status 0, 2 on error.
   meshguard demo serve [--out DIR] [--config ENVOY_YAML] [--wasm FILE] [--listen ADDR]
                        [--admin ADDR] [--jwks-addr ADDR] [--upstream-addr ADDR] [--no-render]
+                       [--rotate-after DURATION] [--retire-after DURATION]
       Starts a JWKS server and an echo upstream, writes tokens (token, token-admin,
       token-invalid) and the Envoy config rendered to reach them (envoy.json) into DIR
-      (default .run/demo), then `ready`, and serves until killed.
+      (default .run/demo), then `ready`, and serves until killed. A jwtRule without jwksUri
+      whose issuer is a Keycloak realm (http://HOST/auth/realms/REALM) gets that realm on the
+      JWKS server: its OpenID discovery document, its key set at
+      .../protocol/openid-connect/certs and token-keycloak; a second key is published after
+      --rotate-after, token-keycloak re-signed with it 30 s later (meshguard's kid-refetch
+      cooldown), the first key retired after --retire-after.
       Defaults: --config envoy/ingress-gateway.yaml --wasm dist/meshguard.wasm
       --listen 127.0.0.1:8080 --admin 127.0.0.1:9901 --jwks-addr/--upstream-addr 127.0.0.1:0
+      --rotate-after 60s --retire-after 180s
   meshguard demo certs [--out DIR]
       Writes a development mesh CA (ca.pem), a server certificate for foo/httpbin
       (server.pem, server-key.pem) and a client certificate for foo/sleep (sleep.pem,
@@ -197,6 +204,11 @@ impl<'a> Flags<'a> {
         v.parse()
             .map_err(|e| format!("{name} {v:?}: not an address (ip:port): {e}"))
     }
+
+    fn duration(&self, name: &str, default: &str) -> Result<std::time::Duration, String> {
+        let v = self.get(name).unwrap_or(default);
+        meshguard_engine::duration::parse(v).map_err(|e| format!("{name} {v:?}: {e}"))
+    }
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -212,6 +224,8 @@ fn demo_serve(args: &[&str]) -> CliResult {
             "--admin",
             "--jwks-addr",
             "--upstream-addr",
+            "--rotate-after",
+            "--retire-after",
         ],
         &["--no-render"],
     )?;
@@ -235,7 +249,12 @@ fn demo_serve(args: &[&str]) -> CliResult {
             .get("--upstream-addr")
             .unwrap_or("127.0.0.1:0")
             .to_string(),
+        rotate_after: flags.duration("--rotate-after", "60s")?,
+        retire_after: flags.duration("--retire-after", "180s")?,
     };
+    if opts.retire_after < opts.rotate_after {
+        return Err("--retire-after must not be before --rotate-after".into());
+    }
     let running = demo::start(&opts)?;
     eprintln!(
         "meshguard demo: JWKS on {}, upstream on {}, files in {}",

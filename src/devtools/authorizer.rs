@@ -3,7 +3,9 @@
 //! request header `x-ext-authz`, and that header can also ask for a fault, so one server
 //! serves every case of a differential to both Envoys.
 //!
-//! `x-ext-authz` value -> answer:
+//! `x-ext-authz` value (or, without it, `x-prefix-ext-authz`'s: a name a provider's
+//! `includeRequestHeadersInCheck: [x-prefix-*]` forwards, as istiod's builder golden files
+//! configure it) -> answer:
 //! - `allow`: 200, `x-ext-authz-check-result: allowed`, `x-auth-request-user: <x-user or
 //!   alice>`, `x-downstream-ok: yes`, `x-not-listed: no`;
 //! - `redirect`: 302 to a login page with `set-cookie`, body `to login` (oauth2-proxy's way);
@@ -112,7 +114,11 @@ fn serve(conn: TcpStream, seen: &Mutex<Vec<Request>>) {
                 "",
             )
         };
-        let resp = match req.header("x-ext-authz").unwrap_or("") {
+        let decision = req
+            .header("x-ext-authz")
+            .or_else(|| req.header("x-prefix-ext-authz"))
+            .unwrap_or("");
+        let resp = match decision {
             "allow" => allow(),
             "slow" => {
                 std::thread::sleep(Duration::from_millis(1500));

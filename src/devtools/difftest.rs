@@ -133,6 +133,7 @@ impl Pki {
         let bundle = dir.join("bundle.pem");
         std::fs::write(&bundle, format!("{}{}", ca.cert_pem(), other.cert_pem()))?;
         std::fs::write(dir.join("ca.pem"), ca.cert_pem())?;
+        ca.save(&dir.join("mesh-ca"))?;
         let lo: [IpAddr; 1] = [IpAddr::from([127, 0, 0, 1])];
         ca.issue(&Identity {
             namespace: "foo",
@@ -187,6 +188,45 @@ impl Pki {
             bundle,
         })
     }
+
+    /// Client certificates from the mesh CA whose only URI SAN is each of `uris` (any
+    /// `spiffe://...` identity a policy names); a [`Req::client`] names one by its URI.
+    pub fn issue_uri_clients(&self, uris: &[String]) -> Result<()> {
+        let ca = MeshCa::load(&self.dir.join("mesh-ca"))?;
+        for uri in uris {
+            let opts = IssueOptions {
+                omit_spiffe: true,
+                uri_sans_after: vec![uri.clone()],
+                ..Default::default()
+            };
+            ca.issue_with(
+                &Identity {
+                    namespace: "foo",
+                    service_account: "probe",
+                    ..Default::default()
+                },
+                &opts,
+            )?
+            .write(&self.dir, &cert_name(uri))?;
+        }
+        Ok(())
+    }
+}
+
+/// What a harness with its own reference sets for one scenario (by [`Scenario::id`]):
+/// `tests/e2e_istio_golden.rs` runs istiod's golden RBAC output as the native side.
+#[derive(Clone, Debug, Default)]
+pub struct Override {
+    /// Top-level members of the filter JSON (both sides) replaced; `workload` members merged.
+    pub filter: serde_json::Map<String, Value>,
+    /// The native side's HTTP filters instead of `istio_rbac`'s authorization: (before
+    /// `jwt_authn`, after it). `jwt_authn` still comes from the scenario's RequestAuthentications.
+    pub native: Option<(Vec<Value>, Vec<Value>)>,
+    /// The connection's addresses as a PROXY protocol (v1) header declares them, (source,
+    /// destination): both listeners take the header (`proxy_protocol` listener filter), so
+    /// `source.ip`/`ipBlocks`, `destination.ip` and `destination.port` see these. Plaintext
+    /// HTTP/1.1 requests only (not through curl).
+    pub proxy: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Everything batches share: binaries, keys, certificates, the JWKS server and the echo
@@ -202,6 +242,10 @@ pub struct Setup {
     pub echo: EchoUpstream,
     /// Envoy `--component-log-level` (e.g. `wasm:info,rbac:debug` when shrinking).
     pub log_levels: String,
+    /// Per scenario id (see [`Override`]); empty for the generated scenarios.
+    pub overrides: BTreeMap<String, Override>,
+    /// Further upstream clusters of both Envoys (name, address): an ext_authz service.
+    pub extra_clusters: Vec<(String, SocketAddr)>,
     batches: AtomicU64,
 }
 
@@ -222,6 +266,8 @@ impl Setup {
             jwks,
             echo,
             log_levels: "wasm:warning,config:warning".into(),
+            overrides: BTreeMap::new(),
+            extra_clusters: Vec::new(),
             batches: AtomicU64::new(0),
         })
     }
@@ -1243,6 +1289,45 @@ pub fn filter_json(setup: &Setup, policies: &[Value], port: u16) -> Result<Value
     Ok(v)
 }
 
+/// [`filter_json`] for `sc`, with its [`Override`] applied.
+fn scenario_filter_json(setup: &Setup, sc: &Scenario, port: u16) -> Result<Value> {
+    let mut f = filter_json(setup, &sc.policies, port)?;
+    if let Some(o) = setup.overrides.get(&sc.id) {
+        for (k, v) in &o.filter {
+            match (k.as_str(), v) {
+                ("workload", Value::Object(m)) => {
+                    for (wk, wv) in m {
+                        f["workload"][wk] = wv.clone();
+                    }
+                }
+                _ => f[k] = v.clone(),
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// The native side's filters for `sc`: `istio_rbac`'s, or jwt_authn between an override's.
+fn native_filters(setup: &Setup, sc: &Scenario, f: &Value) -> Result<Vec<Value>> {
+    let Some((before, after)) = setup.overrides.get(&sc.id).and_then(|o| o.native.as_ref()) else {
+        return istio_rbac::http_filters(f);
+    };
+    let mut authn = f.clone();
+    authn["policies"] = Value::Array(
+        sc.policies
+            .iter()
+            .filter(|p| p["kind"] == "RequestAuthentication")
+            .cloned()
+            .collect(),
+    );
+    let mut authn = serde_json::from_str::<Value>(&authn.to_string())?;
+    fill(&mut authn, &setup.keys.jwks1(), &setup.keys.jwks2());
+    let mut out = before.clone();
+    out.extend(istio_rbac::http_filters(&authn)?);
+    out.extend(after.iter().cloned());
+    Ok(out)
+}
+
 fn fill(v: &mut Value, j1: &str, j2: &str) {
     match v {
         Value::String(s) if s == gen::JWKS1 => *s = j1.to_string(),
@@ -1255,8 +1340,8 @@ fn fill(v: &mut Value, j1: &str, j2: &str) {
 
 /// Both sides accept the scenario's resources: `Ok(())`, or which one refuses and why.
 pub fn validate(setup: &Setup, sc: &Scenario) -> std::result::Result<(), (Side, String)> {
-    let f = filter_json(setup, &sc.policies, 8000).map_err(|e| (Side::Native, e.to_string()))?;
-    let native = istio_rbac::http_filters(&f).map_err(|e| (Side::Native, e.to_string()));
+    let f = scenario_filter_json(setup, sc, 8000).map_err(|e| (Side::Native, e.to_string()))?;
+    let native = native_filters(setup, sc, &f).map_err(|e| (Side::Native, e.to_string()));
     let mesh = meshguard_engine::Engine::from_json(&f.to_string())
         .map(|_| ())
         .map_err(|e| (Side::Meshguard, e.to_string()));
@@ -1490,12 +1575,12 @@ fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Resul
         } else {
             0
         };
-        let f = filter_json(setup, &sc.policies, if port == 0 { 8000 } else { port })?;
+        let f = scenario_filter_json(setup, sc, if port == 0 { 8000 } else { port })?;
         let filters = match side {
-            Side::Native => istio_rbac::http_filters(&f)?,
+            Side::Native => native_filters(setup, sc, &f)?,
             Side::Meshguard => meshguard_filters(setup, &f)?,
         };
-        listeners.push(listener(
+        let mut l = listener(
             setup,
             &format!("case{i}"),
             sc,
@@ -1503,13 +1588,25 @@ fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Resul
             port,
             &filters,
             &access_log,
-        ));
+        );
+        if proxy_header(setup, sc).is_some() {
+            l["listener_filters"] = json!([{
+                "name": "envoy.filters.listener.proxy_protocol",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol" }
+            }]);
+        }
+        listeners.push(l);
     }
+    let mut clusters = vec![
+        cluster("echo", setup.echo.addr()),
+        cluster("jwks", setup.jwks.addr()),
+    ];
+    clusters.extend(setup.extra_clusters.iter().map(|(n, a)| cluster(n, *a)));
     let cfg = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": {
             "listeners": listeners,
-            "clusters": [cluster("echo", setup.echo.addr()), cluster("jwks", setup.jwks.addr())],
+            "clusters": clusters,
         },
     });
     let mut opts = Options::new(&setup.envoy_bin, dir);
@@ -1581,11 +1678,30 @@ fn wire(setup: &Setup, r: &Req, id: &str, now: u64) -> Result<Wire> {
 struct KeepAlive {
     addr: SocketAddr,
     conn: Option<TcpStream>,
+    /// Written first on every new connection (a PROXY protocol header).
+    preamble: Option<String>,
+}
+
+/// The PROXY protocol v1 line of `sc`'s [`Override::proxy`], if any.
+fn proxy_header(setup: &Setup, sc: &Scenario) -> Option<String> {
+    let (src, dst) = setup.overrides.get(&sc.id)?.proxy?;
+    let family = if src.is_ipv4() { "TCP4" } else { "TCP6" };
+    Some(format!(
+        "PROXY {family} {} {} {} {}\r\n",
+        src.ip(),
+        dst.ip(),
+        src.port(),
+        dst.port()
+    ))
 }
 
 impl KeepAlive {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+    fn new(addr: SocketAddr, preamble: Option<String>) -> Self {
+        Self {
+            addr,
+            conn: None,
+            preamble,
+        }
     }
 
     fn send(&mut self, w: &Wire) -> std::result::Result<Response, String> {
@@ -1635,6 +1751,10 @@ impl KeepAlive {
             let _ = c.set_nodelay(true);
             let _ = c.set_read_timeout(Some(Duration::from_secs(15)));
             self.conn = Some(c);
+            if let (Some(p), Some(c)) = (&self.preamble, self.conn.as_mut()) {
+                c.write_all(p.as_bytes())
+                    .map_err(|e| (e.to_string(), false))?;
+            }
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(("no connection".into(), false));
@@ -1811,6 +1931,8 @@ fn curl_transfer(cmd: &mut Command, setup: &Setup, addr: SocketAddr, r: &Req, w:
         if let Some(sni) = &r.sni {
             cmd.arg("--resolve")
                 .arg(format!("{sni}:{}:{}", addr.port(), addr.ip()));
+            // Any server name a policy tests, not only the server certificate's.
+            cmd.arg("--insecure");
         }
     }
     for (k, v) in &w.headers {
@@ -1958,7 +2080,7 @@ fn drive(
             let dir = run.access_log.with_file_name(format!("curl-{i}"));
             running.push_back((i, CurlJob::spawn(setup, run.addrs[i], &list, &dir)));
         }
-        let mut ka = KeepAlive::new(run.addrs[i]);
+        let mut ka = KeepAlive::new(run.addrs[i], proxy_header(setup, sc));
         for (j, (r, w)) in sc.requests.iter().zip(&wires[i]).enumerate() {
             if !by_curl(r) {
                 out[i][j] = Some(observe(ka.send(w), run.ports[i]));
@@ -1980,7 +2102,7 @@ fn drive(
             continue;
         }
         let before = shadow_counts(run, i);
-        let mut ka = KeepAlive::new(run.addrs[i]);
+        let mut ka = KeepAlive::new(run.addrs[i], proxy_header(setup, sc));
         for (j, (r, w)) in sc.requests.iter().zip(&wires[i]).enumerate() {
             let resp = if by_curl(r) {
                 let dir = run.access_log.with_file_name(format!("curl-{i}"));

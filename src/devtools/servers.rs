@@ -2,6 +2,7 @@
 //! that reports which request (line and headers) reached it.
 
 use super::http::{Handler, Request, Response, Server};
+use super::oidc::Realm;
 use serde_json::{json, Map, Value};
 use std::io;
 use std::net::SocketAddr;
@@ -33,9 +34,11 @@ struct JwksState {
     fault: Mutex<Fault>,
     hits: AtomicUsize,
     paths: Mutex<Vec<String>>,
+    /// OpenID realms answered before the key set (the demo's Keycloak-shaped issuer).
+    realms: Mutex<Vec<Arc<Realm>>>,
 }
 
-/// Serves a JWKS document at every path.
+/// Serves a JWKS document at every path (but a mounted realm's).
 pub struct JwksServer {
     server: Server,
     state: Arc<JwksState>,
@@ -55,7 +58,15 @@ impl JwksServer {
             let fault = lock(&st.fault).clone();
             let jwks = || Response::new(200, "application/json", lock(&st.jwks).clone());
             match fault {
-                Fault::None => Some(jwks()),
+                Fault::None => {
+                    let realms = lock(&st.realms).clone();
+                    Some(
+                        realms
+                            .iter()
+                            .find_map(|r| r.handle(req))
+                            .unwrap_or_else(jwks),
+                    )
+                }
                 Fault::Down => None,
                 Fault::Status(code) => Some(Response::new(code, "text/plain", "injected fault")),
                 Fault::Slow(d) => {
@@ -88,6 +99,11 @@ impl JwksServer {
 
     pub fn set_fault(&self, fault: Fault) {
         *lock(&self.state.fault) = fault;
+    }
+
+    /// Answers `realm`'s discovery document and key set from now on.
+    pub fn mount(&self, realm: Arc<Realm>) {
+        lock(&self.state.realms).push(realm);
     }
 
     /// Replaces the served key set (key rotation).
