@@ -38,21 +38,89 @@ pub fn join(parent: &str, child: &str) -> String {
 /// Deserializes `value` (found at `path`) into `T`, turning serde's error into a
 /// [`ConfigError`] whose path points at the offending field. Unknown fields become
 /// `<path>.<field>: unknown field, did you mean <closest>?`.
+///
+/// The value is deserialized from its compact JSON text: serde_json then reports where in
+/// that one line it failed, and [`path_at`] turns the column into the JSON path. (Tracking
+/// the path in the deserializer, as serde_path_to_error does, instantiates every
+/// configuration type a second time: about 60 KB of the wasm module.)
 pub fn from_value<T: DeserializeOwned>(
     value: &serde_json::Value,
     path: &str,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
-        let inner = err.path().to_string();
-        let at = if inner == "." || inner.is_empty() {
+    let text = value.to_string();
+    serde_json::from_str::<T>(&text).map_err(|err| {
+        let inner = path_at(&text, err.column());
+        let at = if inner.is_empty() {
             path.to_string()
-        } else if inner.starts_with('[') {
+        } else if inner.starts_with('[') || path.is_empty() {
             format!("{path}{inner}")
         } else {
-            join(path, &inner)
+            format!("{path}.{inner}")
         };
-        describe(&at, &err.inner().to_string())
+        // serde_json's message ends with " at line 1 column N": the position is the path now.
+        let message = err.to_string();
+        let suffix = format!(" at line {} column {}", err.line(), err.column());
+        describe(&at, message.strip_suffix(&suffix).unwrap_or(&message))
     })
+}
+
+/// One open container while scanning JSON text.
+enum Frame {
+    /// An object, with the key whose value is being read (None between members).
+    Object(Option<String>),
+    /// An array, with the index of the element being read.
+    Array(usize),
+}
+
+/// The JSON path (`a.b[2].c`) of what compact JSON `text` was reading just before its
+/// one-based `column`: the innermost member or element that was open there.
+pub(crate) fn path_at(text: &str, column: usize) -> String {
+    let bytes = text.as_bytes();
+    let end = column.min(bytes.len());
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < end {
+        match bytes[i] {
+            b'{' => stack.push(Frame::Object(None)),
+            b'[' => stack.push(Frame::Array(0)),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array(n)) => *n += 1,
+                Some(Frame::Object(key)) => *key = None,
+                None => {}
+            },
+            b'"' => {
+                // The string's extent: up to the first unescaped quote.
+                let start = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                let literal = text.get(start..=i.min(bytes.len() - 1)).unwrap_or("");
+                if let Some(Frame::Object(key @ None)) = stack.last_mut() {
+                    *key = Some(serde_json::from_str(literal).unwrap_or_default());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut out = String::new();
+    for frame in &stack {
+        match frame {
+            Frame::Object(Some(key)) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Frame::Object(None) => {}
+            Frame::Array(n) => out.push_str(&format!("[{n}]")),
+        }
+    }
+    out
 }
 
 /// Rewrites serde's messages into the contract's wording.
@@ -61,7 +129,7 @@ fn describe(at: &str, serde_message: &str) -> ConfigError {
         let hint = closest(&field, &expected)
             .map(|c| format!(", did you mean {c}?"))
             .unwrap_or_default();
-        // serde_path_to_error already ends the path with the unknown key.
+        // The position is just after the unknown key, so the path already ends with it.
         let path = if at.ends_with(&format!(".{field}")) || at == field {
             at.to_string()
         } else {
@@ -77,7 +145,6 @@ fn describe(at: &str, serde_message: &str) -> ConfigError {
     {
         return ConfigError::new(join(at, field), "required field is missing");
     }
-    // Drop serde_json's " at line X column Y" suffix: there is no source text, only a value.
     ConfigError::new(at, serde_message.to_string())
 }
 
@@ -177,6 +244,30 @@ mod tests {
             err.to_string(),
             "r.from[0].source: required field is missing"
         );
+    }
+
+    #[test]
+    fn path_at_follows_members_and_elements() {
+        let text = r#"{"a":[1,{"b\"c":{"d":[true,"x,]}"]}}],"e":2}"#;
+        let at = |needle: &str| path_at(text, text.find(needle).unwrap() + needle.len());
+        assert_eq!(at(r#"{"a":[1"#), "a[0]");
+        assert_eq!(at(r#"{"b\"c""#), r#"a[1].b"c"#);
+        assert_eq!(at(r#"{"d":[true,"x"#), r#"a[1].b"c.d[1]"#);
+        // A string's commas and brackets are not structure.
+        assert_eq!(at(r#""x,]}""#), r#"a[1].b"c.d[1]"#);
+        // After a container closes, its member is still the one being read.
+        assert_eq!(at(r#""x,]}"]"#), r#"a[1].b"c.d"#);
+        assert_eq!(at(r#""e":2"#), "e");
+        assert_eq!(path_at(text, 0), "");
+        assert_eq!(path_at(text, 10_000), "");
+    }
+
+    #[test]
+    fn wrong_type_deep_in_arrays_names_the_element() {
+        let v = serde_json::json!({"from": [{"source": {"principals": ["a"]}}, {"source": {"principals": [1]}}]});
+        let err = from_value::<Rule>(&v, "p").unwrap_err();
+        assert_eq!(err.path, "p.from[1].source.principals[0]");
+        assert!(!err.message.contains("line 1"), "{}", err.message);
     }
 
     #[test]
