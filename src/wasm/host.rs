@@ -2,6 +2,7 @@
 //! never a panic. Maps are read as bytes because the SDK's string variant panics on
 //! non-UTF-8 header values.
 
+use super::header_map::{for_each_pair, utf8};
 use meshguard_engine::{ConnectionInfo, Needs, RequestAttributes};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
@@ -44,33 +45,54 @@ fn property_addr(path: &[&str]) -> Option<SocketAddr> {
     property_string(path).and_then(|s| s.parse().ok())
 }
 
+extern "C" {
+    // The SDK's `get_map_bytes` panics on a status other than Ok and copies every pair into
+    // an intermediate vector; this reads the host's buffer once.
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// The host's serialized header map (proxy-wasm's format: a count, each pair's two sizes,
+/// then each name and value NUL-terminated); None when the host has none.
+fn map_buffer(map: MapType) -> Option<Vec<u8>> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: both out-pointers reference live locals for the whole call.
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut size) };
+    if status != Status::Ok || data.is_null() {
+        return None;
+    }
+    // SAFETY: the host allocated `size` bytes for us through `proxy_on_memory_allocate` (a
+    // boxed slice of exactly that length) and hands them over; we own them from here.
+    Some(unsafe { Vec::from_raw_parts(data, size, size) })
+}
+
 pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map_bytes(map)
-        .unwrap_or_default()
-        .into_iter()
-        // Valid UTF-8 (the usual case) is kept without a copy.
-        .map(|(k, v)| {
-            let v = String::from_utf8(v)
-                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-            (k, v)
-        })
-        .collect()
+    let mut out = Vec::new();
+    if let Some(buf) = map_buffer(map) {
+        for_each_pair(&buf, |k, v| out.push((k.to_string(), utf8(v))));
+    }
+    out
 }
 
 /// The current request's headers (one hostcall). Connection facts are left absent: see
 /// [`add_connection_facts`].
 pub(crate) fn request_attributes() -> RequestAttributes {
     let mut attrs = RequestAttributes::default();
-    for (name, value) in map(MapType::HttpRequestHeaders) {
-        match name.as_str() {
-            ":method" => attrs.method = value,
-            ":path" => attrs.path = value,
-            ":authority" => attrs.host = value,
-            ":scheme" => attrs.scheme = value,
-            n if n.starts_with(':') => {}
-            _ => attrs.headers.push((name, value)),
-        }
-    }
+    let Some(buf) = map_buffer(MapType::HttpRequestHeaders) else {
+        return attrs;
+    };
+    for_each_pair(&buf, |name, value| match name {
+        ":method" => attrs.method = utf8(value),
+        ":path" => attrs.path = utf8(value),
+        ":authority" => attrs.host = utf8(value),
+        ":scheme" => attrs.scheme = utf8(value),
+        n if n.starts_with(':') => {}
+        _ => attrs.headers.push((name.to_string(), utf8(value))),
+    });
     attrs
 }
 
