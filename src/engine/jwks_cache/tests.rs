@@ -5,6 +5,7 @@ use super::*;
 use crate::authn::KeyStore;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 const URI: &str = "https://keys.example/jwks";
@@ -18,13 +19,28 @@ fn jwks_body(kid: &str) -> String {
     format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","kid":"{kid}","k":"{k}"}}]}}"#)
 }
 
-/// Envoy's shared data: values with a version that every write bumps.
-#[derive(Default)]
-struct Store(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+/// Envoy's shared data: values with a version that every write bumps. Cloning gives another
+/// handle on the same data (one per VM).
+#[derive(Default, Clone)]
+struct Store(Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>);
+
+impl Store {
+    /// Every key with its version, sorted.
+    fn versions(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self
+            .0
+            .borrow()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    }
+}
 
 /// One VM's host: the process-wide store, its own callouts and reports.
-struct Host<'a> {
-    store: &'a Store,
+struct Host {
+    store: Store,
     dispatched: RefCell<Vec<(u32, String)>>,
     next_token: Cell<u32>,
     fail_dispatch: Cell<bool>,
@@ -32,10 +48,10 @@ struct Host<'a> {
     warnings: RefCell<Vec<String>>,
 }
 
-impl<'a> Host<'a> {
-    fn new(store: &'a Store) -> Self {
+impl Host {
+    fn new(store: &Store) -> Self {
         Host {
-            store,
+            store: store.clone(),
             dispatched: RefCell::default(),
             next_token: Cell::new(1),
             fail_dispatch: Cell::new(false),
@@ -51,7 +67,7 @@ impl<'a> Host<'a> {
     }
 }
 
-impl SharedStore for Host<'_> {
+impl SharedStore for Host {
     fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
         Some(match self.store.0.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
@@ -70,7 +86,7 @@ impl SharedStore for Host<'_> {
     }
 }
 
-impl Fetcher for Host<'_> {
+impl Fetcher for Host {
     fn dispatch(&self, remote: &RemoteJwks) -> Result<u32, String> {
         if self.fail_dispatch.get() {
             return Err("BadArgument".into());
@@ -82,7 +98,7 @@ impl Fetcher for Host<'_> {
     }
 }
 
-impl Report for Host<'_> {
+impl Report for Host {
     fn fetch_done(&self, _uri: &str, ok: bool) {
         self.done.borrow_mut().push(ok);
     }
@@ -102,15 +118,26 @@ fn remote() -> RemoteJwks {
     }
 }
 
-fn cache() -> JwksCache {
-    let mut c = JwksCache::default();
-    let settings = JwksSettings {
+fn settings() -> JwksSettings {
+    JwksSettings {
         refresh_interval: Duration::from_millis(REFRESH_MS),
         kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
         ..JwksSettings::default()
-    };
-    c.configure(&[remote()], &settings);
+    }
+}
+
+fn cache() -> JwksCache {
+    let mut c = JwksCache::default();
+    c.configure(&[remote()], &settings());
     c
+}
+
+/// One Envoy process with `N` VMs: the shared store, each VM's host, each VM's cache (made
+/// by `make`, e.g. [`cache`]).
+fn vms<const N: usize>(make: fn() -> JwksCache) -> (Store, [Host; N], [JwksCache; N]) {
+    let store = Store::default();
+    let hosts = std::array::from_fn(|_| Host::new(&store));
+    (store, hosts, std::array::from_fn(|_| make()))
 }
 
 fn answer(c: &mut JwksCache, h: &Host, now: u64, status: Option<&str>, body: &str) -> bool {
@@ -136,9 +163,7 @@ fn state(c: &JwksCache) -> &'static str {
 
 #[test]
 fn first_fetch_once_per_process_then_every_vm_loads_the_record() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (store, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     assert_eq!(state(&vm1), "pending");
     assert!(vm1.waiting_for_first_keys());
     // Both VMs tick at the same instant: one lease, one fetch.
@@ -166,9 +191,7 @@ fn first_fetch_once_per_process_then_every_vm_loads_the_record() {
 
 #[test]
 fn refresh_once_per_interval_across_vms() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
     vm2.tick(20, &h2);
@@ -188,9 +211,7 @@ fn refresh_once_per_interval_across_vms() {
 
 #[test]
 fn failures_fail_closed_with_backoff_then_recover() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     answer(&mut vm, &h, 100, Some("500"), "");
     assert_eq!(state(&vm), "failed");
@@ -223,10 +244,8 @@ fn failures_fail_closed_with_backoff_then_recover() {
 
 #[test]
 fn a_dispatch_that_cannot_start_is_a_failed_attempt() {
-    let store = Store::default();
-    let h = Host::new(&store);
+    let (_, [h], [mut vm]) = vms(cache);
     h.fail_dispatch.set(true);
-    let mut vm = cache();
     assert!(vm.tick(0, &h), "state changed: failed");
     assert_eq!(state(&vm), "failed");
     assert!(h.warnings.borrow()[0].contains("is the cluster defined?"));
@@ -238,9 +257,7 @@ fn a_dispatch_that_cannot_start_is_a_failed_attempt() {
 
 #[test]
 fn stale_keys_serve_while_refreshes_fail_then_fail_closed() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     answer(&mut vm, &h, 0, Some("200"), &jwks_body("a"));
     let mut now = REFRESH_MS;
@@ -263,9 +280,7 @@ fn stale_keys_serve_while_refreshes_fail_then_fail_closed() {
 
 #[test]
 fn kid_miss_refetch_respects_one_cooldown_across_vms() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 0, Some("200"), &jwks_body("a"));
     vm2.tick(10, &h2);
@@ -291,9 +306,7 @@ fn kid_miss_refetch_respects_one_cooldown_across_vms() {
 
 #[test]
 fn a_wanted_refetch_made_moot_by_another_vm_is_dropped() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 0, Some("200"), &jwks_body("a"));
     vm2.tick(1, &h2);
@@ -311,9 +324,7 @@ fn a_wanted_refetch_made_moot_by_another_vm_is_dropped() {
 
 #[test]
 fn a_lease_held_by_another_vm_is_respected_until_it_expires() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     assert_eq!(h1.fetches(), 1);
     // vm1's callout never answers (its VM died): the lease expires after timeout + 1 s.
@@ -325,9 +336,7 @@ fn a_lease_held_by_another_vm_is_respected_until_it_expires() {
 
 #[test]
 fn reconfigure_keeps_keys_of_uris_that_stay() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     answer(&mut vm, &h, 0, Some("200"), &jwks_body("a"));
     let other = RemoteJwks {
@@ -348,9 +357,7 @@ fn reconfigure_keeps_keys_of_uris_that_stay() {
 /// still taken, and nothing is fetched twice.
 #[test]
 fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     assert_eq!(h.fetches(), 1);
     let other = RemoteJwks {
@@ -383,14 +390,8 @@ fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
 /// context it reuses): keys, fetch times and a refetch in flight all survive.
 #[test]
 fn the_same_configuration_twice_changes_nothing() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let settings = JwksSettings {
-        refresh_interval: Duration::from_millis(REFRESH_MS),
-        kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
-        ..JwksSettings::default()
-    };
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
+    let settings = settings();
     vm.tick(0, &h);
     answer(&mut vm, &h, 10, Some("200"), &jwks_body("a"));
     vm.configure(&[remote()], &settings);
@@ -421,38 +422,15 @@ fn the_same_configuration_twice_changes_nothing() {
 /// time: ready before its first tick, with no fetch and no write to shared data.
 #[test]
 fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
-    let store = Store::default();
-    let h1 = Host::new(&store);
-    let mut vm1 = cache();
+    let (store, [h1, h2], [mut vm1, mut reloaded]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
-    let before: Vec<(String, u32)> = {
-        let mut v: Vec<_> = store
-            .0
-            .borrow()
-            .iter()
-            .map(|(k, (_, c))| (k.clone(), *c))
-            .collect();
-        v.sort();
-        v
-    };
-    let h2 = Host::new(&store);
-    let mut reloaded = cache();
+    let before = store.versions();
     assert_eq!(state(&reloaded), "pending");
     assert!(reloaded.load_shared(20, &h2));
     assert_eq!(state(&reloaded), "ready");
     assert!(!reloaded.waiting_for_first_keys());
-    let after: Vec<(String, u32)> = {
-        let mut v: Vec<_> = store
-            .0
-            .borrow()
-            .iter()
-            .map(|(k, (_, c))| (k.clone(), *c))
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(before, after, "nothing written");
+    assert_eq!(before, store.versions(), "nothing written");
     assert_eq!(h2.fetches(), 0);
     // Loading again is a no-op, and ticks fetch nothing until the refresh interval.
     assert!(!reloaded.load_shared(30, &h2));
@@ -461,12 +439,10 @@ fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
     }
     assert_eq!(h2.fetches(), 0);
     // Nothing in shared data yet (the first configuration ever): still pending, no fetch.
-    let empty = Store::default();
-    let h3 = Host::new(&empty);
-    let mut first = cache();
+    let (empty, [h3], [mut first]) = vms(cache);
     assert!(!first.load_shared(0, &h3));
     assert_eq!((state(&first), h3.fetches()), ("pending", 0));
-    assert!(empty.0.borrow().is_empty());
+    assert!(empty.versions().is_empty());
 }
 
 #[test]
@@ -490,10 +466,8 @@ fn record_round_trip_and_garbage() {
         assert_eq!(Record::parse(bad), None, "{bad:?}");
     }
     // A garbage record in shared data is ignored, never a panic: the VM fetches itself.
-    let store = Store::default();
-    let h = Host::new(&store);
+    let (_, [h], [mut vm]) = vms(cache);
     h.set(&format!("meshguard.jwks.{URI}"), b"garbage", None);
-    let mut vm = cache();
     vm.tick(0, &h);
     assert_eq!(h.fetches(), 1);
 }
@@ -540,9 +514,7 @@ fn doc_state(c: &JwksCache) -> &'static str {
 /// refresh (and a kid refetch) reads the document again, so a moved jwks_uri is followed.
 #[test]
 fn discovery_fetches_the_document_then_its_jwks_uri() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (discovery_cache(), discovery_cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(discovery_cache);
     vm1.tick(0, &h1);
     vm2.tick(0, &h2);
     assert_eq!((h1.fetches(), h2.fetches()), (1, 0), "one lease");
@@ -570,9 +542,7 @@ fn discovery_fetches_the_document_then_its_jwks_uri() {
 
 #[test]
 fn discovery_failures_fail_closed_and_keep_stale_keys() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = discovery_cache();
+    let (store, [h], [mut vm]) = vms(discovery_cache);
     vm.tick(0, &h);
     // No document: fail closed, retried after the backoff.
     assert!(answer(&mut vm, &h, 10, Some("404"), "not found"));
