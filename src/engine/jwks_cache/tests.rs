@@ -19,16 +19,25 @@ fn jwks_body(kid: &str) -> String {
     format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","kid":"{kid}","k":"{k}"}}]}}"#)
 }
 
-/// Envoy's shared data: values with a version that every write bumps. Cloning gives another
-/// handle on the same data (one per VM).
+/// Envoy's shared data as proxy-wasm-cpp-host implements it (`SharedData::set`): one version
+/// counter for the whole process; a write to an existing key with a version (`cas`) other than
+/// its own is refused; a write to a missing key always creates it, whatever `cas` says.
+/// Cloning gives another handle on the same data (one per VM).
 #[derive(Default, Clone)]
-struct Store(Rc<RefCell<HashMap<String, (Vec<u8>, u32)>>>);
+struct Store(Rc<StoreData>);
+
+#[derive(Default)]
+struct StoreData {
+    values: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    last_cas: Cell<u32>,
+}
 
 impl Store {
     /// Every key with its version, sorted.
     fn versions(&self) -> Vec<(String, u32)> {
         let mut v: Vec<_> = self
             .0
+            .values
             .borrow()
             .iter()
             .map(|(k, (_, c))| (k.clone(), *c))
@@ -36,7 +45,14 @@ impl Store {
         v.sort();
         v
     }
+
+    fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.values.borrow().get(key).map(|(v, _)| v.clone())
+    }
 }
+
+/// Steps of another VM, run in the middle of this one's.
+type OtherVm = Box<dyn FnOnce()>;
 
 /// One VM's host: the process-wide store, its own callouts and reports.
 struct Host {
@@ -46,6 +62,11 @@ struct Host {
     fail_dispatch: Cell<bool>,
     done: RefCell<Vec<bool>>,
     warnings: RefCell<Vec<String>>,
+    /// Shared-data calls made so far.
+    calls: Cell<usize>,
+    /// Another VM's steps, run once just before this host's shared-data call number `.0`
+    /// (from 0): an interleaving of two worker threads.
+    before_call: RefCell<Option<(usize, OtherVm)>>,
 }
 
 impl Host {
@@ -57,6 +78,22 @@ impl Host {
             fail_dispatch: Cell::new(false),
             done: RefCell::default(),
             warnings: RefCell::default(),
+            calls: Cell::new(0),
+            before_call: RefCell::default(),
+        }
+    }
+    /// Runs `other` just before this host's shared-data call number `at` from now.
+    fn interleave(&self, at: usize, other: impl FnOnce() + 'static) {
+        *self.before_call.borrow_mut() = Some((self.calls.get() + at, Box::new(other)));
+    }
+    fn call(&self) {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        let due = matches!(&*self.before_call.borrow(), Some((at, _)) if *at == n);
+        if due {
+            if let Some((_, other)) = self.before_call.borrow_mut().take() {
+                other();
+            }
         }
     }
     fn fetches(&self) -> usize {
@@ -69,18 +106,23 @@ impl Host {
 
 impl SharedStore for Host {
     fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
-        Some(match self.store.0.borrow().get(key) {
+        self.call();
+        Some(match self.store.0.values.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut m = self.store.0.borrow_mut();
-        let current = m.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
+        self.call();
+        let data = &self.store.0;
+        let mut m = data.values.borrow_mut();
+        if let (Some((_, current)), Some(cas)) = (m.get(key), cas) {
+            if *current != cas {
+                return false;
+            }
         }
-        let next = current.map_or(1, |c| c + 1);
+        let next = data.last_cas.get() + 1;
+        data.last_cas.set(next);
         m.insert(key.to_string(), (value.to_vec(), next));
         true
     }
@@ -334,6 +376,108 @@ fn a_lease_held_by_another_vm_is_respected_until_it_expires() {
     assert_eq!(h2.fetches(), 1);
 }
 
+/// Two VMs ticking on two worker threads at once: the other VM's whole tick lands between
+/// any two shared-data calls of this VM's tick, for every such point. One fetch, always,
+/// whether the lease key is still missing (the first fetch) or exists (a refresh).
+#[test]
+fn two_vms_ticking_together_fetch_once_at_every_interleaving() {
+    for refresh in [false, true] {
+        let calls = {
+            let (_, [h1], [mut vm1]) = vms(cache);
+            let start = warm(&mut vm1, &h1, refresh);
+            let before = h1.calls.get();
+            vm1.tick(start, &h1);
+            h1.calls.get() - before
+        };
+        assert!(
+            calls >= 3,
+            "{calls} shared-data calls in a tick that fetches"
+        );
+        for at in 0..calls {
+            let (_, [h1, h2], [mut vm1, vm2]) = vms(cache);
+            let start = warm(&mut vm1, &h1, refresh);
+            let (h2, vm2) = (Rc::new(h2), Rc::new(RefCell::new(vm2)));
+            let (h2c, vm2c) = (Rc::clone(&h2), Rc::clone(&vm2));
+            h1.interleave(at, move || {
+                vm2c.borrow_mut().tick(start, &*h2c);
+            });
+            let fetched_before = h1.fetches();
+            vm1.tick(start, &h1);
+            assert!(h1.before_call.borrow().is_none(), "call {at}: not run");
+            assert_eq!(
+                h1.fetches() - fetched_before + h2.fetches(),
+                1,
+                "refresh {refresh}: the other VM's tick before call {at} of {calls}"
+            );
+        }
+    }
+}
+
+/// `vm` holds keys fetched at 0 when `refresh` (the next fetch is due at [`REFRESH_MS`]), else
+/// nothing yet (the lease key does not exist): the time its next tick fetches.
+fn warm(vm: &mut JwksCache, h: &Host, refresh: bool) -> u64 {
+    if !refresh {
+        return 1_000;
+    }
+    vm.tick(0, h);
+    answer(vm, h, 0, Some("200"), &jwks_body("a"));
+    REFRESH_MS
+}
+
+/// A VM that looked at shared data before another VM's fetch ended (record written, lease
+/// released) and takes the lease after it: it finds the new record and fetches nothing, at
+/// every point of its tick where the answer can land.
+#[test]
+fn a_fetch_ending_during_another_vms_tick_is_not_repeated() {
+    // The calls of vm2's tick while vm1's fetch is out.
+    let calls = {
+        let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
+        vm1.tick(1_000, &h1);
+        vm2.tick(1_020, &h2);
+        h2.calls.get()
+    };
+    for at in 0..=calls {
+        let (_, [h1, h2], [vm1, mut vm2]) = vms(cache);
+        let (h1, vm1) = (Rc::new(h1), Rc::new(RefCell::new(vm1)));
+        vm1.borrow_mut().tick(1_000, &*h1);
+        assert_eq!(h1.fetches(), 1);
+        let (h1c, vm1c) = (Rc::clone(&h1), Rc::clone(&vm1));
+        h2.interleave(at, move || {
+            answer(
+                &mut vm1c.borrow_mut(),
+                &h1c,
+                1_010,
+                Some("200"),
+                &jwks_body("a"),
+            );
+        });
+        vm2.tick(1_020, &h2);
+        vm2.tick(1_070, &h2);
+        let when = format!("the answer before call {at} of vm2's {calls}");
+        assert!(h2.before_call.borrow().is_none(), "{when}: not run");
+        assert_eq!(h2.fetches(), 0, "{when}");
+        assert_eq!(state(&vm2), "ready", "{when}");
+    }
+}
+
+/// A lease that expired while its holder's callout was out (the holder is slow, not dead):
+/// the late holder's release must not free the lease another VM took over meanwhile.
+#[test]
+fn a_late_release_leaves_the_next_holders_lease_alone() {
+    let (_, [h1, h2, h3], [mut vm1, mut vm2, mut vm3]) = vms(cache);
+    vm1.tick(0, &h1);
+    vm2.tick(6_001, &h2);
+    assert_eq!(
+        (h1.fetches(), h2.fetches()),
+        (1, 1),
+        "vm2 took the expired lease"
+    );
+    // vm1's answer arrives late (a failure, so vm3 would want to fetch at once).
+    answer(&mut vm1, &h1, 6_100, None, "");
+    vm3.tick(8_200, &h3);
+    assert_eq!(h3.fetches(), 0, "vm2's lease still holds");
+}
+
 #[test]
 fn reconfigure_keeps_keys_of_uris_that_stay() {
     let (_, [h], [mut vm]) = vms(cache);
@@ -581,10 +725,6 @@ fn discovery_failures_fail_closed_and_keep_stale_keys() {
     );
     assert!(answer(&mut vm, &h, 9_100 + REFRESH_MS, Some("503"), "x"));
     assert_eq!(doc_state(&vm), "ready");
-    let lease = store
-        .0
-        .borrow()
-        .get(&format!("meshguard.jwks.lease.{DOC}"))
-        .map(|(v, _)| v.clone());
+    let lease = store.value(&format!("meshguard.jwks.lease.{DOC}"));
     assert_eq!(lease.as_deref(), Some(&b"0"[..]));
 }
