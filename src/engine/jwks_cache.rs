@@ -35,6 +35,7 @@
 use crate::authn::{KeyState, KeyStore, RemoteJwks};
 use crate::config::JwksSettings;
 use crate::jwt::Jwks;
+use crate::stats::series_name;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -93,11 +94,15 @@ struct Source {
     lease_cas: Option<u32>,
     /// For a discovery source: the key set its document named last.
     resolved: Option<RemoteJwks>,
+    /// The `meshguard_jwks_age_seconds{jwks}` series name, built once: the adapter records
+    /// it on every tick.
+    age_series: Box<str>,
 }
 
 impl Source {
     fn new(remote: RemoteJwks) -> Self {
         Source {
+            age_series: series_name("meshguard_jwks_age_seconds", &[("jwks", &remote.uri)]).into(),
             remote,
             keys: None,
             body: None,
@@ -293,14 +298,15 @@ impl JwksCache {
         !self.in_flight.is_empty()
     }
 
-    /// Each key set's URI and the age of the keys this VM holds (None: no keys).
+    /// Each key set's `meshguard_jwks_age_seconds{jwks}` series name and the age in seconds
+    /// of the keys this VM holds (None: no keys).
     pub fn key_ages(&self, now: u64) -> impl Iterator<Item = (&str, Option<u64>)> {
         self.sources.iter().map(move |s| {
             let age = s
                 .keys
                 .as_ref()
                 .map(|_| now.saturating_sub(s.fetched_at_ms) / 1000);
-            (s.remote.uri.as_str(), age)
+            (&*s.age_series, age)
         })
     }
 

@@ -478,6 +478,21 @@ fn a_late_release_leaves_the_next_holders_lease_alone() {
     assert_eq!(h3.fetches(), 0, "vm2's lease still holds");
 }
 
+/// The age gauge's series name comes with its source (built once, not per tick), with the
+/// age of the keys in seconds once there are keys.
+#[test]
+fn key_ages_name_each_sources_gauge() {
+    let (_, [h], [mut vm]) = vms(cache);
+    let series = crate::stats::series_name("meshguard_jwks_age_seconds", &[("jwks", URI)]);
+    assert_eq!(vm.key_ages(0).collect::<Vec<_>>(), [(&*series, None)]);
+    vm.tick(0, &h);
+    answer(&mut vm, &h, 1_000, Some("200"), &jwks_body("a"));
+    assert_eq!(
+        vm.key_ages(8_500).collect::<Vec<_>>(),
+        [(&*series, Some(7))]
+    );
+}
+
 #[test]
 fn reconfigure_keeps_keys_of_uris_that_stay() {
     let (_, [h], [mut vm]) = vms(cache);
