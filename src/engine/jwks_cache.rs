@@ -10,6 +10,14 @@
 //! - `meshguard.jwks.lease.<uri>` holds a lease expiry; a VM fetches only after winning it
 //!   with a compare-and-swap, so one fetch serves every worker.
 //!
+//! Envoy's compare-and-swap (proxy-wasm-cpp-host `SharedData::set`) checks the version only
+//! of a key that exists: a write to a missing key always succeeds. So the lease key is
+//! created with the version of a write made before this VM saw it missing
+//! ([`CLOCK_KEY`]): a key another VM created since has a later version, and the write fails.
+//! The winner reads the record again before fetching (another VM's fetch may have ended,
+//! record written and lease released, since this VM looked), and releases the lease with
+//! the version it won, so a late release never frees another holder's lease.
+//!
 //! Rules: the first fetch is due at once; after a failed attempt the next waits
 //! [`RETRY_BACKOFF_MS`] (process-wide: attempts are in the shared record); good keys are
 //! refetched every refresh interval and keep serving while refreshes fail, for at most
@@ -27,6 +35,7 @@
 use crate::authn::{KeyState, KeyStore, RemoteJwks};
 use crate::config::JwksSettings;
 use crate::jwt::Jwks;
+use crate::stats::series_name;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -57,6 +66,9 @@ pub trait Report {
 pub trait JwksHost: SharedStore + Fetcher + Report {}
 impl<T: SharedStore + Fetcher + Report> JwksHost for T {}
 
+/// A key whose only use is its version: written just before a VM creates a lease key.
+const CLOCK_KEY: &str = "meshguard.jwks.clock";
+
 /// Wait between failed attempts (process-wide, since attempts are recorded in shared data).
 pub const RETRY_BACKOFF_MS: u64 = 2_000;
 /// How long stale keys keep serving while every refresh fails, past the refresh interval.
@@ -78,13 +90,19 @@ struct Source {
     refetch_wanted: bool,
     /// Shared-data version last loaded.
     seen_cas: Option<u32>,
+    /// The lease's version while this VM holds it (released with a CAS on it).
+    lease_cas: Option<u32>,
     /// For a discovery source: the key set its document named last.
     resolved: Option<RemoteJwks>,
+    /// The `meshguard_jwks_age_seconds{jwks}` series name, built once: the adapter records
+    /// it on every tick.
+    age_series: Box<str>,
 }
 
 impl Source {
     fn new(remote: RemoteJwks) -> Self {
         Source {
+            age_series: series_name("meshguard_jwks_age_seconds", &[("jwks", &remote.uri)]).into(),
             remote,
             keys: None,
             body: None,
@@ -93,6 +111,7 @@ impl Source {
             failed: false,
             refetch_wanted: false,
             seen_cas: None,
+            lease_cas: None,
             resolved: None,
         }
     }
@@ -279,14 +298,15 @@ impl JwksCache {
         !self.in_flight.is_empty()
     }
 
-    /// Each key set's URI and the age of the keys this VM holds (None: no keys).
+    /// Each key set's `meshguard_jwks_age_seconds{jwks}` series name and the age in seconds
+    /// of the keys this VM holds (None: no keys).
     pub fn key_ages(&self, now: u64) -> impl Iterator<Item = (&str, Option<u64>)> {
         self.sources.iter().map(move |s| {
             let age = s
                 .keys
                 .as_ref()
                 .map(|_| now.saturating_sub(s.fetched_at_ms) / 1000);
-            (s.remote.uri.as_str(), age)
+            (&*s.age_series, age)
         })
     }
 
@@ -354,7 +374,14 @@ impl JwksCache {
             changed |= self.sync(idx, now, host);
             changed |= self.drop_satisfied_refetch(idx, now);
             if self.fetch_due(idx, now) && self.try_lease(idx, now, host) {
-                changed |= self.dispatch(idx, now, host);
+                // Another VM's fetch may have ended between the sync above and the lease.
+                changed |= self.sync(idx, now, host);
+                changed |= self.drop_satisfied_refetch(idx, now);
+                if self.fetch_due(idx, now) {
+                    changed |= self.dispatch(idx, now, host);
+                } else {
+                    self.release_lease(idx, host);
+                }
             }
         }
         changed
@@ -433,18 +460,35 @@ impl JwksCache {
         }
     }
 
-    /// Compare-and-swap on the lease key; true when this VM may fetch.
-    fn try_lease(&self, idx: usize, now: u64, host: &impl JwksHost) -> bool {
+    /// Compare-and-swap on the lease key; true when this VM won it and may fetch.
+    fn try_lease(&mut self, idx: usize, now: u64, host: &impl JwksHost) -> bool {
         let Some(src) = self.sources.get(idx) else {
             return false;
         };
         let key = src.lease_key();
         // A discovery source makes two callouts per attempt.
         let steps = if src.remote.discovery { 2 } else { 1 };
-        let expires = now + steps * src.remote.timeout.as_millis() as u64 + 1_000;
-        let Some((value, cas)) = host.get(&key) else {
+        let expires = (now + steps * src.remote.timeout.as_millis() as u64 + 1_000).to_string();
+        let Some((mut value, mut cas)) = host.get(&key) else {
             return false;
         };
+        if cas.is_none() {
+            // Missing: a version from before this look makes the creating write conditional
+            // (any key created after the look has a later one).
+            if !host.set(CLOCK_KEY, b"", None) {
+                return false;
+            }
+            let Some((_, Some(before))) = host.get(CLOCK_KEY) else {
+                return false;
+            };
+            let Some(again) = host.get(&key) else {
+                return false;
+            };
+            (value, cas) = again;
+            if cas.is_none() {
+                cas = Some(before);
+            }
+        }
         let held_until = value
             .and_then(|v| {
                 std::str::from_utf8(&v)
@@ -452,26 +496,22 @@ impl JwksCache {
                     .and_then(|s| s.parse::<u64>().ok())
             })
             .unwrap_or(0);
-        if held_until > now {
+        if held_until > now || !host.set(&key, expires.as_bytes(), cas) {
             return false;
         }
-        if cas.is_none() {
-            // The key does not exist yet: create it, then race for it with a real CAS so two
-            // VMs starting together cannot both win.
-            if !host.set(&key, b"0", None) {
-                return false;
-            }
-            let Some((_, Some(cas))) = host.get(&key) else {
-                return false;
-            };
-            return host.set(&key, expires.to_string().as_bytes(), Some(cas));
+        // Nobody writes a held lease but its holder: this is the version just written.
+        let won = host.get(&key).and_then(|(_, c)| c);
+        if let Some(src) = self.sources.get_mut(idx) {
+            src.lease_cas = won;
         }
-        host.set(&key, expires.to_string().as_bytes(), cas)
+        true
     }
 
-    fn release_lease(&self, idx: usize, host: &impl JwksHost) {
-        if let Some(src) = self.sources.get(idx) {
-            host.set(&src.lease_key(), b"0", None);
+    fn release_lease(&mut self, idx: usize, host: &impl JwksHost) {
+        if let Some(src) = self.sources.get_mut(idx) {
+            // `None` (the host did not answer after the win): unconditional, as before.
+            let cas = src.lease_cas.take();
+            host.set(&src.lease_key(), b"0", cas);
         }
     }
 

@@ -14,7 +14,6 @@ mod jwks_host;
 mod metrics;
 
 use jwks_host::WasmJwksHost;
-use meshguard_engine::stats::series_name;
 use meshguard_engine::Engine;
 use meshguard_engine::JwksCache;
 use metrics::{LabelledStats, Metrics};
@@ -118,12 +117,9 @@ impl Root {
             stats.flush(old);
         }
         retired.retain(|old| Rc::strong_count(old) > 1);
-        for (uri, age) in jwks.key_ages(now) {
+        for (series, age) in jwks.key_ages(now) {
             if let Some(age) = age {
-                stats.set(
-                    &series_name("meshguard_jwks_age_seconds", &[("jwks", uri)]),
-                    age,
-                );
+                stats.set(series, age);
             }
         }
         metrics.record_memory();

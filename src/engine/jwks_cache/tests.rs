@@ -5,6 +5,7 @@ use super::*;
 use crate::authn::KeyStore;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::time::Duration;
 
 const URI: &str = "https://keys.example/jwks";
@@ -18,29 +19,81 @@ fn jwks_body(kid: &str) -> String {
     format!(r#"{{"keys":[{{"kty":"oct","alg":"HS256","kid":"{kid}","k":"{k}"}}]}}"#)
 }
 
-/// Envoy's shared data: values with a version that every write bumps.
+/// Envoy's shared data as proxy-wasm-cpp-host implements it (`SharedData::set`): one version
+/// counter for the whole process; a write to an existing key with a version (`cas`) other than
+/// its own is refused; a write to a missing key always creates it, whatever `cas` says.
+/// Cloning gives another handle on the same data (one per VM).
+#[derive(Default, Clone)]
+struct Store(Rc<StoreData>);
+
 #[derive(Default)]
-struct Store(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+struct StoreData {
+    values: RefCell<HashMap<String, (Vec<u8>, u32)>>,
+    last_cas: Cell<u32>,
+}
+
+impl Store {
+    /// Every key with its version, sorted.
+    fn versions(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<_> = self
+            .0
+            .values
+            .borrow()
+            .iter()
+            .map(|(k, (_, c))| (k.clone(), *c))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn value(&self, key: &str) -> Option<Vec<u8>> {
+        self.0.values.borrow().get(key).map(|(v, _)| v.clone())
+    }
+}
+
+/// Steps of another VM, run in the middle of this one's.
+type OtherVm = Box<dyn FnOnce()>;
 
 /// One VM's host: the process-wide store, its own callouts and reports.
-struct Host<'a> {
-    store: &'a Store,
+struct Host {
+    store: Store,
     dispatched: RefCell<Vec<(u32, String)>>,
     next_token: Cell<u32>,
     fail_dispatch: Cell<bool>,
     done: RefCell<Vec<bool>>,
     warnings: RefCell<Vec<String>>,
+    /// Shared-data calls made so far.
+    calls: Cell<usize>,
+    /// Another VM's steps, run once just before this host's shared-data call number `.0`
+    /// (from 0): an interleaving of two worker threads.
+    before_call: RefCell<Option<(usize, OtherVm)>>,
 }
 
-impl<'a> Host<'a> {
-    fn new(store: &'a Store) -> Self {
+impl Host {
+    fn new(store: &Store) -> Self {
         Host {
-            store,
+            store: store.clone(),
             dispatched: RefCell::default(),
             next_token: Cell::new(1),
             fail_dispatch: Cell::new(false),
             done: RefCell::default(),
             warnings: RefCell::default(),
+            calls: Cell::new(0),
+            before_call: RefCell::default(),
+        }
+    }
+    /// Runs `other` just before this host's shared-data call number `at` from now.
+    fn interleave(&self, at: usize, other: impl FnOnce() + 'static) {
+        *self.before_call.borrow_mut() = Some((self.calls.get() + at, Box::new(other)));
+    }
+    fn call(&self) {
+        let n = self.calls.get();
+        self.calls.set(n + 1);
+        let due = matches!(&*self.before_call.borrow(), Some((at, _)) if *at == n);
+        if due {
+            if let Some((_, other)) = self.before_call.borrow_mut().take() {
+                other();
+            }
         }
     }
     fn fetches(&self) -> usize {
@@ -51,26 +104,31 @@ impl<'a> Host<'a> {
     }
 }
 
-impl SharedStore for Host<'_> {
+impl SharedStore for Host {
     fn get(&self, key: &str) -> Option<(Option<Vec<u8>>, Option<u32>)> {
-        Some(match self.store.0.borrow().get(key) {
+        self.call();
+        Some(match self.store.0.values.borrow().get(key) {
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
             None => (None, None),
         })
     }
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
-        let mut m = self.store.0.borrow_mut();
-        let current = m.get(key).map(|(_, c)| *c);
-        if cas.is_some() && cas != current {
-            return false;
+        self.call();
+        let data = &self.store.0;
+        let mut m = data.values.borrow_mut();
+        if let (Some((_, current)), Some(cas)) = (m.get(key), cas) {
+            if *current != cas {
+                return false;
+            }
         }
-        let next = current.map_or(1, |c| c + 1);
+        let next = data.last_cas.get() + 1;
+        data.last_cas.set(next);
         m.insert(key.to_string(), (value.to_vec(), next));
         true
     }
 }
 
-impl Fetcher for Host<'_> {
+impl Fetcher for Host {
     fn dispatch(&self, remote: &RemoteJwks) -> Result<u32, String> {
         if self.fail_dispatch.get() {
             return Err("BadArgument".into());
@@ -82,7 +140,7 @@ impl Fetcher for Host<'_> {
     }
 }
 
-impl Report for Host<'_> {
+impl Report for Host {
     fn fetch_done(&self, _uri: &str, ok: bool) {
         self.done.borrow_mut().push(ok);
     }
@@ -102,15 +160,26 @@ fn remote() -> RemoteJwks {
     }
 }
 
-fn cache() -> JwksCache {
-    let mut c = JwksCache::default();
-    let settings = JwksSettings {
+fn settings() -> JwksSettings {
+    JwksSettings {
         refresh_interval: Duration::from_millis(REFRESH_MS),
         kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
         ..JwksSettings::default()
-    };
-    c.configure(&[remote()], &settings);
+    }
+}
+
+fn cache() -> JwksCache {
+    let mut c = JwksCache::default();
+    c.configure(&[remote()], &settings());
     c
+}
+
+/// One Envoy process with `N` VMs: the shared store, each VM's host, each VM's cache (made
+/// by `make`, e.g. [`cache`]).
+fn vms<const N: usize>(make: fn() -> JwksCache) -> (Store, [Host; N], [JwksCache; N]) {
+    let store = Store::default();
+    let hosts = std::array::from_fn(|_| Host::new(&store));
+    (store, hosts, std::array::from_fn(|_| make()))
 }
 
 fn answer(c: &mut JwksCache, h: &Host, now: u64, status: Option<&str>, body: &str) -> bool {
@@ -136,9 +205,7 @@ fn state(c: &JwksCache) -> &'static str {
 
 #[test]
 fn first_fetch_once_per_process_then_every_vm_loads_the_record() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (store, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     assert_eq!(state(&vm1), "pending");
     assert!(vm1.waiting_for_first_keys());
     // Both VMs tick at the same instant: one lease, one fetch.
@@ -166,9 +233,7 @@ fn first_fetch_once_per_process_then_every_vm_loads_the_record() {
 
 #[test]
 fn refresh_once_per_interval_across_vms() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
     vm2.tick(20, &h2);
@@ -188,9 +253,7 @@ fn refresh_once_per_interval_across_vms() {
 
 #[test]
 fn failures_fail_closed_with_backoff_then_recover() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     answer(&mut vm, &h, 100, Some("500"), "");
     assert_eq!(state(&vm), "failed");
@@ -223,10 +286,8 @@ fn failures_fail_closed_with_backoff_then_recover() {
 
 #[test]
 fn a_dispatch_that_cannot_start_is_a_failed_attempt() {
-    let store = Store::default();
-    let h = Host::new(&store);
+    let (_, [h], [mut vm]) = vms(cache);
     h.fail_dispatch.set(true);
-    let mut vm = cache();
     assert!(vm.tick(0, &h), "state changed: failed");
     assert_eq!(state(&vm), "failed");
     assert!(h.warnings.borrow()[0].contains("is the cluster defined?"));
@@ -238,9 +299,7 @@ fn a_dispatch_that_cannot_start_is_a_failed_attempt() {
 
 #[test]
 fn stale_keys_serve_while_refreshes_fail_then_fail_closed() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     answer(&mut vm, &h, 0, Some("200"), &jwks_body("a"));
     let mut now = REFRESH_MS;
@@ -263,9 +322,7 @@ fn stale_keys_serve_while_refreshes_fail_then_fail_closed() {
 
 #[test]
 fn kid_miss_refetch_respects_one_cooldown_across_vms() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 0, Some("200"), &jwks_body("a"));
     vm2.tick(10, &h2);
@@ -291,9 +348,7 @@ fn kid_miss_refetch_respects_one_cooldown_across_vms() {
 
 #[test]
 fn a_wanted_refetch_made_moot_by_another_vm_is_dropped() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 0, Some("200"), &jwks_body("a"));
     vm2.tick(1, &h2);
@@ -311,9 +366,7 @@ fn a_wanted_refetch_made_moot_by_another_vm_is_dropped() {
 
 #[test]
 fn a_lease_held_by_another_vm_is_respected_until_it_expires() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (cache(), cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
     vm1.tick(0, &h1);
     assert_eq!(h1.fetches(), 1);
     // vm1's callout never answers (its VM died): the lease expires after timeout + 1 s.
@@ -323,11 +376,126 @@ fn a_lease_held_by_another_vm_is_respected_until_it_expires() {
     assert_eq!(h2.fetches(), 1);
 }
 
+/// Two VMs ticking on two worker threads at once: the other VM's whole tick lands between
+/// any two shared-data calls of this VM's tick, for every such point. One fetch, always,
+/// whether the lease key is still missing (the first fetch) or exists (a refresh).
+#[test]
+fn two_vms_ticking_together_fetch_once_at_every_interleaving() {
+    for refresh in [false, true] {
+        let calls = {
+            let (_, [h1], [mut vm1]) = vms(cache);
+            let start = warm(&mut vm1, &h1, refresh);
+            let before = h1.calls.get();
+            vm1.tick(start, &h1);
+            h1.calls.get() - before
+        };
+        assert!(
+            calls >= 3,
+            "{calls} shared-data calls in a tick that fetches"
+        );
+        for at in 0..calls {
+            let (_, [h1, h2], [mut vm1, vm2]) = vms(cache);
+            let start = warm(&mut vm1, &h1, refresh);
+            let (h2, vm2) = (Rc::new(h2), Rc::new(RefCell::new(vm2)));
+            let (h2c, vm2c) = (Rc::clone(&h2), Rc::clone(&vm2));
+            h1.interleave(at, move || {
+                vm2c.borrow_mut().tick(start, &*h2c);
+            });
+            let fetched_before = h1.fetches();
+            vm1.tick(start, &h1);
+            assert!(h1.before_call.borrow().is_none(), "call {at}: not run");
+            assert_eq!(
+                h1.fetches() - fetched_before + h2.fetches(),
+                1,
+                "refresh {refresh}: the other VM's tick before call {at} of {calls}"
+            );
+        }
+    }
+}
+
+/// `vm` holds keys fetched at 0 when `refresh` (the next fetch is due at [`REFRESH_MS`]), else
+/// nothing yet (the lease key does not exist): the time its next tick fetches.
+fn warm(vm: &mut JwksCache, h: &Host, refresh: bool) -> u64 {
+    if !refresh {
+        return 1_000;
+    }
+    vm.tick(0, h);
+    answer(vm, h, 0, Some("200"), &jwks_body("a"));
+    REFRESH_MS
+}
+
+/// A VM that looked at shared data before another VM's fetch ended (record written, lease
+/// released) and takes the lease after it: it finds the new record and fetches nothing, at
+/// every point of its tick where the answer can land.
+#[test]
+fn a_fetch_ending_during_another_vms_tick_is_not_repeated() {
+    // The calls of vm2's tick while vm1's fetch is out.
+    let calls = {
+        let (_, [h1, h2], [mut vm1, mut vm2]) = vms(cache);
+        vm1.tick(1_000, &h1);
+        vm2.tick(1_020, &h2);
+        h2.calls.get()
+    };
+    for at in 0..=calls {
+        let (_, [h1, h2], [vm1, mut vm2]) = vms(cache);
+        let (h1, vm1) = (Rc::new(h1), Rc::new(RefCell::new(vm1)));
+        vm1.borrow_mut().tick(1_000, &*h1);
+        assert_eq!(h1.fetches(), 1);
+        let (h1c, vm1c) = (Rc::clone(&h1), Rc::clone(&vm1));
+        h2.interleave(at, move || {
+            answer(
+                &mut vm1c.borrow_mut(),
+                &h1c,
+                1_010,
+                Some("200"),
+                &jwks_body("a"),
+            );
+        });
+        vm2.tick(1_020, &h2);
+        vm2.tick(1_070, &h2);
+        let when = format!("the answer before call {at} of vm2's {calls}");
+        assert!(h2.before_call.borrow().is_none(), "{when}: not run");
+        assert_eq!(h2.fetches(), 0, "{when}");
+        assert_eq!(state(&vm2), "ready", "{when}");
+    }
+}
+
+/// A lease that expired while its holder's callout was out (the holder is slow, not dead):
+/// the late holder's release must not free the lease another VM took over meanwhile.
+#[test]
+fn a_late_release_leaves_the_next_holders_lease_alone() {
+    let (_, [h1, h2, h3], [mut vm1, mut vm2, mut vm3]) = vms(cache);
+    vm1.tick(0, &h1);
+    vm2.tick(6_001, &h2);
+    assert_eq!(
+        (h1.fetches(), h2.fetches()),
+        (1, 1),
+        "vm2 took the expired lease"
+    );
+    // vm1's answer arrives late (a failure, so vm3 would want to fetch at once).
+    answer(&mut vm1, &h1, 6_100, None, "");
+    vm3.tick(8_200, &h3);
+    assert_eq!(h3.fetches(), 0, "vm2's lease still holds");
+}
+
+/// The age gauge's series name comes with its source (built once, not per tick), with the
+/// age of the keys in seconds once there are keys.
+#[test]
+fn key_ages_name_each_sources_gauge() {
+    let (_, [h], [mut vm]) = vms(cache);
+    let series = crate::stats::series_name("meshguard_jwks_age_seconds", &[("jwks", URI)]);
+    assert_eq!(vm.key_ages(0).collect::<Vec<_>>(), [(&*series, None)]);
+    vm.tick(0, &h);
+    answer(&mut vm, &h, 1_000, Some("200"), &jwks_body("a"));
+    assert_eq!(
+        vm.key_ages(8_500).collect::<Vec<_>>(),
+        [(&*series, Some(7))]
+    );
+}
+
 #[test]
 fn reconfigure_keeps_keys_of_uris_that_stay() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     answer(&mut vm, &h, 0, Some("200"), &jwks_body("a"));
     let other = RemoteJwks {
@@ -348,9 +516,7 @@ fn reconfigure_keeps_keys_of_uris_that_stay() {
 /// still taken, and nothing is fetched twice.
 #[test]
 fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
     vm.tick(0, &h);
     assert_eq!(h.fetches(), 1);
     let other = RemoteJwks {
@@ -383,14 +549,8 @@ fn reconfigure_while_a_fetch_is_in_flight_takes_its_answer() {
 /// context it reuses): keys, fetch times and a refetch in flight all survive.
 #[test]
 fn the_same_configuration_twice_changes_nothing() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let settings = JwksSettings {
-        refresh_interval: Duration::from_millis(REFRESH_MS),
-        kid_refetch_cooldown: Duration::from_millis(COOLDOWN_MS),
-        ..JwksSettings::default()
-    };
-    let mut vm = cache();
+    let (_, [h], [mut vm]) = vms(cache);
+    let settings = settings();
     vm.tick(0, &h);
     answer(&mut vm, &h, 10, Some("200"), &jwks_body("a"));
     vm.configure(&[remote()], &settings);
@@ -421,38 +581,15 @@ fn the_same_configuration_twice_changes_nothing() {
 /// time: ready before its first tick, with no fetch and no write to shared data.
 #[test]
 fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
-    let store = Store::default();
-    let h1 = Host::new(&store);
-    let mut vm1 = cache();
+    let (store, [h1, h2], [mut vm1, mut reloaded]) = vms(cache);
     vm1.tick(0, &h1);
     answer(&mut vm1, &h1, 10, Some("200"), &jwks_body("a"));
-    let before: Vec<(String, u32)> = {
-        let mut v: Vec<_> = store
-            .0
-            .borrow()
-            .iter()
-            .map(|(k, (_, c))| (k.clone(), *c))
-            .collect();
-        v.sort();
-        v
-    };
-    let h2 = Host::new(&store);
-    let mut reloaded = cache();
+    let before = store.versions();
     assert_eq!(state(&reloaded), "pending");
     assert!(reloaded.load_shared(20, &h2));
     assert_eq!(state(&reloaded), "ready");
     assert!(!reloaded.waiting_for_first_keys());
-    let after: Vec<(String, u32)> = {
-        let mut v: Vec<_> = store
-            .0
-            .borrow()
-            .iter()
-            .map(|(k, (_, c))| (k.clone(), *c))
-            .collect();
-        v.sort();
-        v
-    };
-    assert_eq!(before, after, "nothing written");
+    assert_eq!(before, store.versions(), "nothing written");
     assert_eq!(h2.fetches(), 0);
     // Loading again is a no-op, and ticks fetch nothing until the refresh interval.
     assert!(!reloaded.load_shared(30, &h2));
@@ -461,12 +598,10 @@ fn load_shared_takes_fetched_keys_without_fetching_or_writing() {
     }
     assert_eq!(h2.fetches(), 0);
     // Nothing in shared data yet (the first configuration ever): still pending, no fetch.
-    let empty = Store::default();
-    let h3 = Host::new(&empty);
-    let mut first = cache();
+    let (empty, [h3], [mut first]) = vms(cache);
     assert!(!first.load_shared(0, &h3));
     assert_eq!((state(&first), h3.fetches()), ("pending", 0));
-    assert!(empty.0.borrow().is_empty());
+    assert!(empty.versions().is_empty());
 }
 
 #[test]
@@ -490,10 +625,8 @@ fn record_round_trip_and_garbage() {
         assert_eq!(Record::parse(bad), None, "{bad:?}");
     }
     // A garbage record in shared data is ignored, never a panic: the VM fetches itself.
-    let store = Store::default();
-    let h = Host::new(&store);
+    let (_, [h], [mut vm]) = vms(cache);
     h.set(&format!("meshguard.jwks.{URI}"), b"garbage", None);
-    let mut vm = cache();
     vm.tick(0, &h);
     assert_eq!(h.fetches(), 1);
 }
@@ -540,9 +673,7 @@ fn doc_state(c: &JwksCache) -> &'static str {
 /// refresh (and a kid refetch) reads the document again, so a moved jwks_uri is followed.
 #[test]
 fn discovery_fetches_the_document_then_its_jwks_uri() {
-    let store = Store::default();
-    let (h1, h2) = (Host::new(&store), Host::new(&store));
-    let (mut vm1, mut vm2) = (discovery_cache(), discovery_cache());
+    let (_, [h1, h2], [mut vm1, mut vm2]) = vms(discovery_cache);
     vm1.tick(0, &h1);
     vm2.tick(0, &h2);
     assert_eq!((h1.fetches(), h2.fetches()), (1, 0), "one lease");
@@ -570,9 +701,7 @@ fn discovery_fetches_the_document_then_its_jwks_uri() {
 
 #[test]
 fn discovery_failures_fail_closed_and_keep_stale_keys() {
-    let store = Store::default();
-    let h = Host::new(&store);
-    let mut vm = discovery_cache();
+    let (store, [h], [mut vm]) = vms(discovery_cache);
     vm.tick(0, &h);
     // No document: fail closed, retried after the backoff.
     assert!(answer(&mut vm, &h, 10, Some("404"), "not found"));
@@ -611,10 +740,6 @@ fn discovery_failures_fail_closed_and_keep_stale_keys() {
     );
     assert!(answer(&mut vm, &h, 9_100 + REFRESH_MS, Some("503"), "x"));
     assert_eq!(doc_state(&vm), "ready");
-    let lease = store
-        .0
-        .borrow()
-        .get(&format!("meshguard.jwks.lease.{DOC}"))
-        .map(|(v, _)| v.clone());
+    let lease = store.value(&format!("meshguard.jwks.lease.{DOC}"));
     assert_eq!(lease.as_deref(), Some(&b"0"[..]));
 }
