@@ -86,11 +86,27 @@ impl Engine {
             authn.issuers(),
             &peer.policy_names(),
         );
+        // A gRPC CheckRequest carries the peer addresses and principal (Envoy's
+        // `AttributeContext.source` / `destination`).
+        let check_needs = match authz
+            .custom_provider()
+            .and_then(|i| cfg.extension_providers.get(i))
+            .map(|p| &p.kind)
+        {
+            Some(ProviderKind::Grpc(_)) => Needs {
+                peer_identity: true,
+                source_address: true,
+                direct_remote: false,
+                destination: true,
+                sni: false,
+            },
+            _ => Needs::default(),
+        };
         Ok(Engine {
             stats,
             log: DecisionLog::new(cfg.decision_log.clone()),
-            needs: peer.needs().union(authz.needs()),
-            peer_needs: peer.needs(),
+            needs: peer.needs().union(authz.needs()).union(check_needs),
+            peer_needs: peer.needs().union(check_needs),
             authz_headers: authz.read_headers(),
             peer,
             authn,
@@ -196,6 +212,21 @@ impl Engine {
         }
     }
 
+    /// Interprets the gRPC authorizer's answer to `check`: `status` is the call's gRPC status
+    /// (None when the call could not be made), `message` the CheckResponse bytes.
+    pub fn check_answer_grpc(
+        &self,
+        check: &CheckRequest,
+        status: Option<u32>,
+        message: &[u8],
+    ) -> CheckAnswer {
+        match self.providers.get(check.provider).map(|p| &p.kind) {
+            Some(ProviderKind::Grpc(p)) => crate::ext_authz_grpc::answer(p, check, status, message),
+            // Unreachable: gRPC checks are only built for gRPC providers. Refuse.
+            _ => self.check_answer(check, None, &[], &[]),
+        }
+    }
+
     /// Whether any CUSTOM policy applies (the adapter then keeps the request body until the
     /// check, when the provider asks for it).
     pub fn has_custom(&self) -> bool {
@@ -235,13 +266,7 @@ impl Engine {
             }),
             mutations: HeaderMutations::default(),
         };
-        let assumed = CheckAnswer {
-            verdict: CheckVerdict::Allow,
-            upstream_set: Vec::new(),
-            upstream_remove: Vec::new(),
-            downstream_add: Vec::new(),
-            reason: "the authorizer's answer is assumed to allow".into(),
-        };
+        let assumed = CheckAnswer::pass("the authorizer's answer is assumed to allow".into());
         let decision = match self.run(req, Some(&assumed), authenticate, Some(&mut trace)) {
             Outcome::Decided(d) => *d,
             // Unreachable: the assumed authentication never waits for keys, and the check is
@@ -341,30 +366,35 @@ impl Engine {
                 }));
             }
             (CustomMatch::Check { provider, policy }, None) => {
-                let Some(ProviderKind::Http(p)) = self.providers.get(provider).map(|p| &p.kind)
-                else {
-                    // Unreachable: the stage only targets HTTP providers.
-                    return Outcome::Decided(Box::new(Decision {
-                        verdict: Verdict::Deny(LocalReply {
-                            status: 403,
-                            body: RBAC_DENIED_BODY.into(),
-                            headers: Vec::new(),
-                            details: "ext_authz_error".into(),
-                        }),
-                        stage: Stage::ExtAuthz,
-                        reason: "no usable extension provider".into(),
-                        mutations: Default::default(),
-                        policy: None,
-                        rule: None,
-                        jwt: None,
-                        audit: None,
-                        dry_run: Vec::new(),
-                    }));
-                };
                 let name = self.providers.get(provider).map_or("", |p| p.name.as_str());
-                return Outcome::NeedCheck(Box::new(CheckRequest::new(
-                    provider, name, &policy, p, req,
-                )));
+                let check = match self.providers.get(provider).map(|p| &p.kind) {
+                    Some(ProviderKind::Http(p)) => {
+                        CheckRequest::new(provider, name, &policy, p, req)
+                    }
+                    Some(ProviderKind::Grpc(p)) => {
+                        CheckRequest::new_grpc(provider, name, &policy, p, req)
+                    }
+                    // Unreachable: the stage only targets authorization providers.
+                    _ => {
+                        return Outcome::Decided(Box::new(Decision {
+                            verdict: Verdict::Deny(LocalReply {
+                                status: 403,
+                                body: RBAC_DENIED_BODY.into(),
+                                headers: Vec::new(),
+                                details: "ext_authz_error".into(),
+                            }),
+                            stage: Stage::ExtAuthz,
+                            reason: "no usable extension provider".into(),
+                            mutations: Default::default(),
+                            policy: None,
+                            rule: None,
+                            jwt: None,
+                            audit: None,
+                            dry_run: Vec::new(),
+                        }))
+                    }
+                };
+                return Outcome::NeedCheck(Box::new(check));
             }
             (CustomMatch::Check { policy, .. }, Some(answer)) => {
                 let allowed = matches!(answer.verdict, CheckVerdict::Allow);
@@ -744,21 +774,48 @@ mod tests {
         assert!(trace.policies[0].dry_run && trace.policies[0].matched_rule() == Some(0));
     }
 
+    /// A gRPC provider: the check is a gRPC call, its answer decides, the upstream headers
+    /// it sets reach authorization; the connection facts the CheckRequest carries are read.
     #[test]
-    fn a_grpc_provider_is_refused_when_a_policy_uses_it() {
-        let cfg = |uses: bool| {
-            json!({ "workload": { "namespace": "ns" },
-                "extensionProviders": [{ "name": "g", "envoyExtAuthzGrpc": { "service": "g", "port": 9000 } }],
-                "policies": if uses { json!([{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                    "metadata": { "name": "ext", "namespace": "ns" },
-                    "spec": { "action": "CUSTOM", "provider": { "name": "g" }, "rules": [{}] } }]) } else { json!([]) } })
+    fn a_grpc_provider_is_checked_over_grpc() {
+        let cfg = json!({ "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "g", "envoyExtAuthzGrpc": { "service": "g.ns.svc.cluster.local", "port": 9000 } }],
+            "policies": [{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "ext", "namespace": "ns" },
+                "spec": { "action": "CUSTOM", "provider": { "name": "g" }, "rules": [{}] } },
+                { "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "alice", "namespace": "ns" },
+                "spec": { "action": "ALLOW", "rules": [{ "when": [{ "key": "request.headers[x-user]", "values": ["alice"] }] }] } }] });
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
+        assert!(e.needs_for(&get("/")).source_address && e.needs_for(&get("/")).destination);
+        let keys = crate::authn::InlineKeysOnly;
+        let Outcome::NeedCheck(check) = e.decide(&get("/"), &keys, 0) else {
+            panic!("a check")
         };
-        assert!(Engine::from_json(&cfg(false).to_string()).is_ok());
-        let err = Engine::from_json(&cfg(true).to_string()).unwrap_err();
-        assert_eq!(err.path, "policies[0].spec.provider.name");
+        assert_eq!(check.cluster, "outbound|9000||g.ns.svc.cluster.local");
+        assert!(check.grpc.is_some() && check.headers.is_empty());
+        let mut ok = crate::proto::Writer::new();
+        ok.message(1, |_| {});
+        ok.message(3, |o| {
+            o.message(2, |h| {
+                h.message(1, |kv| {
+                    kv.string(1, "x-user").string(2, "alice");
+                });
+            });
+        });
+        let answer = e.check_answer_grpc(&check, Some(0), &ok.into_bytes());
+        let mut req = get("/");
+        answer.apply_to(&mut req);
+        let Outcome::Decided(d) = e.decide_checked(&req, &answer, &keys, 0) else {
+            panic!("decided")
+        };
+        assert_eq!(d.verdict, Verdict::Allow, "{}", d.reason);
+        let failed = e.check_answer_grpc(&check, Some(14), b"");
+        let Outcome::Decided(d) = e.decide_checked(&get("/"), &failed, &keys, 0) else {
+            panic!("decided")
+        };
         assert!(
-            err.message.contains("gRPC ext_authz is not supported"),
-            "{err}"
+            matches!(&d.verdict, Verdict::Deny(r) if r.status == 403 && r.details == "ext_authz_error")
         );
     }
 
@@ -884,10 +941,7 @@ mod tests {
         assert!(matches!(e.decide(&req, &keys, 0), Outcome::NeedCheck(_)));
         let answer = |verdict| CheckAnswer {
             verdict,
-            upstream_set: Vec::new(),
-            upstream_remove: Vec::new(),
-            downstream_add: Vec::new(),
-            reason: "test".into(),
+            ..CheckAnswer::pass("test".into())
         };
         let deny = CheckVerdict::Deny(LocalReply {
             status: 403,

@@ -1,0 +1,617 @@
+//! The gRPC ext_authz protocol (`envoy.service.auth.v3.Authorization/Check`), as Envoy's
+//! `ext_authz` filter speaks it with a `grpc_service` configured the way istiod configures it
+//! for an `envoyExtAuthzGrpc` provider (envoyproxy/envoy
+//! `source/extensions/filters/common/ext_authz/ext_authz_grpc_impl.cc`,
+//! `check_request_utils.cc`, `filters/http/ext_authz/ext_authz.cc`). The adapter makes one
+//! `dispatch_grpc_call` per checked request with [`GrpcCall::service`] and the message of
+//! [`crate::CheckRequest::grpc_message`], and hands back the call's status and bytes.
+//!
+//! The CheckRequest: `attributes.source` (the downstream peer address; principal = the first
+//! URI SAN of a client certificate, else its subject; `service` = `x-envoy-downstream-service-
+//! cluster`), `attributes.destination` (the local address), `attributes.request.time`, and
+//! `attributes.request.http`: `id`, `method`, `path` (query included), `host`, `scheme`,
+//! `protocol`, `size`, every request header with pseudo headers (repeated ones joined with
+//! `,`, a client's `x-envoy-auth-partial-body` dropped), and with `includeRequestBodyInCheck`
+//! the body (`body`, or `raw_body` with `packAsBytes`) plus `x-envoy-auth-partial-body`.
+//!
+//! The CheckResponse:
+//! - call status not OK (UNAVAILABLE, PERMISSION_DENIED, DEADLINE_EXCEEDED on the timeout, a
+//!   refused connection...) or bytes that are not a CheckResponse: an error: `failOpen` lets
+//!   the request continue, else `statusOnError` (default 403), empty body;
+//! - `status.code` OK: allowed; `ok_response.headers` change the upstream request (in order:
+//!   `append: true` appends to an existing value with `,`, `append: false` sets; otherwise
+//!   `append_action`: add another value / add if absent / overwrite or add / overwrite if
+//!   present), then `headers_to_remove` (never pseudo headers or `host`), then
+//!   `query_parameters_to_set` / `_to_remove` rewrite the query (Envoy re-serialises it sorted
+//!   by name); `response_headers_to_add` go on the response;
+//! - any other `status.code`: denied with `denied_response.status` (403 when unset),
+//!   its headers and body.
+//!
+//! Fail closed on what Envoy would not send on: an unknown `append_action`, a header name that
+//! is empty or not a token, a value with CR, LF or NUL, a denied status outside 200..=599
+//! are errors (README, "Differences").
+
+use crate::attrs::RequestAttributes;
+use crate::config::providers::GrpcProvider;
+use crate::decision::LocalReply;
+use crate::ext_authz::{CheckAnswer, CheckRequest, HeaderAction, PARTIAL_BODY_HEADER};
+use crate::proto::{for_each_field, DecodeError, Writer};
+use std::collections::BTreeMap;
+
+/// The gRPC service and method of the check.
+pub const SERVICE: &str = "envoy.service.auth.v3.Authorization";
+pub const METHOD: &str = "Check";
+
+/// The gRPC side of a [`CheckRequest`].
+#[derive(Debug, Clone)]
+pub struct GrpcCall {
+    /// A serialised `envoy.config.core.v3.GrpcService` (`envoy_grpc` with the cluster and
+    /// istiod's authority), which proxy-wasm's gRPC callout takes in place of a cluster name.
+    pub service: Vec<u8>,
+    /// The request as it was checked (the message is built when the body is known).
+    pub(crate) attrs: RequestAttributes,
+    pack_as_bytes: bool,
+}
+
+impl PartialEq for GrpcCall {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.attrs, &other.attrs);
+        self.service == other.service
+            && self.pack_as_bytes == other.pack_as_bytes
+            && (&a.method, &a.path, &a.host, &a.headers)
+                == (&b.method, &b.path, &b.host, &b.headers)
+    }
+}
+
+/// What the host knows about the stream that the engine does not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallEnv<'a> {
+    /// Wall clock, milliseconds since the epoch (`attributes.request.time`).
+    pub now_ms: u64,
+    /// Envoy's stream id (`attributes.request.http.id`).
+    pub stream_id: u64,
+    /// `HTTP/1.1`, `HTTP/2`... (`request.protocol`).
+    pub protocol: &'a str,
+}
+
+impl GrpcCall {
+    pub(crate) fn new(p: &GrpcProvider, req: &RequestAttributes) -> Self {
+        let mut service = Writer::new();
+        service.message(1, |e| {
+            e.string(1, &p.cluster).string(2, &p.authority);
+        });
+        GrpcCall {
+            service: service.into_bytes(),
+            attrs: req.clone(),
+            pack_as_bytes: p.body.is_some_and(|b| b.pack_as_bytes),
+        }
+    }
+
+    /// The serialised CheckRequest; `body`: the buffered body and whether it was cut.
+    pub fn message(&self, body: Option<(&[u8], bool)>, env: &CallEnv) -> Vec<u8> {
+        let req = &self.attrs;
+        let mut w = Writer::new();
+        w.message(1, |ctx| {
+            let source = req.direct_remote.or(req.remote);
+            ctx.message(1, |peer| {
+                if let Some(a) = source {
+                    address(peer, a);
+                }
+                peer.string(
+                    2,
+                    req.header("x-envoy-downstream-service-cluster")
+                        .unwrap_or(""),
+                );
+                if req.connection.mtls {
+                    let principal = req
+                        .connection
+                        .peer_uri_sans
+                        .first()
+                        .or(req.connection.peer_subject.as_ref());
+                    peer.string(4, principal.map_or("", String::as_str));
+                }
+            });
+            ctx.message(2, |peer| {
+                if let Some(a) = req.destination {
+                    address(peer, a);
+                }
+            });
+            ctx.message(4, |r| {
+                r.message(1, |t| {
+                    t.varint(1, env.now_ms / 1000)
+                        .varint(2, (env.now_ms % 1000) * 1_000_000);
+                });
+                r.message(2, |http| self.http_request(http, body, env));
+            });
+        });
+        w.into_bytes()
+    }
+
+    fn http_request(&self, http: &mut Writer, body: Option<(&[u8], bool)>, env: &CallEnv) {
+        let req = &self.attrs;
+        http.string(1, &env.stream_id.to_string())
+            .string(2, &req.method)
+            .string(4, &req.path)
+            .string(5, &req.host)
+            .string(6, &req.scheme)
+            .varint(9, body.map_or(0, |(b, _)| b.len() as u64))
+            .string(10, env.protocol);
+        let mut headers: Vec<(&str, String)> = vec![(":authority", req.host.clone())];
+        headers.push((":path", req.path.clone()));
+        headers.push((":method", req.method.clone()));
+        if !req.scheme.is_empty() {
+            headers.push((":scheme", req.scheme.clone()));
+        }
+        for (name, value) in &req.headers {
+            if name == PARTIAL_BODY_HEADER {
+                continue;
+            }
+            match headers.iter_mut().find(|(n, _)| n == name) {
+                Some((_, v)) => {
+                    v.push(',');
+                    v.push_str(value);
+                }
+                None => headers.push((name.as_str(), value.clone())),
+            }
+        }
+        if let Some((_, partial)) = body {
+            headers.push((PARTIAL_BODY_HEADER, partial.to_string()));
+        }
+        for (n, v) in &headers {
+            http.map_entry(3, n, v);
+        }
+        if let Some((bytes, _)) = body {
+            http.bytes(if self.pack_as_bytes { 12 } else { 11 }, bytes);
+        }
+    }
+}
+
+fn address(peer: &mut Writer, a: std::net::SocketAddr) {
+    peer.message(1, |addr| {
+        addr.message(1, |sock| {
+            sock.string(2, &a.ip().to_string())
+                .varint(3, u64::from(a.port()));
+        });
+    });
+}
+
+/// One `HeaderValueOption`.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct HeaderOption {
+    key: String,
+    value: String,
+    append: Option<bool>,
+    action: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Denied {
+    status: u64,
+    headers: Vec<HeaderOption>,
+    body: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Ok {
+    headers: Vec<HeaderOption>,
+    headers_to_remove: Vec<String>,
+    response_headers_to_add: Vec<HeaderOption>,
+    query_set: Vec<(String, String)>,
+    query_remove: Vec<String>,
+}
+
+/// The `http_response` oneof.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum HttpResponse {
+    #[default]
+    None,
+    Denied(Denied),
+    Ok(Ok),
+}
+
+/// A decoded CheckResponse (dynamic metadata is read past: nothing here can emit it).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct CheckResponse {
+    code: i32,
+    http: HttpResponse,
+}
+
+fn decode(buf: &[u8]) -> Result<CheckResponse, DecodeError> {
+    let mut r = CheckResponse::default();
+    for_each_field(buf, |field, v| {
+        match field {
+            1 => for_each_field(v.bytes()?, |f, v| {
+                if f == 1 {
+                    // int32: the low 32 bits of the varint, as protobuf reads it.
+                    r.code = v.varint()? as i32;
+                }
+                Ok(())
+            })?,
+            // A oneof: the last member seen wins; a repeated member merges.
+            2 => {
+                let mut d = match std::mem::take(&mut r.http) {
+                    HttpResponse::Denied(d) => d,
+                    _ => Denied::default(),
+                };
+                denied(v.bytes()?, &mut d)?;
+                r.http = HttpResponse::Denied(d);
+            }
+            3 => {
+                let mut o = match std::mem::take(&mut r.http) {
+                    HttpResponse::Ok(o) => o,
+                    _ => Ok::default(),
+                };
+                ok(v.bytes()?, &mut o)?;
+                r.http = HttpResponse::Ok(o);
+            }
+            _ => {}
+        }
+        Result::Ok(())
+    })?;
+    Result::Ok(r)
+}
+
+fn denied(buf: &[u8], d: &mut Denied) -> Result<(), DecodeError> {
+    for_each_field(buf, |field, v| {
+        match field {
+            1 => for_each_field(v.bytes()?, |f, v| {
+                if f == 1 {
+                    d.status = v.varint()?;
+                }
+                Result::Ok(())
+            })?,
+            2 => d.headers.push(header_option(v.bytes()?)?),
+            3 => d.body = v.string()?,
+            _ => {}
+        }
+        Result::Ok(())
+    })
+}
+
+fn ok(buf: &[u8], o: &mut Ok) -> Result<(), DecodeError> {
+    for_each_field(buf, |field, v| {
+        match field {
+            2 => o.headers.push(header_option(v.bytes()?)?),
+            5 => o.headers_to_remove.push(v.string()?),
+            6 => o.response_headers_to_add.push(header_option(v.bytes()?)?),
+            7 => {
+                let (mut k, mut val) = (String::new(), String::new());
+                for_each_field(v.bytes()?, |f, v| {
+                    match f {
+                        1 => k = v.string()?,
+                        2 => val = v.string()?,
+                        _ => {}
+                    }
+                    Result::Ok(())
+                })?;
+                o.query_set.push((k, val));
+            }
+            8 => o.query_remove.push(v.string()?),
+            _ => {}
+        }
+        Result::Ok(())
+    })
+}
+
+fn header_option(buf: &[u8]) -> Result<HeaderOption, DecodeError> {
+    let mut h = HeaderOption::default();
+    for_each_field(buf, |field, v| {
+        match field {
+            1 => for_each_field(v.bytes()?, |f, v| {
+                match f {
+                    1 => h.key = v.string()?,
+                    2 => h.value = v.string()?,
+                    _ => {}
+                }
+                Result::Ok(())
+            })?,
+            2 => {
+                let mut b = false;
+                for_each_field(v.bytes()?, |f, v| {
+                    if f == 1 {
+                        b = v.varint()? != 0;
+                    }
+                    Result::Ok(())
+                })?;
+                h.append = Some(b);
+            }
+            3 => h.action = v.varint()?,
+            _ => {}
+        }
+        Result::Ok(())
+    })?;
+    Result::Ok(h)
+}
+
+/// A header mutation, as Envoy's filter classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Append,
+    Action(HeaderAction),
+}
+
+/// `append` (deprecated) wins over `append_action`; on responses `append: true` adds.
+fn classify(h: &HeaderOption, response: bool) -> Result<Op, String> {
+    if let Some(append) = h.append {
+        return Ok(match (append, response) {
+            (true, true) => Op::Action(HeaderAction::Add),
+            (true, false) => Op::Append,
+            (false, _) => Op::Action(HeaderAction::Set),
+        });
+    }
+    Ok(Op::Action(match h.action {
+        0 => HeaderAction::Add,
+        1 => HeaderAction::AddIfAbsent,
+        2 => HeaderAction::Set,
+        3 => HeaderAction::OverwriteIfExists,
+        other => return Err(format!("unknown append_action {other}")),
+    }))
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes().enumerate().all(|(i, b)| {
+            (i == 0 && b == b':') || b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        })
+}
+
+fn valid_value(v: &str) -> bool {
+    !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+fn checked(h: &HeaderOption) -> Result<(String, &str), String> {
+    if !valid_name(&h.key) {
+        return Err(format!("invalid header name {:?}", h.key));
+    }
+    if !valid_value(&h.value) {
+        return Err(format!("invalid value for header {}", h.key));
+    }
+    Ok((h.key.to_ascii_lowercase(), h.value.as_str()))
+}
+
+/// Interprets a call's outcome: `status` is the gRPC status (None: the call could not be
+/// made), `message` the response bytes when it is OK.
+pub(crate) fn answer(
+    p: &GrpcProvider,
+    check: &CheckRequest,
+    status: Option<u32>,
+    message: &[u8],
+) -> CheckAnswer {
+    let who = format!(
+        "provider {} (CUSTOM policy {})",
+        check.provider_name, check.policy
+    );
+    let error = |what: String| {
+        if p.fail_open {
+            return CheckAnswer::pass(format!(
+                "ext_authz {who} {what}; failOpen: the request continues"
+            ));
+        }
+        CheckAnswer::pass(format!(
+            "ext_authz {who} {what}: statusOnError {}",
+            p.status_on_error
+        ))
+        .deny(LocalReply {
+            status: p.status_on_error,
+            body: String::new(),
+            headers: Vec::new(),
+            details: "ext_authz_error".into(),
+        })
+    };
+    match status {
+        None => return error("did not answer".into()),
+        Some(0) => {}
+        Some(code) => return error(format!("failed with gRPC status {code}")),
+    }
+    let resp = match decode(message) {
+        Result::Ok(r) => r,
+        Err(e) => return error(format!("sent an undecodable CheckResponse ({e})")),
+    };
+    let result = if resp.code == 0 {
+        allowed(check, &resp.http, &who)
+    } else {
+        refused(&resp, &who)
+    };
+    result.unwrap_or_else(|why| error(format!("sent an unusable CheckResponse ({why})")))
+}
+
+fn allowed(check: &CheckRequest, http: &HttpResponse, who: &str) -> Result<CheckAnswer, String> {
+    let mut answer = CheckAnswer::pass(format!("allowed by ext_authz {who}"));
+    let HttpResponse::Ok(o) = http else {
+        return Ok(answer);
+    };
+    let Some(call) = &check.grpc else {
+        return Err("not a gRPC check".into());
+    };
+    let before = &call.attrs;
+    let mut after = before.clone();
+    for h in &o.headers {
+        let op = classify(h, false)?;
+        let (name, value) = checked(h)?;
+        mutate(&mut after, op, &name, value);
+    }
+    for name in &o.headers_to_remove {
+        let n = name.to_ascii_lowercase();
+        if !n.starts_with(':') && n != "host" {
+            after.headers.retain(|(h, _)| *h != n);
+        }
+    }
+    if !o.query_set.is_empty() || !o.query_remove.is_empty() {
+        after.path = rewrite_query(&after.path, &o.query_set, &o.query_remove);
+    }
+    for h in &o.response_headers_to_add {
+        let Op::Action(action) = classify(h, true)? else {
+            return Err("append on a response header".into());
+        };
+        let (name, value) = checked(h)?;
+        answer
+            .downstream_ops
+            .push((action, name, value.to_string()));
+    }
+    // The upstream changes as whole headers: each changed name is removed, then re-added
+    // with its final values (Envoy's mutations reduced to what the host calls can do).
+    let mut changed: Vec<String> = Vec::new();
+    for (n, _) in before.headers.iter().chain(after.headers.iter()) {
+        if !changed.contains(n) && values(before, n) != values(&after, n) {
+            changed.push(n.clone());
+        }
+    }
+    for n in changed {
+        answer.upstream_add.extend(
+            after
+                .headers
+                .iter()
+                .filter(|(h, _)| *h == n)
+                .map(|(h, v)| (h.clone(), v.clone())),
+        );
+        answer.upstream_remove.push(n);
+    }
+    for (name, old, new) in [
+        (":path", &before.path, &after.path),
+        (":authority", &before.host, &after.host),
+        (":method", &before.method, &after.method),
+    ] {
+        if old != new {
+            answer.upstream_set.push((name.to_string(), new.clone()));
+        }
+    }
+    Ok(answer)
+}
+
+fn values<'a>(r: &'a RequestAttributes, name: &str) -> Vec<&'a str> {
+    r.headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+/// One upstream mutation on the request (Envoy's `setCopy`, `addCopy`, `appendCopy`).
+fn mutate(req: &mut RequestAttributes, op: Op, name: &str, value: &str) {
+    let pseudo = match name {
+        ":path" => Some(&mut req.path),
+        ":authority" | "host" => Some(&mut req.host),
+        ":method" => Some(&mut req.method),
+        _ => None,
+    };
+    if let Some(field) = pseudo {
+        // Always present: set and overwrite replace, append joins, add-if-absent does nothing.
+        match op {
+            Op::Append => {
+                field.push(',');
+                field.push_str(value);
+            }
+            Op::Action(HeaderAction::AddIfAbsent) => {}
+            Op::Action(_) => *field = value.to_string(),
+        }
+        return;
+    }
+    if name.starts_with(':') {
+        return;
+    }
+    let exists = req.headers.iter().any(|(n, _)| n == name);
+    match op {
+        Op::Append => match req.headers.iter_mut().find(|(n, _)| n == name) {
+            Some((_, v)) => {
+                v.push(',');
+                v.push_str(value);
+            }
+            None => req.headers.push((name.to_string(), value.to_string())),
+        },
+        Op::Action(HeaderAction::Add) => req.headers.push((name.to_string(), value.to_string())),
+        Op::Action(HeaderAction::AddIfAbsent) if !exists => {
+            req.headers.push((name.to_string(), value.to_string()))
+        }
+        Op::Action(HeaderAction::AddIfAbsent) => {}
+        Op::Action(HeaderAction::OverwriteIfExists) if !exists => {}
+        Op::Action(HeaderAction::Set | HeaderAction::OverwriteIfExists) => {
+            match req.headers.iter().position(|(n, _)| n == name) {
+                Some(i) => {
+                    req.headers[i].1 = value.to_string();
+                    let mut seen = 0;
+                    req.headers.retain(|(n, _)| {
+                        if n != name {
+                            return true;
+                        }
+                        seen += 1;
+                        seen == 1
+                    });
+                }
+                None => req.headers.push((name.to_string(), value.to_string())),
+            }
+        }
+    }
+}
+
+/// Envoy's `QueryParamsMulti`: parse, overwrite / erase by name, serialise sorted by name
+/// (values of one name keep their order); no `?` when nothing is left.
+fn rewrite_query(path: &str, set: &[(String, String)], remove: &[String]) -> String {
+    let (base, query) = path.split_once('?').unwrap_or((path, ""));
+    let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for part in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        params.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    for (k, v) in set {
+        params.insert(k.clone(), vec![v.clone()]);
+    }
+    for k in remove {
+        params.remove(k);
+    }
+    let query: Vec<String> = params
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
+        .collect();
+    if query.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", query.join("&"))
+    }
+}
+
+fn refused(resp: &CheckResponse, who: &str) -> Result<CheckAnswer, String> {
+    let mut reply = LocalReply {
+        status: 403,
+        body: String::new(),
+        headers: Vec::new(),
+        details: "ext_authz_denied".into(),
+    };
+    if let HttpResponse::Denied(d) = &resp.http {
+        if d.status != 0 {
+            reply.status = u16::try_from(d.status)
+                .ok()
+                .filter(|s| (200..=599).contains(s))
+                .ok_or_else(|| format!("denied status {}", d.status))?;
+        }
+        reply.body.clone_from(&d.body);
+        for h in &d.headers {
+            let Op::Action(action) = classify(h, true)? else {
+                return Err("append on a response header".into());
+            };
+            let (name, value) = checked(h)?;
+            let present = reply.headers.iter().any(|(n, _)| *n == name);
+            match action {
+                HeaderAction::Add => reply.headers.push((name, value.to_string())),
+                HeaderAction::AddIfAbsent if !present => {
+                    reply.headers.push((name, value.to_string()))
+                }
+                HeaderAction::AddIfAbsent => {}
+                HeaderAction::OverwriteIfExists if !present => {}
+                HeaderAction::Set | HeaderAction::OverwriteIfExists => {
+                    reply.headers.retain(|(n, _)| *n != name);
+                    reply.headers.push((name, value.to_string()));
+                }
+            }
+        }
+    }
+    let status = reply.status;
+    Ok(CheckAnswer::pass(format!(
+        "denied by ext_authz {who}: gRPC status {}, {status}",
+        resp.code
+    ))
+    .deny(reply))
+}
+
+#[cfg(test)]
+#[path = "ext_authz_grpc_tests.rs"]
+mod tests;
