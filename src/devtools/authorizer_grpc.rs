@@ -203,6 +203,9 @@ async fn serve(
             header_option(d, 2, "location", "https://login.example/start", None, 0);
             header_option(d, 2, "set-cookie", "csrf=1; Path=/", None, 0);
             header_option(d, 2, "set-cookie", "next=/admin", Some(true), 0);
+            header_option(d, 2, "set-cookie", "third=3", None, 2);
+            header_option(d, 2, "x-deny-if-absent", "added", None, 1);
+            header_option(d, 2, "x-deny-overwrite", "overwritten", None, 3);
         }),
         "unauthorized" => denied(16, 401, "who are you?", |d| {
             header_option(d, 2, "www-authenticate", "Bearer realm=\"ext\"", None, 2);
@@ -329,6 +332,8 @@ fn mutate() -> Vec<u8> {
         header_option(o, 6, "x-downstream-set", "set", Some(false), 0);
         header_option(o, 6, "x-downstream-added", "added", Some(true), 0);
         header_option(o, 6, "content-type", "text/x-authz", None, 2);
+        header_option(o, 6, "x-downstream-if-absent", "added", None, 1);
+        header_option(o, 6, "x-downstream-overwrite", "overwritten", None, 3);
     });
     w.into_bytes()
 }

@@ -18,18 +18,20 @@
 //! - call status not OK (UNAVAILABLE, PERMISSION_DENIED, DEADLINE_EXCEEDED on the timeout, a
 //!   refused connection...) or bytes that are not a CheckResponse: an error: `failOpen` lets
 //!   the request continue, else `statusOnError` (default 403), empty body;
-//! - `status.code` OK: allowed; `ok_response.headers` change the upstream request (in order:
-//!   `append: true` appends to an existing value with `,`, `append: false` sets; otherwise
-//!   `append_action`: add another value / add if absent / overwrite or add / overwrite if
-//!   present), then `headers_to_remove` (never pseudo headers or `host`), then
-//!   `query_parameters_to_set` / `_to_remove` rewrite the query (Envoy re-serialises it sorted
-//!   by name); `response_headers_to_add` go on the response;
-//! - any other `status.code`: denied with `denied_response.status` (403 when unset),
-//!   its headers and body.
+//! - `status.code` OK: allowed; `ok_response.headers` change the upstream request as Envoy
+//!   1.40 does (measured side by side in `tests/e2e_ext_authz_grpc.rs`): every header without
+//!   `append: true` is set (replacing; `append_action` plays no part), then every `append:
+//!   true` one is joined to an existing value with `,` (nothing when absent); then
+//!   `headers_to_remove` (never pseudo headers or `host`); then `query_parameters_to_set` /
+//!   `_to_remove` rewrite the query (re-serialised sorted by name).
+//!   `response_headers_to_add` go on the response: the added ones (`append: true`, or
+//!   `append_action` add), then the set ones;
+//! - any other `status.code`: denied with `denied_response.status` (403 when unset), its
+//!   body, and its headers but those with `append: true` (Envoy drops them), every value kept.
 //!
-//! Fail closed on what Envoy would not send on: an unknown `append_action`, a header name that
-//! is empty or not a token, a value with CR, LF or NUL, a denied status outside 200..=599
-//! are errors (README, "Differences").
+//! Fail closed on what Envoy would not send on: an unknown `append_action` on a response
+//! header, a header name that is empty or not a token, a value with CR, LF or NUL, a denied
+//! status outside 200..=599 are errors (README, "Differences").
 
 use crate::attrs::RequestAttributes;
 use crate::config::providers::GrpcProvider;
@@ -72,6 +74,9 @@ pub struct CallEnv<'a> {
     pub stream_id: u64,
     /// `HTTP/1.1`, `HTTP/2`... (`request.protocol`).
     pub protocol: &'a str,
+    /// Request body bytes received so far (`attributes.request.http.size`, Envoy's
+    /// `bytesReceived`: the whole buffered body, also past `maxRequestBytes`).
+    pub received: u64,
 }
 
 impl GrpcCall {
@@ -134,7 +139,7 @@ impl GrpcCall {
             .string(4, &req.path)
             .string(5, &req.host)
             .string(6, &req.scheme)
-            .varint(9, body.map_or(0, |(b, _)| b.len() as u64))
+            .varint(9, env.received)
             .string(10, env.protocol);
         let mut headers: Vec<(&str, String)> = vec![(":authority", req.host.clone())];
         headers.push((":path", req.path.clone()));
@@ -323,29 +328,24 @@ fn header_option(buf: &[u8]) -> Result<HeaderOption, DecodeError> {
     Result::Ok(h)
 }
 
-/// A header mutation, as Envoy's filter classifies it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Append,
-    Action(HeaderAction),
-}
-
-/// `append` (deprecated) wins over `append_action`; on responses `append: true` adds.
-fn classify(h: &HeaderOption, response: bool) -> Result<Op, String> {
+/// How Envoy 1.40's gRPC client sorts a response header (`response_headers_to_add`):
+/// `append: true` adds another value, `append: false` sets; without `append`, the
+/// `append_action` (an unknown one is refused).
+fn response_action(h: &HeaderOption) -> Result<HeaderAction, String> {
     if let Some(append) = h.append {
-        return Ok(match (append, response) {
-            (true, true) => Op::Action(HeaderAction::Add),
-            (true, false) => Op::Append,
-            (false, _) => Op::Action(HeaderAction::Set),
+        return Ok(if append {
+            HeaderAction::Add
+        } else {
+            HeaderAction::Set
         });
     }
-    Ok(Op::Action(match h.action {
+    Ok(match h.action {
         0 => HeaderAction::Add,
         1 => HeaderAction::AddIfAbsent,
         2 => HeaderAction::Set,
         3 => HeaderAction::OverwriteIfExists,
         other => return Err(format!("unknown append_action {other}")),
-    }))
+    })
 }
 
 fn valid_name(n: &str) -> bool {
@@ -425,10 +425,20 @@ fn allowed(check: &CheckRequest, http: &HttpResponse, who: &str) -> Result<Check
     };
     let before = &call.attrs;
     let mut after = before.clone();
+    // Envoy 1.40 sorts the upstream headers into "set" (no `append`, or `append: false`;
+    // `append_action` plays no part) and "append" (`append: true`: joined to an existing
+    // value with `,`, nothing when absent), and applies all sets, then all appends.
+    let mut appends = Vec::new();
     for h in &o.headers {
-        let op = classify(h, false)?;
         let (name, value) = checked(h)?;
-        mutate(&mut after, op, &name, value);
+        if h.append == Some(true) {
+            appends.push((name, value));
+        } else {
+            set_header(&mut after, &name, value);
+        }
+    }
+    for (name, value) in appends {
+        append_header(&mut after, &name, value);
     }
     for name in &o.headers_to_remove {
         let n = name.to_ascii_lowercase();
@@ -439,15 +449,19 @@ fn allowed(check: &CheckRequest, http: &HttpResponse, who: &str) -> Result<Check
     if !o.query_set.is_empty() || !o.query_remove.is_empty() {
         after.path = rewrite_query(&after.path, &o.query_set, &o.query_remove);
     }
+    // On the response Envoy adds its "add" list, then sets its "set" list.
+    let mut later = Vec::new();
     for h in &o.response_headers_to_add {
-        let Op::Action(action) = classify(h, true)? else {
-            return Err("append on a response header".into());
-        };
+        let action = response_action(h)?;
         let (name, value) = checked(h)?;
-        answer
-            .downstream_ops
-            .push((action, name, value.to_string()));
+        let op = (action, name, value.to_string());
+        if action == HeaderAction::Add {
+            answer.downstream_ops.push(op);
+        } else {
+            later.push(op);
+        }
     }
+    answer.downstream_ops.extend(later);
     // The upstream changes as whole headers: each changed name is removed, then re-added
     // with its final values (Envoy's mutations reduced to what the host calls can do).
     let mut changed: Vec<String> = Vec::new();
@@ -486,60 +500,45 @@ fn values<'a>(r: &'a RequestAttributes, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// One upstream mutation on the request (Envoy's `setCopy`, `addCopy`, `appendCopy`).
-fn mutate(req: &mut RequestAttributes, op: Op, name: &str, value: &str) {
-    let pseudo = match name {
-        ":path" => Some(&mut req.path),
-        ":authority" | "host" => Some(&mut req.host),
-        ":method" => Some(&mut req.method),
-        _ => None,
-    };
-    if let Some(field) = pseudo {
-        // Always present: set and overwrite replace, append joins, add-if-absent does nothing.
-        match op {
-            Op::Append => {
-                field.push(',');
-                field.push_str(value);
-            }
-            Op::Action(HeaderAction::AddIfAbsent) => {}
-            Op::Action(_) => *field = value.to_string(),
-        }
-        return;
-    }
-    if name.starts_with(':') {
-        return;
-    }
-    let exists = req.headers.iter().any(|(n, _)| n == name);
-    match op {
-        Op::Append => match req.headers.iter_mut().find(|(n, _)| n == name) {
-            Some((_, v)) => {
-                v.push(',');
-                v.push_str(value);
+/// Envoy's `setCopy` on the request (pseudo headers included: `host` is `:authority`).
+fn set_header(req: &mut RequestAttributes, name: &str, value: &str) {
+    match name {
+        ":path" => req.path = value.to_string(),
+        ":authority" | "host" => req.host = value.to_string(),
+        ":method" => req.method = value.to_string(),
+        n if n.starts_with(':') => {}
+        _ => match req.headers.iter().position(|(n, _)| n == name) {
+            Some(i) => {
+                req.headers[i].1 = value.to_string();
+                let mut first = true;
+                req.headers.retain(|(n, _)| {
+                    if n != name {
+                        return true;
+                    }
+                    std::mem::replace(&mut first, false)
+                });
             }
             None => req.headers.push((name.to_string(), value.to_string())),
         },
-        Op::Action(HeaderAction::Add) => req.headers.push((name.to_string(), value.to_string())),
-        Op::Action(HeaderAction::AddIfAbsent) if !exists => {
-            req.headers.push((name.to_string(), value.to_string()))
-        }
-        Op::Action(HeaderAction::AddIfAbsent) => {}
-        Op::Action(HeaderAction::OverwriteIfExists) if !exists => {}
-        Op::Action(HeaderAction::Set | HeaderAction::OverwriteIfExists) => {
-            match req.headers.iter().position(|(n, _)| n == name) {
-                Some(i) => {
-                    req.headers[i].1 = value.to_string();
-                    let mut seen = 0;
-                    req.headers.retain(|(n, _)| {
-                        if n != name {
-                            return true;
-                        }
-                        seen += 1;
-                        seen == 1
-                    });
-                }
-                None => req.headers.push((name.to_string(), value.to_string())),
-            }
-        }
+    }
+}
+
+/// Envoy's `appendCopy`, only where the header exists (`ext_authz.cc`).
+fn append_header(req: &mut RequestAttributes, name: &str, value: &str) {
+    let field = match name {
+        ":path" => Some(&mut req.path),
+        ":authority" | "host" => Some(&mut req.host),
+        ":method" => Some(&mut req.method),
+        n if n.starts_with(':') => None,
+        _ => req
+            .headers
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v),
+    };
+    if let Some(v) = field {
+        v.push(',');
+        v.push_str(value);
     }
 }
 
@@ -584,24 +583,11 @@ fn refused(resp: &CheckResponse, who: &str) -> Result<CheckAnswer, String> {
                 .ok_or_else(|| format!("denied status {}", d.status))?;
         }
         reply.body.clone_from(&d.body);
-        for h in &d.headers {
-            let Op::Action(action) = classify(h, true)? else {
-                return Err("append on a response header".into());
-            };
+        // Envoy 1.40 answers with the headers it sorted into "set" (all but `append:
+        // true`, which a denial drops), each value kept (two `set-cookie` stay two).
+        for h in d.headers.iter().filter(|h| h.append != Some(true)) {
             let (name, value) = checked(h)?;
-            let present = reply.headers.iter().any(|(n, _)| *n == name);
-            match action {
-                HeaderAction::Add => reply.headers.push((name, value.to_string())),
-                HeaderAction::AddIfAbsent if !present => {
-                    reply.headers.push((name, value.to_string()))
-                }
-                HeaderAction::AddIfAbsent => {}
-                HeaderAction::OverwriteIfExists if !present => {}
-                HeaderAction::Set | HeaderAction::OverwriteIfExists => {
-                    reply.headers.retain(|(n, _)| *n != name);
-                    reply.headers.push((name, value.to_string()));
-                }
-            }
+            reply.headers.push((name, value.to_string()));
         }
     }
     let status = reply.status;

@@ -34,6 +34,26 @@ pub(crate) struct Pending {
     pub engine: Rc<Engine>,
     pub attrs: RequestAttributes,
     pub check: Box<CheckRequest>,
+    /// The headers went on before the body was read (the provider wants the body): the
+    /// answer's upstream header changes can no longer reach Envoy's request.
+    pub headers_sent: bool,
+}
+
+/// Says that an allowing answer's upstream changes cannot be applied: the request headers
+/// already went upstream while the body was read (README, "Differences"). Authorization
+/// still sees them (they are applied to the engine's view of the request).
+pub(crate) fn warn_headers_gone(answer: &CheckAnswer, check: &CheckRequest) {
+    let changes =
+        answer.upstream_set.len() + answer.upstream_remove.len() + answer.upstream_add.len();
+    if changes > 0 {
+        host::log(
+            LogLevel::Warn,
+            &format!(
+                "meshguard: ext_authz provider {}: {changes} upstream header change(s) of the answer not applied: the provider reads the body (includeRequestBodyInCheck), the request headers already went upstream",
+                check.provider_name
+            ),
+        );
+    }
 }
 
 /// Reads up to `max` bytes of the buffered request body; `(bytes, partial)`.
@@ -48,16 +68,16 @@ pub(crate) fn buffered_body(body_size: usize, max: usize) -> (Vec<u8>, bool) {
 
 /// Sends the check (HTTP or gRPC). `Err(())` when Envoy refused to start the callout (e.g.
 /// no such cluster): the caller answers it as an authorizer that did not answer. `body`: the
-/// buffered body and whether it was cut at `maxRequestBytes`.
+/// buffered body, whether it was cut at `maxRequestBytes`, and the bytes received.
 pub(crate) fn dispatch(
     check: &CheckRequest,
-    body: Option<(&[u8], bool)>,
+    body: Option<(&[u8], bool, usize)>,
     stream_id: u32,
 ) -> Result<u32, ()> {
     if check.grpc.is_some() {
         return super::ext_authz_grpc::dispatch(check, body, stream_id);
     }
-    let body = body.map(|(b, _)| b);
+    let body = body.map(|(b, _, _)| b);
     let headers: Vec<(&str, &str)> = check
         .headers
         .iter()

@@ -12,7 +12,7 @@ use proxy_wasm::types::{BufferType, LogLevel};
 /// Sends the gRPC check. `Err(())` when Envoy refused to start the call.
 pub(crate) fn dispatch(
     check: &CheckRequest,
-    body: Option<(&[u8], bool)>,
+    body: Option<(&[u8], bool, usize)>,
     stream_id: u32,
 ) -> Result<u32, ()> {
     let Some(call) = &check.grpc else {
@@ -23,8 +23,9 @@ pub(crate) fn dispatch(
         now_ms: host::now_ms(),
         stream_id: u64::from(stream_id),
         protocol: &protocol,
+        received: body.map_or(0, |(_, _, received)| received as u64),
     };
-    let message = check.grpc_message(body, &env);
+    let message = check.grpc_message(body.map(|(b, partial, _)| (b, partial)), &env);
     // The host takes a serialised GrpcService (cluster + istiod's authority) where a cluster
     // name may go; the SDK passes it as &str, so a service proto that is not UTF-8 (a field
     // of 128 bytes or more) falls back to the plain cluster name.

@@ -146,12 +146,14 @@ impl Filter {
                 Action::Pause
             }
             Outcome::NeedCheck(check) => {
+                let headers_sent = check.body.is_some() && !end_of_stream;
                 let pending = Pending {
                     engine,
                     attrs,
                     check,
+                    headers_sent,
                 };
-                if pending.check.body.is_some() && !end_of_stream {
+                if headers_sent {
                     // proxy-wasm cannot hold the headers and still read the body (Envoy
                     // turns a paused header callback into StopAllIterationAndWatermark):
                     // the headers continue, the body is held until the answer.
@@ -163,8 +165,10 @@ impl Filter {
         }
     }
 
-    fn send_check(&mut self, pending: Pending, body: Option<(Vec<u8>, bool)>) -> Action {
-        let body = body.as_ref().map(|(b, partial)| (b.as_slice(), *partial));
+    fn send_check(&mut self, pending: Pending, body: Option<(Vec<u8>, bool, usize)>) -> Action {
+        let body = body
+            .as_ref()
+            .map(|(b, partial, received)| (b.as_slice(), *partial, *received));
         match ext_authz::dispatch(&pending.check, body, self.context_id) {
             Ok(token) => {
                 self.check = CheckState::AwaitAnswer { token, pending };
@@ -181,9 +185,15 @@ impl Filter {
     /// request gets the authorizer's headers and goes on to authentication and authorization.
     fn answered(&mut self, pending: Pending, answer: CheckAnswer, resume: bool) -> Action {
         let Pending {
-            engine, mut attrs, ..
+            engine,
+            mut attrs,
+            check,
+            headers_sent,
         } = pending;
         if answer.verdict == CheckVerdict::Allow {
+            if headers_sent {
+                ext_authz::warn_headers_gone(&answer, &check);
+            }
             ext_authz::apply_upstream(&answer, &mut attrs);
             self.check = CheckState::Answered {
                 downstream_add: answer.downstream_add.clone(),
@@ -242,7 +252,7 @@ impl HttpContext for Filter {
                 let partial = body_size >= max;
                 let mut pending = pending;
                 pending.check.set_body(bytes.len(), partial);
-                self.send_check(pending, Some((bytes, partial)))
+                self.send_check(pending, Some((bytes, partial, body_size)))
             }
             CheckState::AwaitAnswer { token, pending } => {
                 self.check = CheckState::AwaitAnswer { token, pending };
