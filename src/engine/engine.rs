@@ -55,6 +55,26 @@ pub enum Outcome {
     Decided(Box<Decision>),
 }
 
+/// `provider NAME (envoyExtAuthzGrpc: Authorization/Check via cluster C, timeout T)`, for
+/// `validate`, `explain` and the startup log.
+fn describe_provider(p: &config::ExtensionProvider) -> String {
+    match &p.kind {
+        ProviderKind::Http(h) => format!(
+            "provider {} (envoyExtAuthzHttp via cluster {}, timeout {:?})",
+            p.name, h.cluster, h.timeout
+        ),
+        ProviderKind::Grpc(g) => format!(
+            "provider {} (envoyExtAuthzGrpc: {}/{} via cluster {}, timeout {:?})",
+            p.name,
+            crate::ext_authz_grpc::SERVICE,
+            crate::ext_authz_grpc::METHOD,
+            g.cluster,
+            g.timeout
+        ),
+        ProviderKind::Other(kind) => format!("provider {} ({kind})", p.name),
+    }
+}
+
 impl Engine {
     /// Parses and compiles a plugin configuration (docs/configuration.md).
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
@@ -80,6 +100,13 @@ impl Engine {
             count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
             authn.remote_jwks().len(),
         );
+        let summary = match authz
+            .custom_provider()
+            .and_then(|i| cfg.extension_providers.get(i))
+        {
+            Some(p) => format!("{summary}, CUSTOM checks by {}", describe_provider(p)),
+            None => summary,
+        };
         let stats = Stats::new(
             &authz.policy_names(),
             &authz.dry_run_actions(),
@@ -334,12 +361,18 @@ impl Engine {
             t.ext_authz = match (&matched, check) {
                 (CustomMatch::None, _) => None,
                 (CustomMatch::Deny { reason, .. }, _) => Some(reason.clone()),
-                (CustomMatch::Check { .. }, Some(a)) => Some(a.reason.clone()),
-                (CustomMatch::Check { provider, policy }, None) => Some(format!(
-                    "CUSTOM policy {policy} matches: the request goes to provider {}",
+                (CustomMatch::Check { provider, .. }, Some(a)) => Some(format!(
+                    "{} ({})",
+                    a.reason,
                     self.providers
                         .get(*provider)
-                        .map_or("?", |p| p.name.as_str())
+                        .map_or("?".into(), describe_provider)
+                )),
+                (CustomMatch::Check { provider, policy }, None) => Some(format!(
+                    "CUSTOM policy {policy} matches: the request goes to {}",
+                    self.providers
+                        .get(*provider)
+                        .map_or("?".into(), describe_provider)
                 )),
             };
         }
@@ -787,6 +820,11 @@ mod tests {
                 "metadata": { "name": "alice", "namespace": "ns" },
                 "spec": { "action": "ALLOW", "rules": [{ "when": [{ "key": "request.headers[x-user]", "values": ["alice"] }] }] } }] });
         let e = Engine::from_json(&cfg.to_string()).unwrap();
+        assert!(
+            e.summary().ends_with("CUSTOM checks by provider g (envoyExtAuthzGrpc: envoy.service.auth.v3.Authorization/Check via cluster outbound|9000||g.ns.svc.cluster.local, timeout 600s)"),
+            "{}",
+            e.summary()
+        );
         assert!(e.needs_for(&get("/")).source_address && e.needs_for(&get("/")).destination);
         let keys = crate::authn::InlineKeysOnly;
         let Outcome::NeedCheck(check) = e.decide(&get("/"), &keys, 0) else {
