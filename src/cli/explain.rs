@@ -184,7 +184,7 @@ mod tests {
         for line in [
             "attach:    AuthorizationPolicy foo/to-gw: applies (targetRef Gateway gw is this gateway)",
             "attach:    AuthorizationPolicy foo/to-other: ignored (targetRefs [Gateway/other] do not name Gateway foo/gw)",
-            "ext_authz: the authorizer's answer is assumed to allow (provider authz (envoyExtAuthzHttp via cluster outbound|80||authz, timeout 600s))",
+            "ext_authz: the authorizer's answer is assumed to allow (provider authz (envoyExtAuthzHttp via cluster outbound|80||authz, timeout 600000ms))",
             "policy:    CUSTOM foo/to-gw: rule[0] matches",
         ] {
             assert!(e.text.contains(line), "{line}\n{}", e.text);

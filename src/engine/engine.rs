@@ -60,16 +60,18 @@ pub enum Outcome {
 fn describe_provider(p: &config::ExtensionProvider) -> String {
     match &p.kind {
         ProviderKind::Http(h) => format!(
-            "provider {} (envoyExtAuthzHttp via cluster {}, timeout {:?})",
-            p.name, h.cluster, h.timeout
+            "provider {} (envoyExtAuthzHttp via cluster {}, timeout {}ms)",
+            p.name,
+            h.cluster,
+            h.timeout.as_millis()
         ),
         ProviderKind::Grpc(g) => format!(
-            "provider {} (envoyExtAuthzGrpc: {}/{} via cluster {}, timeout {:?})",
+            "provider {} (envoyExtAuthzGrpc: {}/{} via cluster {}, timeout {}ms)",
             p.name,
             crate::ext_authz_grpc::SERVICE,
             crate::ext_authz_grpc::METHOD,
             g.cluster,
-            g.timeout
+            g.timeout.as_millis()
         ),
         ProviderKind::Other(kind) => format!("provider {} ({kind})", p.name),
     }
@@ -821,7 +823,7 @@ mod tests {
                 "spec": { "action": "ALLOW", "rules": [{ "when": [{ "key": "request.headers[x-user]", "values": ["alice"] }] }] } }] });
         let e = Engine::from_json(&cfg.to_string()).unwrap();
         assert!(
-            e.summary().ends_with("CUSTOM checks by provider g (envoyExtAuthzGrpc: envoy.service.auth.v3.Authorization/Check via cluster outbound|9000||g.ns.svc.cluster.local, timeout 600s)"),
+            e.summary().ends_with("CUSTOM checks by provider g (envoyExtAuthzGrpc: envoy.service.auth.v3.Authorization/Check via cluster outbound|9000||g.ns.svc.cluster.local, timeout 600000ms)"),
             "{}",
             e.summary()
         );

@@ -38,7 +38,6 @@ use crate::config::providers::GrpcProvider;
 use crate::decision::LocalReply;
 use crate::ext_authz::{CheckAnswer, CheckRequest, HeaderAction, PARTIAL_BODY_HEADER};
 use crate::proto::{for_each_field, DecodeError, Writer};
-use std::collections::BTreeMap;
 
 /// The gRPC service and method of the check.
 pub const SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -546,21 +545,19 @@ fn append_header(req: &mut RequestAttributes, name: &str, value: &str) {
 /// (values of one name keep their order); no `?` when nothing is left.
 fn rewrite_query(path: &str, set: &[(String, String)], remove: &[String]) -> String {
     let (base, query) = path.split_once('?').unwrap_or((path, ""));
-    let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for part in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        params.entry(k.to_string()).or_default().push(v.to_string());
-    }
-    for (k, v) in set {
-        params.insert(k.clone(), vec![v.clone()]);
-    }
-    for k in remove {
-        params.remove(k);
-    }
-    let query: Vec<String> = params
-        .iter()
-        .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
+    let mut params: Vec<(&str, &str)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|part| part.split_once('=').unwrap_or((part, "")))
         .collect();
+    for (k, v) in set {
+        params.retain(|(n, _)| n != k);
+        params.push((k, v));
+    }
+    params.retain(|(n, _)| !remove.iter().any(|r| r == n));
+    // Stable: the values of one name keep their order, as in Envoy's multimap.
+    params.sort_by(|a, b| a.0.cmp(b.0));
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if query.is_empty() {
         base.to_string()
     } else {

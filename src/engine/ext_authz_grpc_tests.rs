@@ -3,6 +3,7 @@ use crate::config::providers::{self, ProviderKind};
 use crate::ext_authz::CheckVerdict;
 use crate::proto::{Reader, Value};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 fn provider(extra: serde_json::Value) -> GrpcProvider {
     let mut g = json!({ "service": "authz.foo.svc.cluster.local", "port": 9000 });

@@ -254,6 +254,14 @@ pub fn for_each_field<'a>(
     buf: &'a [u8],
     mut f: impl FnMut(u32, Value<'a>) -> Result<(), DecodeError>,
 ) -> Result<(), DecodeError> {
+    // One copy of the loop for every caller (a `dyn` call per field): the module's size.
+    fields_dyn(buf, &mut f)
+}
+
+fn fields_dyn<'a>(
+    buf: &'a [u8],
+    f: &mut dyn FnMut(u32, Value<'a>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     let mut r = Reader::new(buf);
     while let Some((field, value)) = r.next_field()? {
         f(field, value)?;
