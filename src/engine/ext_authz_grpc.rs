@@ -555,14 +555,44 @@ fn rewrite_query(path: &str, set: &[(String, String)], remove: &[String]) -> Str
         params.push((k, v));
     }
     params.retain(|(n, _)| !remove.iter().any(|r| r == n));
-    // Stable: the values of one name keep their order, as in Envoy's multimap.
-    params.sort_by(|a, b| a.0.cmp(b.0));
+    let params = sort_by_name(params);
     let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if query.is_empty() {
         base.to_string()
     } else {
         format!("{base}?{}", query.join("&"))
     }
+}
+
+/// Sorted by name, the values of one name in their order (Envoy's multimap): a bottom-up
+/// merge sort, stable and O(n log n) on a hostile query, in less code than the library's.
+fn sort_by_name<'a>(mut src: Vec<(&'a str, &'a str)>) -> Vec<(&'a str, &'a str)> {
+    let len = src.len();
+    let mut width = 1;
+    while width < len {
+        let mut dst = Vec::with_capacity(len);
+        let mut start = 0;
+        while start < len {
+            let mid = (start + width).min(len);
+            let end = (start + 2 * width).min(len);
+            let (mut i, mut j) = (start, mid);
+            while i < mid && j < end {
+                if src[j].0 < src[i].0 {
+                    dst.push(src[j]);
+                    j += 1;
+                } else {
+                    dst.push(src[i]);
+                    i += 1;
+                }
+            }
+            dst.extend_from_slice(&src[i..mid]);
+            dst.extend_from_slice(&src[j..end]);
+            start = end;
+        }
+        src = dst;
+        width *= 2;
+    }
+    src
 }
 
 fn refused(resp: &CheckResponse, who: &str) -> Result<CheckAnswer, String> {

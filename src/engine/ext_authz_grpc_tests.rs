@@ -224,6 +224,16 @@ fn allowed_answers_change_the_upstream_request_as_envoy_does() {
     // Removing every query parameter drops the `?`.
     assert_eq!(rewrite_query("/p?a=1", &[], &["a".into()]), "/p");
     assert_eq!(rewrite_query("/p?x&a=1", &[], &[]), "/p?a=1&x=");
+    assert_eq!(
+        rewrite_query("/p?z=1&b=2&a=3&b=1&z=0&c", &[], &[]),
+        "/p?a=3&b=2&b=1&c=&z=1&z=0"
+    );
+    // A hostile query: 30,000 parameters sort in O(n log n).
+    let long: String = (0..30_000).map(|i| format!("k{}=v&", 30_000 - i)).collect();
+    let started = std::time::Instant::now();
+    let out = rewrite_query(&format!("/p?{long}"), &[("k1".into(), "x".into())], &[]);
+    assert!(out.starts_with("/p?k1=x&k10=v&k100=v&k1000=v&k10000=v&k10001=v"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
 
 #[test]
