@@ -305,6 +305,11 @@ fn cases() -> Vec<Case> {
                     .is(200, 1)
                     .headers_gone(),
                 get("/").post(b"denied body").is(403, 1),
+                // A client's own partial-body header never reaches the authorizer.
+                get("/")
+                    .post(b"forged")
+                    .h("x-envoy-auth-partial-body", "forged")
+                    .is(403, 1),
                 get("/").post(b"slow body").authz("slow").is(403, 1),
                 // No body: the check is sent from the headers, which wait for it.
                 get("/").post(b"").authz("allow").is(200, 1),

@@ -128,6 +128,18 @@ fn check_request_carries_what_envoy_sends() {
     );
     let dst = sub(&msg, &[1, 2, 1, 1])[0];
     assert_eq!(varint_field(dst, 3), 8080);
+    // Plaintext: no principal. mTLS: the first URI SAN, else the subject.
+    assert_eq!(string_field(sub(&msg, &[1, 1])[0], 4), "");
+    let mut tls = req();
+    tls.connection.mtls = true;
+    tls.connection.peer_subject = Some("CN=client".into());
+    let principal = |r: &RequestAttributes| {
+        let m = CheckRequest::new_grpc(0, "authz", "foo/ext", &p, r).grpc_message(None, &env);
+        string_field(sub(&m, &[1, 1])[0], 4)
+    };
+    assert_eq!(principal(&tls), "CN=client");
+    tls.connection.peer_uri_sans = vec!["spiffe://td/ns/a/sa/b".into(), "spiffe://x".into()];
+    assert_eq!(principal(&tls), "spiffe://td/ns/a/sa/b");
 
     let env = CallEnv { received: 5, ..env };
     let with_body = c.grpc_message(Some((b"hello", true)), &env);
