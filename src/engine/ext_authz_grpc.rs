@@ -30,8 +30,9 @@
 //!   body, and its headers but those with `append: true` (Envoy drops them), every value kept.
 //!
 //! Fail closed on what Envoy would not send on: an unknown `append_action` on a response
-//! header, a header name that is empty or not a token, a value with CR, LF or NUL, a denied
-//! status outside 200..=599 are errors (README, "Differences").
+//! header, a header name that is empty or not a token, a value with CR, LF or NUL, a query
+//! parameter with a control byte, space or `#`, a denied status outside 200..=599 are
+//! errors (README, "Differences").
 
 use crate::attrs::RequestAttributes;
 use crate::config::providers::GrpcProvider;
@@ -354,6 +355,10 @@ fn valid_name(n: &str) -> bool {
         })
 }
 
+fn valid_query(s: &str) -> bool {
+    !s.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'#')
+}
+
 fn valid_value(v: &str) -> bool {
     !v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
@@ -444,6 +449,15 @@ fn allowed(check: &CheckRequest, http: &HttpResponse, who: &str) -> Result<Check
         if !n.starts_with(':') && n != "host" {
             after.headers.retain(|(h, _)| *h != n);
         }
+    }
+    // A parameter goes into `:path` as it is: control bytes, spaces or `#` would make the
+    // request line malformed (found by the grpc_check_response fuzz target).
+    if let Some((k, v)) = o
+        .query_set
+        .iter()
+        .find(|(k, v)| !valid_query(k) || !valid_query(v))
+    {
+        return Err(format!("invalid query parameter {k:?}={v:?}"));
     }
     if !o.query_set.is_empty() || !o.query_remove.is_empty() {
         after.path = rewrite_query(&after.path, &o.query_set, &o.query_remove);

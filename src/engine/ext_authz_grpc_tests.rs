@@ -315,6 +315,22 @@ fn errors_follow_status_on_error_and_fail_open() {
         (Some(0), ok_response(|o| hv(o, 2, "", "v", None, 0))),
         (
             Some(0),
+            ok_response(|o| {
+                o.message(7, |q| {
+                    q.string(1, "a\nb").string(2, "1");
+                });
+            }),
+        ),
+        (
+            Some(0),
+            ok_response(|o| {
+                o.message(7, |q| {
+                    q.string(1, "a").string(2, "x y");
+                });
+            }),
+        ),
+        (
+            Some(0),
             denied_response(7, |d| {
                 d.message(1, |s| {
                     s.varint(1, 1000);
