@@ -35,7 +35,8 @@ const SVC: &str = "grpc-authz.foo.svc.cluster.local";
 const DOWN: &str = "down.foo.svc.cluster.local";
 
 /// Response headers compared (every value, in order).
-const REPLY_HEADERS: [&str; 14] = [
+const REPLY_HEADERS: [&str; 15] = [
+    "retry-after",
     "x-downstream-if-absent",
     "x-downstream-overwrite",
     "x-deny-if-absent",
@@ -204,8 +205,14 @@ fn cases() -> Vec<Case> {
                         .h("x-secret", "s")
                         .h("authorization", "Basic eDp5")
                         .is(200, 1),
+                    get("/admin/x")
+                        .authz("rewrite")
+                        .h("x-keep", "1")
+                        .h("x-keep", "2")
+                        .is(200, 1),
                     get("/admin/x").authz("redirect").is(302, 1),
                     get("/admin/x").authz("unauthorized").is(401, 1),
+                    get("/admin/x").authz("deny-json").is(429, 1),
                     get("/admin/x").authz("bare-deny").is(403, 1),
                     get("/admin/x").authz("huge-body").is(403, 1),
                 ],
@@ -662,18 +669,30 @@ fn ext_authz_grpc_differential() {
         }
     }
     assert!(denied_posts >= 4, "{denied_posts} refused POSTs checked");
-    // Every answered check is counted under its CUSTOM policy (flushed on the filter's tick).
-    std::thread::sleep(Duration::from_millis(600));
-    let counted: u64 = mesh
-        .envoy
-        .stats("meshguard_custom_total")
-        .unwrap_or_default()
-        .values()
-        .sum();
-    assert!(
-        mesh_checks > 0 && (mesh_checks as u64..=count as u64).contains(&counted),
-        "{counted} CUSTOM outcomes counted for {mesh_checks} checks in {count} requests"
-    );
+    // Every answered check is counted under its CUSTOM policy (flushed on the filter's tick,
+    // per worker: wait until the last ones are in).
+    let counted = || -> u64 {
+        mesh.envoy
+            .stats("meshguard_custom_total")
+            .unwrap_or_default()
+            .values()
+            .sum()
+    };
+    // One outcome per checked request: those the authorizer saw, and those whose check could
+    // not be made (authorizer down: `statusOnError`).
+    let expected: u64 = cases
+        .iter()
+        .flat_map(|c| c.reqs.iter().map(move |r| (c.name, r)))
+        .filter(|(name, r)| r.checks > 0 || *name == "authorizer-down")
+        .count() as u64;
+    wait_for(Duration::from_secs(5), || counted() >= expected);
+    let counted = counted();
+    if counted != expected {
+        failures.push(format!(
+            "meshguard_custom_total: {counted} outcomes counted, {expected} checked requests ({:?})",
+            mesh.envoy.stats("meshguard_custom_total")
+        ));
+    }
     eprintln!(
         "ext_authz gRPC differential: {count} requests in {} cases, {mesh_checks} checks each side, {counted} counted, {} failures, {:.1}s",
         cases.len(),

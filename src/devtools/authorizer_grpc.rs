@@ -9,8 +9,10 @@
 //!   `x-downstream-ok: yes`;
 //! - `mutate`: OK with every kind of header mutation, `headers_to_remove` (including
 //!   `:path` and `host`, which Envoy ignores) and query parameters set and removed;
+//! - `rewrite`: OK, setting `:path` and `host`, appending to `x-keep`;
 //! - `redirect`: denied, 302 with `location`, two `set-cookie`, body `to login`;
 //! - `unauthorized`: denied, 401 with `www-authenticate`;
+//! - `deny-json`: denied, 429 with its own `content-type: application/json`, `retry-after`;
 //! - `bare-deny`: status PERMISSION_DENIED without `denied_response` (403, empty body);
 //! - `unavailable` / `permission-denied`: the call fails with that gRPC status;
 //! - `garbage`: OK call status, a message that is not a CheckResponse;
@@ -199,6 +201,16 @@ async fn serve(
             allow(&user)
         }
         "mutate" => mutate(),
+        "rewrite" => {
+            let mut w = Writer::new();
+            w.message(1, |_| {});
+            w.message(3, |o| {
+                header_option(o, 2, ":path", "/rewritten?x=1", None, 0);
+                header_option(o, 2, "host", "other.example", None, 0);
+                header_option(o, 2, "x-keep", "more", Some(true), 0);
+            });
+            w.into_bytes()
+        }
         "redirect" => denied(16, 302, "to login", |d| {
             header_option(d, 2, "location", "https://login.example/start", None, 0);
             header_option(d, 2, "set-cookie", "csrf=1; Path=/", None, 0);
@@ -218,6 +230,10 @@ async fn serve(
             w.into_bytes()
         }
         "huge-body" => denied(7, 403, &"b".repeat(1 << 20), |_| {}),
+        "deny-json" => denied(7, 429, r#"{"error":"slow down"}"#, |d| {
+            header_option(d, 2, "content-type", "application/json", None, 0);
+            header_option(d, 2, "retry-after", "7", Some(false), 0);
+        }),
         "unavailable" => return trailers_only(&mut respond, 14),
         "permission-denied" => return trailers_only(&mut respond, 7),
         "drop" => {

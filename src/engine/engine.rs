@@ -379,7 +379,7 @@ impl Engine {
             };
         }
         match (matched, check) {
-            (CustomMatch::None, _) => {}
+            (CustomMatch::None, None) => {}
             (CustomMatch::Deny { reason, policy }, _) => {
                 self.stats.custom(&policy, false);
                 return Outcome::Decided(Box::new(Decision {
@@ -431,10 +431,21 @@ impl Engine {
                 };
                 return Outcome::NeedCheck(Box::new(check));
             }
-            (CustomMatch::Check { policy, .. }, Some(answer)) => {
-                let allowed = matches!(answer.verdict, CheckVerdict::Allow);
-                self.stats.custom(&policy, allowed);
-                if let CheckVerdict::Deny(reply) = &answer.verdict {
+            (matched, Some(answer)) => {
+                // The answer stands for the request as it was checked: counted under the
+                // checked policy, even when an allowing answer rewrote the request out of the
+                // CUSTOM rules' reach (`:path`, headers). `explain`'s assumed answer names no
+                // policy: it counts nothing, and only where a rule matches.
+                let policy = match matched {
+                    _ if !answer.policy.is_empty() => Some(answer.policy.clone()),
+                    CustomMatch::Check { policy, .. } => Some(policy),
+                    _ => None,
+                };
+                if let Some(policy) = &policy {
+                    let allowed = matches!(answer.verdict, CheckVerdict::Allow);
+                    self.stats.custom(policy, allowed);
+                }
+                if let (Some(_), CheckVerdict::Deny(reply)) = (&policy, &answer.verdict) {
                     return Outcome::Decided(Box::new(Decision {
                         verdict: Verdict::Deny(reply.clone()),
                         stage: Stage::ExtAuthz,

@@ -189,6 +189,8 @@ pub struct CheckAnswer {
     pub downstream_ops: Vec<(HeaderAction, String, String)>,
     /// One line for the log: `allowed by provider P (policy ns/name)`, ...
     pub reason: String,
+    /// The CUSTOM policy whose check this answers (empty for `explain`'s assumed answer).
+    pub policy: String,
 }
 
 impl CheckAnswer {
@@ -202,6 +204,7 @@ impl CheckAnswer {
             downstream_add: Vec::new(),
             downstream_ops: Vec::new(),
             reason,
+            policy: String::new(),
         }
     }
 
@@ -229,6 +232,19 @@ impl CheckAnswer {
 /// Interprets an answer: `status` is the `:status` header (None = no response: refused,
 /// reset, timed out), `headers` the other response headers, `body` its body.
 pub(crate) fn answer(
+    p: &HttpProvider,
+    check: &CheckRequest,
+    status: Option<&str>,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> CheckAnswer {
+    CheckAnswer {
+        policy: check.policy.clone(),
+        ..interpret(p, check, status, headers, body)
+    }
+}
+
+fn interpret(
     p: &HttpProvider,
     check: &CheckRequest,
     status: Option<&str>,

@@ -381,6 +381,18 @@ pub(crate) fn answer(
     status: Option<u32>,
     message: &[u8],
 ) -> CheckAnswer {
+    CheckAnswer {
+        policy: check.policy.clone(),
+        ..interpret(p, check, status, message)
+    }
+}
+
+fn interpret(
+    p: &GrpcProvider,
+    check: &CheckRequest,
+    status: Option<u32>,
+    message: &[u8],
+) -> CheckAnswer {
     let who = format!(
         "provider {} (CUSTOM policy {})",
         check.provider_name, check.policy
