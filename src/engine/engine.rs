@@ -1004,6 +1004,22 @@ mod tests {
             let got = e.decide_checked(&req, &answer(verdict), &keys, 0);
             assert!(matches!(got, Outcome::Decided(_)));
         }
+        // An allowing answer that rewrote the request out of the CUSTOM rule counts under the
+        // checked policy; an answer naming no policy (explain's assumption) counts nothing.
+        let moved = RequestAttributes {
+            path: "/y".into(),
+            ..req.clone()
+        };
+        let checked = CheckAnswer {
+            policy: "ns/ext".into(),
+            ..answer(CheckVerdict::Allow)
+        };
+        for a in [checked, answer(CheckVerdict::Allow)] {
+            assert!(matches!(
+                e.decide_checked(&moved, &a, &keys, 0),
+                Outcome::Decided(_)
+            ));
+        }
         let mut got = std::collections::BTreeMap::new();
         e.drain_stats(|name, n| {
             got.insert(name.to_string(), n);
@@ -1016,7 +1032,7 @@ mod tests {
         };
         assert_eq!(
             (custom("allowed"), custom("denied")),
-            (Some(2), Some(1)),
+            (Some(3), Some(1)),
             "{got:?}"
         );
     }

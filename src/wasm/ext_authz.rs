@@ -1,7 +1,8 @@
 //! The CUSTOM (ext_authz) callout: moves the engine's [`CheckRequest`] to the authorizer with
-//! one `dispatch_http_call` and the answer back. The wire format and what an answer means
-//! live in the engine (`meshguard_engine::CheckRequest`, `Engine::check_answer`); here only
-//! bytes move.
+//! one `dispatch_http_call` (or, for an `envoyExtAuthzGrpc` provider, one gRPC call:
+//! `super::ext_authz_grpc`) and the answer back. The wire format and what an answer means
+//! live in the engine (`meshguard_engine::CheckRequest`, `Engine::check_answer`,
+//! `Engine::check_answer_grpc`); here only bytes move.
 //!
 //! One check per request: the request is paused from its headers until the answer (its body,
 //! when the provider asks for it, is buffered first, up to `maxRequestBytes`), so nothing
