@@ -246,8 +246,9 @@ fn cases() -> Vec<Case> {
             reqs: vec![get("/").is(500, 0), get("/").authz("allow").is(500, 0)],
         },
         Case {
-            // The authorizer's headers reach authorization; CUSTOM runs before jwt_authn.
-            name: "custom-then-jwt-and-allow",
+            // CUSTOM, then jwt_authn, then DENY, then ALLOW; the authorizer's headers reach
+            // authorization.
+            name: "custom-then-jwt-deny-allow",
             policies: vec![
                 custom("ext", "grpc", admin_paths()),
                 resource(
@@ -255,6 +256,12 @@ fn cases() -> Vec<Case> {
                     "jwt",
                     "foo",
                     json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": remote_jwks() }] }),
+                ),
+                authz(
+                    "no-delete",
+                    "foo",
+                    "DENY",
+                    json!([{ "to": [{ "operation": { "methods": ["DELETE"] } }] }]),
                 ),
                 authz(
                     "needs-alice",
@@ -273,6 +280,14 @@ fn cases() -> Vec<Case> {
                 get("/admin/x")
                     .h("authorization", "Bearer not.a.jwt")
                     .is(403, 1),
+                Req {
+                    method: "DELETE",
+                    ..get("/admin/x").authz("allow").is(403, 1)
+                },
+                Req {
+                    method: "DELETE",
+                    ..get("/admin/x").is(403, 1)
+                },
                 get("/admin/x")
                     .authz("allow")
                     .h("authorization", "Bearer not.a.jwt")
