@@ -140,7 +140,7 @@ clean:
 # cores. New inputs go to tests/fuzz/target/corpus/<target> (ignored), crashes to
 # tests/fuzz/artifacts/<target>/ (ignored; keep real findings in tests/fuzz/artifacts-found/).
 FUZZ_DIR := tests/fuzz
-FUZZ_TARGETS := jwt_parse_verify jwks_parse config_compile path_template matchers peer_cert
+FUZZ_TARGETS := jwt_parse_verify jwks_parse config_compile path_template matchers peer_cert grpc_check_response
 FUZZ_TARGET ?= matchers
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 25

@@ -93,6 +93,11 @@ fn probes() -> BTreeMap<&'static str, String> {
                 .to_string(),
         ),
         (
+            "envoyExtAuthzGrpc",
+            r#"{"extensionProviders":[{"name":"a","envoyExtAuthzGrpc":{"service":"s","port":1,"PROBE":0}}]}"#
+                .to_string(),
+        ),
+        (
             "includeRequestBodyInCheck",
             r#"{"extensionProviders":[{"name":"a","envoyExtAuthzHttp":{"service":"s","port":1,
                 "includeRequestBodyInCheck":{"PROBE":0}}}]}"#

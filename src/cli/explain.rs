@@ -184,11 +184,19 @@ mod tests {
         for line in [
             "attach:    AuthorizationPolicy foo/to-gw: applies (targetRef Gateway gw is this gateway)",
             "attach:    AuthorizationPolicy foo/to-other: ignored (targetRefs [Gateway/other] do not name Gateway foo/gw)",
-            "ext_authz: the authorizer's answer is assumed to allow",
+            "ext_authz: the authorizer's answer is assumed to allow (provider authz (envoyExtAuthzHttp via cluster outbound|80||authz, timeout 600000ms))",
             "policy:    CUSTOM foo/to-gw: rule[0] matches",
         ] {
             assert!(e.text.contains(line), "{line}\n{}", e.text);
         }
+        let grpc = cfg.replace(
+            r#""envoyExtAuthzHttp":{"port":80,"service":"authz"}"#,
+            r#""envoyExtAuthzGrpc":{"port":9000,"service":"authz","timeout":"250ms"}"#,
+        );
+        assert_ne!(grpc, cfg);
+        let e = explain(&grpc, &described("/", None)).unwrap();
+        let line = "ext_authz: the authorizer's answer is assumed to allow (provider authz (envoyExtAuthzGrpc: envoy.service.auth.v3.Authorization/Check via cluster outbound|9000||authz, timeout 250ms))";
+        assert!(e.text.contains(line), "{line}\n{}", e.text);
     }
 
     #[test]

@@ -30,7 +30,11 @@
 //!   (`getBadCustomDenyRules`). The cluster is `clusters["service:port"]`, else
 //!   `outbound|port||host`.
 //!
-//! Out of scope (an error here): gRPC providers, `experimental.*` when keys; waypoint
+//!   An `envoyExtAuthzGrpc` provider per `generateGRPCConfig`: `grpc_service.envoy_grpc`
+//!   (cluster, authority = the service's host), `grpc_service.timeout`, the same failure mode,
+//!   status on error, body settings and gate.
+//!
+//! Out of scope (an error here): `experimental.*` when keys; waypoint
 //! attachments.
 
 use super::Result;
@@ -180,11 +184,15 @@ fn custom(filter_json: &Value, applicable: &[&Value]) -> Result<Vec<Value>> {
             .into_iter()
             .flatten()
             .find(|p| p["name"] == one.as_str())
-            .map(|p| p["envoyExtAuthzHttp"].clone())
-            .filter(|h| !h.is_null()),
+            .and_then(|p| {
+                [("envoyExtAuthzHttp", false), ("envoyExtAuthzGrpc", true)]
+                    .into_iter()
+                    .find(|(k, _)| !p[*k].is_null())
+                    .map(|(k, grpc)| (p[k].clone(), grpc))
+            }),
         _ => None,
     };
-    let Some(http) = config else {
+    let Some((provider, grpc)) = config else {
         // `getBadCustomDenyRules`.
         let deny: Map<String, Value> = rules
             .into_iter()
@@ -200,14 +208,16 @@ fn custom(filter_json: &Value, applicable: &[&Value]) -> Result<Vec<Value>> {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
         "shadow_rules": { "action": "DENY", "policies": rules },
         "shadow_rules_stat_prefix": "istio_ext_authz_" } });
-    Ok(vec![
-        marker,
-        ext_authz_http(&http, &filter_json["clusters"])?,
-    ])
+    let ext_authz = if grpc {
+        ext_authz_grpc(&provider, &filter_json["clusters"])?
+    } else {
+        ext_authz_http(&provider, &filter_json["clusters"])?
+    };
+    Ok(vec![marker, ext_authz])
 }
 
-/// `extauthz.go` `generateHTTPConfig`.
-fn ext_authz_http(h: &Value, clusters: &Value) -> Result<Value> {
+/// The cluster and host of a provider's `service` / `port` (istiod's `LookupCluster`).
+fn provider_cluster(h: &Value, clusters: &Value) -> (String, String) {
     let service = h["service"].as_str().unwrap_or("");
     let port = h["port"].as_u64().unwrap_or(0);
     let host = service.rsplit_once('/').map_or(service, |(_, h)| h);
@@ -215,6 +225,54 @@ fn ext_authz_http(h: &Value, clusters: &Value) -> Result<Value> {
         .as_str()
         .map(str::to_string)
         .unwrap_or_else(|| format!("outbound|{port}||{host}"));
+    (cluster, host.to_string())
+}
+
+/// The parts of the ext_authz filter both kinds share: failure mode, status on error, body,
+/// and the gate on the CUSTOM marking RBAC filter.
+fn ext_authz_common(cfg: &mut Value, h: &Value) -> Result<()> {
+    cfg["@type"] = json!("type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz");
+    cfg["transport_api_version"] = json!("V3");
+    cfg["failure_mode_allow"] = json!(h["failOpen"].as_bool().unwrap_or(false));
+    cfg["filter_enabled_metadata"] = json!({
+        "filter": "envoy.filters.http.rbac",
+        "path": [ { "key": "istio_ext_authz_shadow_effective_policy_id" } ],
+        "value": { "string_match": { "prefix": "istio-ext-authz" } }
+    });
+    if let Some(code) = h["statusOnError"].as_str().filter(|s| !s.is_empty()) {
+        let code: u64 = code
+            .parse()
+            .map_err(|_| format!("statusOnError {code:?}"))?;
+        cfg["status_on_error"] = json!({ "code": code });
+    }
+    if let Some(b) = h["includeRequestBodyInCheck"].as_object() {
+        cfg["with_request_body"] = json!({
+            "max_request_bytes": b.get("maxRequestBytes").cloned().unwrap_or(json!(0)),
+            "allow_partial_message": b.get("allowPartialMessage").cloned().unwrap_or(json!(false)),
+            "pack_as_bytes": b.get("packAsBytes").cloned().unwrap_or(json!(false)),
+        });
+    }
+    Ok(())
+}
+
+/// `extauthz.go` `generateGRPCConfig`: `envoy_grpc` with the cluster and the service's host
+/// as authority, the timeout (default 600s) on the gRPC service.
+fn ext_authz_grpc(h: &Value, clusters: &Value) -> Result<Value> {
+    let (cluster, host) = provider_cluster(h, clusters);
+    let timeout = proto_duration(h["timeout"].as_str().unwrap_or("600s"))?;
+    let mut cfg = json!({
+        "grpc_service": {
+            "envoy_grpc": { "cluster_name": cluster, "authority": host },
+            "timeout": timeout,
+        },
+    });
+    ext_authz_common(&mut cfg, h)?;
+    Ok(json!({ "name": "envoy.filters.http.ext_authz", "typed_config": cfg }))
+}
+
+/// `extauthz.go` `generateHTTPConfig`.
+fn ext_authz_http(h: &Value, clusters: &Value) -> Result<Value> {
+    let (cluster, host) = provider_cluster(h, clusters);
     let timeout = proto_duration(h["timeout"].as_str().unwrap_or("600s"))?;
     let patterns = |field: &str| -> Option<Value> {
         let list: Vec<Value> = h[field]
@@ -271,30 +329,8 @@ fn ext_authz_http(h: &Value, clusters: &Value) -> Result<Value> {
         }
         service_cfg["authorization_response"] = Value::Object(resp);
     }
-    let mut cfg = json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-        "transport_api_version": "V3",
-        "failure_mode_allow": h["failOpen"].as_bool().unwrap_or(false),
-        "http_service": service_cfg,
-        "filter_enabled_metadata": {
-            "filter": "envoy.filters.http.rbac",
-            "path": [ { "key": "istio_ext_authz_shadow_effective_policy_id" } ],
-            "value": { "string_match": { "prefix": "istio-ext-authz" } }
-        }
-    });
-    if let Some(code) = h["statusOnError"].as_str().filter(|s| !s.is_empty()) {
-        let code: u64 = code
-            .parse()
-            .map_err(|_| format!("statusOnError {code:?}"))?;
-        cfg["status_on_error"] = json!({ "code": code });
-    }
-    if let Some(b) = h["includeRequestBodyInCheck"].as_object() {
-        cfg["with_request_body"] = json!({
-            "max_request_bytes": b.get("maxRequestBytes").cloned().unwrap_or(json!(0)),
-            "allow_partial_message": b.get("allowPartialMessage").cloned().unwrap_or(json!(false)),
-            "pack_as_bytes": b.get("packAsBytes").cloned().unwrap_or(json!(false)),
-        });
-    }
+    let mut cfg = json!({ "http_service": service_cfg });
+    ext_authz_common(&mut cfg, h)?;
     Ok(json!({ "name": "envoy.filters.http.ext_authz", "typed_config": cfg }))
 }
 

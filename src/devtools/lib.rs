@@ -4,6 +4,7 @@
 //! Envoy configs. None of this is compiled into the wasm module.
 
 pub mod authorizer;
+pub mod authorizer_grpc;
 pub mod bench;
 pub mod ca;
 pub mod certs;

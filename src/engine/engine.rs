@@ -55,6 +55,28 @@ pub enum Outcome {
     Decided(Box<Decision>),
 }
 
+/// `provider NAME (envoyExtAuthzGrpc: Authorization/Check via cluster C, timeout T)`, for
+/// `validate`, `explain` and the startup log.
+fn describe_provider(p: &config::ExtensionProvider) -> String {
+    match &p.kind {
+        ProviderKind::Http(h) => format!(
+            "provider {} (envoyExtAuthzHttp via cluster {}, timeout {}ms)",
+            p.name,
+            h.cluster,
+            h.timeout.as_millis()
+        ),
+        ProviderKind::Grpc(g) => format!(
+            "provider {} (envoyExtAuthzGrpc: {}/{} via cluster {}, timeout {}ms)",
+            p.name,
+            crate::ext_authz_grpc::SERVICE,
+            crate::ext_authz_grpc::METHOD,
+            g.cluster,
+            g.timeout.as_millis()
+        ),
+        ProviderKind::Other(kind) => format!("provider {} ({kind})", p.name),
+    }
+}
+
 impl Engine {
     /// Parses and compiles a plugin configuration (docs/configuration.md).
     pub fn from_json(json: &str) -> Result<Self, ConfigError> {
@@ -80,17 +102,40 @@ impl Engine {
             count(cfg.peer_authentications.iter().filter(|r| r.applies).count(), cfg.peer_authentications.len()),
             authn.remote_jwks().len(),
         );
+        let summary = match authz
+            .custom_provider()
+            .and_then(|i| cfg.extension_providers.get(i))
+        {
+            Some(p) => format!("{summary}, CUSTOM checks by {}", describe_provider(p)),
+            None => summary,
+        };
         let stats = Stats::new(
             &authz.policy_names(),
             &authz.dry_run_actions(),
             authn.issuers(),
             &peer.policy_names(),
         );
+        // A gRPC CheckRequest carries the peer addresses and principal (Envoy's
+        // `AttributeContext.source` / `destination`).
+        let check_needs = match authz
+            .custom_provider()
+            .and_then(|i| cfg.extension_providers.get(i))
+            .map(|p| &p.kind)
+        {
+            Some(ProviderKind::Grpc(_)) => Needs {
+                peer_identity: true,
+                source_address: true,
+                direct_remote: false,
+                destination: true,
+                sni: false,
+            },
+            _ => Needs::default(),
+        };
         Ok(Engine {
             stats,
             log: DecisionLog::new(cfg.decision_log.clone()),
-            needs: peer.needs().union(authz.needs()),
-            peer_needs: peer.needs(),
+            needs: peer.needs().union(authz.needs()).union(check_needs),
+            peer_needs: peer.needs().union(check_needs),
             authz_headers: authz.read_headers(),
             peer,
             authn,
@@ -196,6 +241,21 @@ impl Engine {
         }
     }
 
+    /// Interprets the gRPC authorizer's answer to `check`: `status` is the call's gRPC status
+    /// (None when the call could not be made), `message` the CheckResponse bytes.
+    pub fn check_answer_grpc(
+        &self,
+        check: &CheckRequest,
+        status: Option<u32>,
+        message: &[u8],
+    ) -> CheckAnswer {
+        match self.providers.get(check.provider).map(|p| &p.kind) {
+            Some(ProviderKind::Grpc(p)) => crate::ext_authz_grpc::answer(p, check, status, message),
+            // Unreachable: gRPC checks are only built for gRPC providers. Refuse.
+            _ => self.check_answer(check, None, &[], &[]),
+        }
+    }
+
     /// Whether any CUSTOM policy applies (the adapter then keeps the request body until the
     /// check, when the provider asks for it).
     pub fn has_custom(&self) -> bool {
@@ -235,13 +295,7 @@ impl Engine {
             }),
             mutations: HeaderMutations::default(),
         };
-        let assumed = CheckAnswer {
-            verdict: CheckVerdict::Allow,
-            upstream_set: Vec::new(),
-            upstream_remove: Vec::new(),
-            downstream_add: Vec::new(),
-            reason: "the authorizer's answer is assumed to allow".into(),
-        };
+        let assumed = CheckAnswer::pass("the authorizer's answer is assumed to allow".into());
         let decision = match self.run(req, Some(&assumed), authenticate, Some(&mut trace)) {
             Outcome::Decided(d) => *d,
             // Unreachable: the assumed authentication never waits for keys, and the check is
@@ -309,17 +363,23 @@ impl Engine {
             t.ext_authz = match (&matched, check) {
                 (CustomMatch::None, _) => None,
                 (CustomMatch::Deny { reason, .. }, _) => Some(reason.clone()),
-                (CustomMatch::Check { .. }, Some(a)) => Some(a.reason.clone()),
-                (CustomMatch::Check { provider, policy }, None) => Some(format!(
-                    "CUSTOM policy {policy} matches: the request goes to provider {}",
+                (CustomMatch::Check { provider, .. }, Some(a)) => Some(format!(
+                    "{} ({})",
+                    a.reason,
                     self.providers
                         .get(*provider)
-                        .map_or("?", |p| p.name.as_str())
+                        .map_or("?".into(), describe_provider)
+                )),
+                (CustomMatch::Check { provider, policy }, None) => Some(format!(
+                    "CUSTOM policy {policy} matches: the request goes to {}",
+                    self.providers
+                        .get(*provider)
+                        .map_or("?".into(), describe_provider)
                 )),
             };
         }
         match (matched, check) {
-            (CustomMatch::None, _) => {}
+            (CustomMatch::None, None) => {}
             (CustomMatch::Deny { reason, policy }, _) => {
                 self.stats.custom(&policy, false);
                 return Outcome::Decided(Box::new(Decision {
@@ -341,35 +401,51 @@ impl Engine {
                 }));
             }
             (CustomMatch::Check { provider, policy }, None) => {
-                let Some(ProviderKind::Http(p)) = self.providers.get(provider).map(|p| &p.kind)
-                else {
-                    // Unreachable: the stage only targets HTTP providers.
-                    return Outcome::Decided(Box::new(Decision {
-                        verdict: Verdict::Deny(LocalReply {
-                            status: 403,
-                            body: RBAC_DENIED_BODY.into(),
-                            headers: Vec::new(),
-                            details: "ext_authz_error".into(),
-                        }),
-                        stage: Stage::ExtAuthz,
-                        reason: "no usable extension provider".into(),
-                        mutations: Default::default(),
-                        policy: None,
-                        rule: None,
-                        jwt: None,
-                        audit: None,
-                        dry_run: Vec::new(),
-                    }));
-                };
                 let name = self.providers.get(provider).map_or("", |p| p.name.as_str());
-                return Outcome::NeedCheck(Box::new(CheckRequest::new(
-                    provider, name, &policy, p, req,
-                )));
+                let check = match self.providers.get(provider).map(|p| &p.kind) {
+                    Some(ProviderKind::Http(p)) => {
+                        CheckRequest::new(provider, name, &policy, p, req)
+                    }
+                    Some(ProviderKind::Grpc(p)) => {
+                        CheckRequest::new_grpc(provider, name, &policy, p, req)
+                    }
+                    // Unreachable: the stage only targets authorization providers.
+                    _ => {
+                        return Outcome::Decided(Box::new(Decision {
+                            verdict: Verdict::Deny(LocalReply {
+                                status: 403,
+                                body: RBAC_DENIED_BODY.into(),
+                                headers: Vec::new(),
+                                details: "ext_authz_error".into(),
+                            }),
+                            stage: Stage::ExtAuthz,
+                            reason: "no usable extension provider".into(),
+                            mutations: Default::default(),
+                            policy: None,
+                            rule: None,
+                            jwt: None,
+                            audit: None,
+                            dry_run: Vec::new(),
+                        }))
+                    }
+                };
+                return Outcome::NeedCheck(Box::new(check));
             }
-            (CustomMatch::Check { policy, .. }, Some(answer)) => {
-                let allowed = matches!(answer.verdict, CheckVerdict::Allow);
-                self.stats.custom(&policy, allowed);
-                if let CheckVerdict::Deny(reply) = &answer.verdict {
+            (matched, Some(answer)) => {
+                // The answer stands for the request as it was checked: counted under the
+                // checked policy, even when an allowing answer rewrote the request out of the
+                // CUSTOM rules' reach (`:path`, headers). `explain`'s assumed answer names no
+                // policy: it counts nothing, and only where a rule matches.
+                let policy = match matched {
+                    _ if !answer.policy.is_empty() => Some(answer.policy.clone()),
+                    CustomMatch::Check { policy, .. } => Some(policy),
+                    _ => None,
+                };
+                if let Some(policy) = &policy {
+                    let allowed = matches!(answer.verdict, CheckVerdict::Allow);
+                    self.stats.custom(policy, allowed);
+                }
+                if let (Some(_), CheckVerdict::Deny(reply)) = (&policy, &answer.verdict) {
                     return Outcome::Decided(Box::new(Decision {
                         verdict: Verdict::Deny(reply.clone()),
                         stage: Stage::ExtAuthz,
@@ -744,21 +820,53 @@ mod tests {
         assert!(trace.policies[0].dry_run && trace.policies[0].matched_rule() == Some(0));
     }
 
+    /// A gRPC provider: the check is a gRPC call, its answer decides, the upstream headers
+    /// it sets reach authorization; the connection facts the CheckRequest carries are read.
     #[test]
-    fn a_grpc_provider_is_refused_when_a_policy_uses_it() {
-        let cfg = |uses: bool| {
-            json!({ "workload": { "namespace": "ns" },
-                "extensionProviders": [{ "name": "g", "envoyExtAuthzGrpc": { "service": "g", "port": 9000 } }],
-                "policies": if uses { json!([{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
-                    "metadata": { "name": "ext", "namespace": "ns" },
-                    "spec": { "action": "CUSTOM", "provider": { "name": "g" }, "rules": [{}] } }]) } else { json!([]) } })
-        };
-        assert!(Engine::from_json(&cfg(false).to_string()).is_ok());
-        let err = Engine::from_json(&cfg(true).to_string()).unwrap_err();
-        assert_eq!(err.path, "policies[0].spec.provider.name");
+    fn a_grpc_provider_is_checked_over_grpc() {
+        let cfg = json!({ "workload": { "namespace": "ns" },
+            "extensionProviders": [{ "name": "g", "envoyExtAuthzGrpc": { "service": "g.ns.svc.cluster.local", "port": 9000 } }],
+            "policies": [{ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "ext", "namespace": "ns" },
+                "spec": { "action": "CUSTOM", "provider": { "name": "g" }, "rules": [{}] } },
+                { "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": "alice", "namespace": "ns" },
+                "spec": { "action": "ALLOW", "rules": [{ "when": [{ "key": "request.headers[x-user]", "values": ["alice"] }] }] } }] });
+        let e = Engine::from_json(&cfg.to_string()).unwrap();
         assert!(
-            err.message.contains("gRPC ext_authz is not supported"),
-            "{err}"
+            e.summary().ends_with("CUSTOM checks by provider g (envoyExtAuthzGrpc: envoy.service.auth.v3.Authorization/Check via cluster outbound|9000||g.ns.svc.cluster.local, timeout 600000ms)"),
+            "{}",
+            e.summary()
+        );
+        assert!(e.needs_for(&get("/")).source_address && e.needs_for(&get("/")).destination);
+        let keys = crate::authn::InlineKeysOnly;
+        let Outcome::NeedCheck(check) = e.decide(&get("/"), &keys, 0) else {
+            panic!("a check")
+        };
+        assert_eq!(check.cluster, "outbound|9000||g.ns.svc.cluster.local");
+        assert!(check.grpc.is_some() && check.headers.is_empty());
+        let mut ok = crate::proto::Writer::new();
+        ok.message(1, |_| {});
+        ok.message(3, |o| {
+            o.message(2, |h| {
+                h.message(1, |kv| {
+                    kv.string(1, "x-user").string(2, "alice");
+                });
+            });
+        });
+        let answer = e.check_answer_grpc(&check, Some(0), &ok.into_bytes());
+        let mut req = get("/");
+        answer.apply_to(&mut req);
+        let Outcome::Decided(d) = e.decide_checked(&req, &answer, &keys, 0) else {
+            panic!("decided")
+        };
+        assert_eq!(d.verdict, Verdict::Allow, "{}", d.reason);
+        let failed = e.check_answer_grpc(&check, Some(14), b"");
+        let Outcome::Decided(d) = e.decide_checked(&get("/"), &failed, &keys, 0) else {
+            panic!("decided")
+        };
+        assert!(
+            matches!(&d.verdict, Verdict::Deny(r) if r.status == 403 && r.details == "ext_authz_error")
         );
     }
 
@@ -884,10 +992,7 @@ mod tests {
         assert!(matches!(e.decide(&req, &keys, 0), Outcome::NeedCheck(_)));
         let answer = |verdict| CheckAnswer {
             verdict,
-            upstream_set: Vec::new(),
-            upstream_remove: Vec::new(),
-            downstream_add: Vec::new(),
-            reason: "test".into(),
+            ..CheckAnswer::pass("test".into())
         };
         let deny = CheckVerdict::Deny(LocalReply {
             status: 403,
@@ -898,6 +1003,22 @@ mod tests {
         for verdict in [CheckVerdict::Allow, CheckVerdict::Allow, deny] {
             let got = e.decide_checked(&req, &answer(verdict), &keys, 0);
             assert!(matches!(got, Outcome::Decided(_)));
+        }
+        // An allowing answer that rewrote the request out of the CUSTOM rule counts under the
+        // checked policy; an answer naming no policy (explain's assumption) counts nothing.
+        let moved = RequestAttributes {
+            path: "/y".into(),
+            ..req.clone()
+        };
+        let checked = CheckAnswer {
+            policy: "ns/ext".into(),
+            ..answer(CheckVerdict::Allow)
+        };
+        for a in [checked, answer(CheckVerdict::Allow)] {
+            assert!(matches!(
+                e.decide_checked(&moved, &a, &keys, 0),
+                Outcome::Decided(_)
+            ));
         }
         let mut got = std::collections::BTreeMap::new();
         e.drain_stats(|name, n| {
@@ -911,7 +1032,7 @@ mod tests {
         };
         assert_eq!(
             (custom("allowed"), custom("denied")),
-            (Some(2), Some(1)),
+            (Some(3), Some(1)),
             "{got:?}"
         );
     }

@@ -28,8 +28,11 @@
 //! matches.
 
 use crate::attrs::RequestAttributes;
-use crate::config::providers::{any_matches, BodySettings, HeaderPattern, HttpProvider};
+use crate::config::providers::{
+    any_matches, BodySettings, GrpcProvider, HeaderPattern, HttpProvider,
+};
 use crate::decision::LocalReply;
+use crate::ext_authz_grpc::{CallEnv, GrpcCall};
 use std::time::Duration;
 
 /// The header Envoy adds to a check request when the body is included.
@@ -52,6 +55,8 @@ pub struct CheckRequest {
     pub timeout: Duration,
     /// Set when the provider wants the body: the adapter buffers up to this much first.
     pub body: Option<BodySettings>,
+    /// Set for an `envoyExtAuthzGrpc` provider: the check is a gRPC call (`headers` unused).
+    pub grpc: Option<GrpcCall>,
 }
 
 impl CheckRequest {
@@ -95,7 +100,37 @@ impl CheckRequest {
             headers,
             timeout: p.timeout,
             body: p.body,
+            grpc: None,
         }
+    }
+
+    /// Builds the gRPC check of `req` for `provider`.
+    pub(crate) fn new_grpc(
+        provider: usize,
+        provider_name: &str,
+        policy: &str,
+        p: &GrpcProvider,
+        req: &RequestAttributes,
+    ) -> Self {
+        CheckRequest {
+            provider,
+            provider_name: provider_name.to_string(),
+            policy: policy.to_string(),
+            cluster: p.cluster.clone(),
+            headers: Vec::new(),
+            timeout: p.timeout,
+            body: p.body,
+            grpc: Some(GrpcCall::new(p, req)),
+        }
+    }
+
+    /// The serialised gRPC CheckRequest (empty for an HTTP check); `body`: the buffered body
+    /// and whether it was cut at `maxRequestBytes`.
+    pub fn grpc_message(&self, body: Option<(&[u8], bool)>, env: &CallEnv) -> Vec<u8> {
+        self.grpc
+            .as_ref()
+            .map(|g| g.message(body, env))
+            .unwrap_or_default()
     }
 
     /// Records the buffered body that goes with the check (`partial`: cut at
@@ -120,6 +155,17 @@ fn set(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
     }
 }
 
+/// How a header from a gRPC answer is applied (Envoy's `HeaderValueOption.append_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderAction {
+    /// Another value (`addCopy`).
+    Add,
+    AddIfAbsent,
+    /// Replace or add (`setCopy`).
+    Set,
+    OverwriteIfExists,
+}
+
 /// What the authorizer's answer means for the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckVerdict {
@@ -135,21 +181,30 @@ pub struct CheckAnswer {
     pub upstream_set: Vec<(String, String)>,
     /// Removed from the upstream request, when allowed.
     pub upstream_remove: Vec<String>,
+    /// Added to the upstream request after the removals (more values), when allowed.
+    pub upstream_add: Vec<(String, String)>,
     /// Added to the response, when allowed.
     pub downstream_add: Vec<(String, String)>,
+    /// Applied to the response after `downstream_add`, in order, when allowed (gRPC).
+    pub downstream_ops: Vec<(HeaderAction, String, String)>,
     /// One line for the log: `allowed by provider P (policy ns/name)`, ...
     pub reason: String,
+    /// The CUSTOM policy whose check this answers (empty for `explain`'s assumed answer).
+    pub policy: String,
 }
 
 impl CheckAnswer {
     /// The request continues without a check result (an error under `failOpen`).
-    fn pass(reason: String) -> Self {
+    pub(crate) fn pass(reason: String) -> Self {
         CheckAnswer {
             verdict: CheckVerdict::Allow,
             upstream_set: Vec::new(),
             upstream_remove: Vec::new(),
+            upstream_add: Vec::new(),
             downstream_add: Vec::new(),
+            downstream_ops: Vec::new(),
             reason,
+            policy: String::new(),
         }
     }
 
@@ -170,12 +225,26 @@ impl CheckAnswer {
                 _ => req.headers.push((n.clone(), v.clone())),
             }
         }
+        req.headers.extend(self.upstream_add.iter().cloned());
     }
 }
 
 /// Interprets an answer: `status` is the `:status` header (None = no response: refused,
 /// reset, timed out), `headers` the other response headers, `body` its body.
 pub(crate) fn answer(
+    p: &HttpProvider,
+    check: &CheckRequest,
+    status: Option<&str>,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> CheckAnswer {
+    CheckAnswer {
+        policy: check.policy.clone(),
+        ..interpret(p, check, status, headers, body)
+    }
+}
+
+fn interpret(
     p: &HttpProvider,
     check: &CheckRequest,
     status: Option<&str>,
@@ -238,7 +307,7 @@ pub(crate) fn answer(
             upstream_set: pick(&p.headers_to_upstream_on_allow),
             upstream_remove,
             downstream_add: pick(&p.headers_to_downstream_on_allow),
-            reason: format!("allowed by ext_authz {who}"),
+            ..CheckAnswer::pass(format!("allowed by ext_authz {who}"))
         };
     }
     let deny = &p.headers_to_downstream_on_deny;
@@ -261,7 +330,7 @@ pub(crate) fn answer(
 }
 
 impl CheckAnswer {
-    fn deny(mut self, reply: LocalReply) -> Self {
+    pub(crate) fn deny(mut self, reply: LocalReply) -> Self {
         self.verdict = CheckVerdict::Deny(reply);
         self
     }

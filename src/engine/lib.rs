@@ -11,12 +11,14 @@ mod decision_log;
 pub mod duration;
 mod engine;
 mod ext_authz;
+mod ext_authz_grpc;
 mod fast_hash;
 pub mod istio;
 mod jwks_cache;
 mod jwt;
 mod peer;
 mod peer_cert;
+pub mod proto;
 pub mod stats;
 mod trace;
 
@@ -24,7 +26,12 @@ mod trace;
 pub use attrs::{AuthContext, ConnectionInfo, Needs, RequestAttributes, VerifiedJwt};
 pub use decision::{Decision, Stage, Verdict};
 pub use engine::{Engine, Outcome};
-pub use ext_authz::{CheckAnswer, CheckRequest, CheckVerdict};
+pub use ext_authz::{CheckAnswer, CheckRequest, CheckVerdict, HeaderAction};
+pub use ext_authz_grpc::{CallEnv, GrpcCall};
+/// The gRPC ext_authz service and method names.
+pub mod ext_authz_grpc_names {
+    pub use crate::ext_authz_grpc::{METHOD, SERVICE};
+}
 pub use istio::authorization_policy::Action;
 pub use jwks_cache::{Fetcher, JwksCache, Report, SharedStore};
 pub use peer_cert::{sans_from_der, sans_from_url_encoded_pem};

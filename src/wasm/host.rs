@@ -33,7 +33,7 @@ fn property(path: &[&str]) -> Option<Vec<u8>> {
     hostcalls::get_property(path.to_vec()).ok().flatten()
 }
 
-fn property_string(path: &[&str]) -> Option<String> {
+pub(crate) fn property_string(path: &[&str]) -> Option<String> {
     property(path).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 

@@ -68,6 +68,25 @@ impl Context for Filter {
         let answer = ext_authz::read_answer(&pending.engine, &pending.check, body_size);
         self.answered(pending, answer, true);
     }
+
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        let CheckState::AwaitAnswer { token, pending } =
+            std::mem::replace(&mut self.check, CheckState::None)
+        else {
+            return;
+        };
+        if token != token_id {
+            self.check = CheckState::AwaitAnswer { token, pending };
+            return;
+        }
+        let answer = super::ext_authz_grpc::read_answer(
+            &pending.engine,
+            &pending.check,
+            status_code,
+            response_size,
+        );
+        self.answered(pending, answer, true);
+    }
 }
 
 impl Filter {
@@ -127,12 +146,14 @@ impl Filter {
                 Action::Pause
             }
             Outcome::NeedCheck(check) => {
+                let headers_sent = check.body.is_some() && !end_of_stream;
                 let pending = Pending {
                     engine,
                     attrs,
                     check,
+                    headers_sent,
                 };
-                if pending.check.body.is_some() && !end_of_stream {
+                if headers_sent {
                     // proxy-wasm cannot hold the headers and still read the body (Envoy
                     // turns a paused header callback into StopAllIterationAndWatermark):
                     // the headers continue, the body is held until the answer.
@@ -144,8 +165,11 @@ impl Filter {
         }
     }
 
-    fn send_check(&mut self, pending: Pending, body: Option<Vec<u8>>) -> Action {
-        match ext_authz::dispatch(&pending.check, body.as_deref()) {
+    fn send_check(&mut self, pending: Pending, body: Option<(Vec<u8>, bool, usize)>) -> Action {
+        let body = body
+            .as_ref()
+            .map(|(b, partial, received)| (b.as_slice(), *partial, *received));
+        match ext_authz::dispatch(&pending.check, body, self.context_id) {
             Ok(token) => {
                 self.check = CheckState::AwaitAnswer { token, pending };
                 Action::Pause
@@ -161,12 +185,19 @@ impl Filter {
     /// request gets the authorizer's headers and goes on to authentication and authorization.
     fn answered(&mut self, pending: Pending, answer: CheckAnswer, resume: bool) -> Action {
         let Pending {
-            engine, mut attrs, ..
+            engine,
+            mut attrs,
+            check,
+            headers_sent,
         } = pending;
         if answer.verdict == CheckVerdict::Allow {
+            if headers_sent {
+                ext_authz::warn_headers_gone(&answer, &check);
+            }
             ext_authz::apply_upstream(&answer, &mut attrs);
             self.check = CheckState::Answered {
                 downstream_add: answer.downstream_add.clone(),
+                downstream_ops: answer.downstream_ops.clone(),
             };
         }
         self.proceed(engine, attrs, Some(answer), resume, true)
@@ -218,9 +249,10 @@ impl HttpContext for Filter {
                     return Action::Pause;
                 }
                 let (bytes, _) = ext_authz::buffered_body(body_size, max);
+                let partial = body_size >= max;
                 let mut pending = pending;
-                pending.check.set_body(bytes.len(), body_size >= max);
-                self.send_check(pending, Some(bytes))
+                pending.check.set_body(bytes.len(), partial);
+                self.send_check(pending, Some((bytes, partial, body_size)))
             }
             CheckState::AwaitAnswer { token, pending } => {
                 self.check = CheckState::AwaitAnswer { token, pending };
@@ -238,8 +270,12 @@ impl HttpContext for Filter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        if let CheckState::Answered { downstream_add } = &self.check {
-            ext_authz::add_downstream(downstream_add);
+        if let CheckState::Answered {
+            downstream_add,
+            downstream_ops,
+        } = &self.check
+        {
+            ext_authz::add_downstream(downstream_add, downstream_ops);
         }
         Action::Continue
     }

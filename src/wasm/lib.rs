@@ -6,6 +6,7 @@
 #![cfg(target_arch = "wasm32")]
 
 mod ext_authz;
+mod ext_authz_grpc;
 mod header_map;
 mod host;
 mod host_crypto;

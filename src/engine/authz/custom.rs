@@ -17,8 +17,8 @@
 //! - one provider per workload: CUSTOM policies naming two different providers, or a
 //!   provider `extensionProviders` lacks, make istiod generate DENY rules from the CUSTOM
 //!   rules (`getBadCustomDenyRules`), so the requests they match are refused with RBAC's 403.
-//!   meshguard does the same and says why in a warning. A provider that is an
-//!   `envoyExtAuthzGrpc` is a config error here (gRPC callouts are not implemented).
+//!   meshguard does the same and says why in a warning. The provider is an
+//!   `envoyExtAuthzHttp` (`crate::ext_authz`) or an `envoyExtAuthzGrpc` (`crate::ext_authz_grpc`).
 //!
 //! Cost: one indexed policy-set lookup per request (the same index as the other actions).
 
@@ -150,16 +150,6 @@ impl CustomStage {
                 .as_ref()
                 .and_then(|p| p.name.as_deref())
                 .unwrap_or_default();
-            if let Some(p) = providers.iter().find(|p| p.name == name) {
-                if p.kind == ProviderKind::Grpc {
-                    return Err(ConfigError::new(
-                        join(&join(&res.path, "spec.provider"), "name"),
-                        format!(
-                            "provider {name:?} is an envoyExtAuthzGrpc provider: gRPC ext_authz is not supported yet, use envoyExtAuthzHttp"
-                        ),
-                    ));
-                }
-            }
             let policy = compile::policy(res, bundle, warnings);
             if dry_run(res, warnings) {
                 dry.push(policy);
@@ -173,7 +163,12 @@ impl CustomStage {
         let target = match names.as_slice() {
             [] => Target::Nothing,
             [one] => match providers.iter().position(|p| p.name == *one) {
-                Some(i) if matches!(providers[i].kind, ProviderKind::Http(_)) => {
+                Some(i)
+                    if matches!(
+                        providers[i].kind,
+                        ProviderKind::Http(_) | ProviderKind::Grpc(_)
+                    ) =>
+                {
                     Target::Provider(i)
                 }
                 Some(_) => Target::Broken(format!(
@@ -198,6 +193,14 @@ impl CustomStage {
             dry: PolicySet::new(dry),
             target,
         })
+    }
+
+    /// The provider the enforced CUSTOM policies send their checks to.
+    pub(crate) fn provider(&self) -> Option<usize> {
+        match self.target {
+            Target::Provider(i) => Some(i),
+            _ => None,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {

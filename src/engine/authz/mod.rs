@@ -197,6 +197,11 @@ impl Authorizer {
     }
 
     /// Whether any CUSTOM policy applies.
+    /// The provider CUSTOM checks go to, if any.
+    pub(crate) fn custom_provider(&self) -> Option<usize> {
+        self.custom.provider()
+    }
+
     pub fn has_custom(&self) -> bool {
         !self.custom.is_empty()
     }

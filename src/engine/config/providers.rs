@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The provider kinds of MeshConfig that are not authorization: accepted, ignored.
-const OTHER_KINDS: [&str; 14] = [
+const OTHER_KINDS: [&str; 13] = [
     "zipkin",
     "lightstep",
     "datadog",
@@ -35,7 +35,6 @@ const OTHER_KINDS: [&str; 14] = [
     "envoyTcpAls",
     "envoyOtelAls",
     "sds",
-    "envoyExtAuthzGrpc",
 ];
 
 /// One authorization provider, compiled.
@@ -49,8 +48,8 @@ pub struct ExtensionProvider {
 pub enum ProviderKind {
     /// `envoyExtAuthzHttp`.
     Http(HttpProvider),
-    /// `envoyExtAuthzGrpc`: parsed, not callable yet (a CUSTOM policy naming it is refused).
-    Grpc,
+    /// `envoyExtAuthzGrpc`.
+    Grpc(GrpcProvider),
     /// A tracing / logging / metrics provider: not an authorizer.
     Other(String),
 }
@@ -96,6 +95,32 @@ impl HttpProvider {
             headers_to_downstream_on_deny: Vec::new(),
         }
     }
+}
+
+/// `envoyExtAuthzGrpc`, ready to use (istiod's `generateGRPCConfig`: an `envoy_grpc` service
+/// with the cluster, `authority` = the service's host name, the timeout; `failOpen`,
+/// `statusOnError` and `includeRequestBodyInCheck` on the filter).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcProvider {
+    pub cluster: String,
+    /// The `:authority` of the gRPC call (the service's host name).
+    pub authority: String,
+    pub timeout: Duration,
+    pub fail_open: bool,
+    pub status_on_error: u16,
+    pub body: Option<BodySettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawGrpc {
+    service: String,
+    port: u32,
+    timeout: Option<String>,
+    #[serde(default)]
+    fail_open: bool,
+    status_on_error: Option<String>,
+    include_request_body_in_check: Option<RawBody>,
 }
 
 /// `includeRequestBodyInCheck`.
@@ -213,10 +238,17 @@ pub(crate) fn parse(
                 let raw: RawHttp = from_value(&obj[k.as_str()], &inner)?;
                 ProviderKind::Http(http(raw, &inner, clusters)?)
             }
-            [k] if k.as_str() == "envoyExtAuthzGrpc" => ProviderKind::Grpc,
+            [k] if k.as_str() == "envoyExtAuthzGrpc" => {
+                let inner = join(&at, "envoyExtAuthzGrpc");
+                let raw: RawGrpc = from_value(&obj[k.as_str()], &inner)?;
+                ProviderKind::Grpc(grpc(raw, &inner, clusters)?)
+            }
             [k] if OTHER_KINDS.contains(&k.as_str()) => ProviderKind::Other(k.to_string()),
             [k] => {
-                let mut known = vec!["envoyExtAuthzHttp".to_string()];
+                let mut known = vec![
+                    "envoyExtAuthzHttp".to_string(),
+                    "envoyExtAuthzGrpc".to_string(),
+                ];
                 known.extend(OTHER_KINDS.iter().map(|s| s.to_string()));
                 let hint = super::closest(k, &known)
                     .map(|c| format!(", did you mean {c}?"))
@@ -244,49 +276,59 @@ pub(crate) fn parse(
     Ok(out)
 }
 
-fn http(
-    raw: RawHttp,
+/// What both provider kinds share: where the authorizer is and how long to wait for it.
+struct Target {
+    cluster: String,
+    host: String,
+    timeout: Duration,
+    status_on_error: u16,
+}
+
+fn target(
+    service: &str,
+    port: u32,
+    timeout: Option<&str>,
+    status_on_error: Option<&str>,
     at: &str,
     clusters: &BTreeMap<String, String>,
-) -> Result<HttpProvider, ConfigError> {
-    if raw.service.is_empty() {
+) -> Result<Target, ConfigError> {
+    if service.is_empty() {
         return Err(ConfigError::new(
             join(at, "service"),
             "service must not be empty",
         ));
     }
-    let port = u16::try_from(raw.port)
+    let port = u16::try_from(port)
         .ok()
         .filter(|p| *p >= 1)
         .ok_or_else(|| {
             ConfigError::new(
                 join(at, "port"),
-                format!("port must be in the range [1, 65535], found: {}", raw.port),
+                format!("port must be in the range [1, 65535], found: {port}"),
             )
         })?;
     // `namespace/host` (istiod looks the host up in that namespace); the host is what counts.
-    let host = raw
-        .service
+    let host = service
         .rsplit_once('/')
-        .map_or(raw.service.as_str(), |(_, h)| h)
+        .map_or(service, |(_, h)| h)
         .to_string();
     let cluster = clusters
-        .get(&format!("{}:{port}", raw.service))
+        .get(&format!("{service}:{port}"))
         .or_else(|| clusters.get(&format!("{host}:{port}")))
         .cloned()
         .unwrap_or_else(|| format!("outbound|{port}||{host}"));
-    let timeout = match raw.timeout {
+    let timeout = match timeout {
         None => Duration::from_secs(600),
         Some(t) => {
             let d =
-                crate::duration::parse(&t).map_err(|m| ConfigError::new(join(at, "timeout"), m))?;
+                crate::duration::parse(t).map_err(|m| ConfigError::new(join(at, "timeout"), m))?;
             if d.is_zero() {
                 return Err(ConfigError::new(join(at, "timeout"), "must be positive"));
             }
             d
         }
     };
-    let status_on_error = match raw.status_on_error.as_deref() {
+    let status_on_error = match status_on_error {
         None | Some("") => 403,
         Some(s) => s
             .parse::<u16>()
@@ -299,6 +341,63 @@ fn http(
                 )
             })?,
     };
+    Ok(Target {
+        cluster,
+        host,
+        timeout,
+        status_on_error,
+    })
+}
+
+fn body_settings(b: RawBody) -> BodySettings {
+    BodySettings {
+        max_request_bytes: b.max_request_bytes,
+        allow_partial_message: b.allow_partial_message,
+        pack_as_bytes: b.pack_as_bytes,
+    }
+}
+
+fn grpc(
+    raw: RawGrpc,
+    at: &str,
+    clusters: &BTreeMap<String, String>,
+) -> Result<GrpcProvider, ConfigError> {
+    let t = target(
+        &raw.service,
+        raw.port,
+        raw.timeout.as_deref(),
+        raw.status_on_error.as_deref(),
+        at,
+        clusters,
+    )?;
+    Ok(GrpcProvider {
+        cluster: t.cluster,
+        authority: t.host,
+        timeout: t.timeout,
+        fail_open: raw.fail_open,
+        status_on_error: t.status_on_error,
+        body: raw.include_request_body_in_check.map(body_settings),
+    })
+}
+
+fn http(
+    raw: RawHttp,
+    at: &str,
+    clusters: &BTreeMap<String, String>,
+) -> Result<HttpProvider, ConfigError> {
+    let Target {
+        cluster,
+        host,
+        timeout,
+        status_on_error,
+    } = target(
+        &raw.service,
+        raw.port,
+        raw.timeout.as_deref(),
+        raw.status_on_error.as_deref(),
+        at,
+        clusters,
+    )?;
     let path_prefix = raw.path_prefix.unwrap_or_default();
     if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
         return Err(ConfigError::new(
@@ -348,11 +447,7 @@ fn http(
             .into_iter()
             .map(|(k, v)| (k.to_ascii_lowercase(), v))
             .collect(),
-        body: raw.include_request_body_in_check.map(|b| BodySettings {
-            max_request_bytes: b.max_request_bytes,
-            allow_partial_message: b.allow_partial_message,
-            pack_as_bytes: b.pack_as_bytes,
-        }),
+        body: raw.include_request_body_in_check.map(body_settings),
         headers_to_upstream_on_allow: patterns(
             "headersToUpstreamOnAllow",
             &raw.headers_to_upstream_on_allow,
@@ -443,6 +538,60 @@ mod tests {
         }
         let e = one(json!({ "name": "a", "envoyExtAuthzHtp": {} })).unwrap_err();
         assert!(e.message.contains("did you mean envoyExtAuthzHttp"), "{e}");
+    }
+
+    #[test]
+    fn grpc_provider_as_istiod_builds_it() {
+        let p = one(json!({ "name": "g", "envoyExtAuthzGrpc": {
+            "service": "foo/ext-authz.foo.svc.cluster.local", "port": 9000, "timeout": "250ms",
+            "failOpen": true, "statusOnError": "503",
+            "includeRequestBodyInCheck": { "maxRequestBytes": 8, "packAsBytes": true } } }))
+        .unwrap();
+        let ProviderKind::Grpc(g) = p.kind else {
+            panic!("grpc")
+        };
+        assert_eq!(g.cluster, "outbound|9000||ext-authz.foo.svc.cluster.local");
+        assert_eq!(g.authority, "ext-authz.foo.svc.cluster.local");
+        assert_eq!(g.timeout, Duration::from_millis(250));
+        assert!(g.fail_open);
+        assert_eq!(g.status_on_error, 503);
+        assert_eq!(
+            g.body,
+            Some(BodySettings {
+                max_request_bytes: 8,
+                allow_partial_message: false,
+                pack_as_bytes: true
+            })
+        );
+        let d = one(json!({ "name": "g", "envoyExtAuthzGrpc": { "service": "s", "port": 1 } }))
+            .unwrap();
+        let ProviderKind::Grpc(d) = d.kind else {
+            panic!("grpc")
+        };
+        assert_eq!(
+            (d.timeout, d.status_on_error),
+            (Duration::from_secs(600), 403)
+        );
+        for (v, path) in [
+            (
+                json!({ "name": "g", "envoyExtAuthzGrpc": { "service": "s", "port": 70000 } }),
+                "extensionProviders[0].envoyExtAuthzGrpc.port",
+            ),
+            (
+                json!({ "name": "g", "envoyExtAuthzGrpc": { "service": "", "port": 1 } }),
+                "extensionProviders[0].envoyExtAuthzGrpc.service",
+            ),
+            (
+                json!({ "name": "g", "envoyExtAuthzGrpc": { "service": "s", "port": 1, "pathPrefix": "/x" } }),
+                "extensionProviders[0].envoyExtAuthzGrpc.pathPrefix",
+            ),
+            (
+                json!({ "name": "g", "envoyExtAuthzGrpc": { "service": "s", "port": 1, "timeout": "0s" } }),
+                "extensionProviders[0].envoyExtAuthzGrpc.timeout",
+            ),
+        ] {
+            assert_eq!(one(v.clone()).unwrap_err().path, path, "{v}");
+        }
     }
 
     #[test]
