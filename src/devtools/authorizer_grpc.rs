@@ -3,7 +3,8 @@
 //! [`super::authorizer`], the decision comes from the checked request's header `x-ext-authz`,
 //! so one server serves every case of a differential to both Envoys.
 //!
-//! `x-ext-authz` value -> answer:
+//! `x-ext-authz` value (or, without it, `x-prefix-ext-authz`'s, as the HTTP authorizer reads
+//! it for istiod's builder golden files) -> answer:
 //! - `allow`: OK; upstream `x-ext-authz-check-result: allowed` (add) and
 //!   `x-auth-request-user: <x-user or alice>` (overwrite or add); response header
 //!   `x-downstream-ok: yes`;
@@ -184,9 +185,11 @@ async fn serve(
     seen.lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(check.clone());
+    // `x-prefix-ext-authz` as the HTTP authorizer reads it: the golden harness asks both.
     let mode = check
         .headers
         .get("x-ext-authz")
+        .or_else(|| check.headers.get("x-prefix-ext-authz"))
         .cloned()
         .unwrap_or_default();
     let user = check

@@ -246,6 +246,8 @@ pub struct Setup {
     pub overrides: BTreeMap<String, Override>,
     /// Further upstream clusters of both Envoys (name, address): an ext_authz service.
     pub extra_clusters: Vec<(String, SocketAddr)>,
+    /// The same, speaking HTTP/2 only (a gRPC service: Envoy's gRPC clients need it).
+    pub extra_http2_clusters: Vec<(String, SocketAddr)>,
     batches: AtomicU64,
 }
 
@@ -268,6 +270,7 @@ impl Setup {
             log_levels: "wasm:warning,config:warning".into(),
             overrides: BTreeMap::new(),
             extra_clusters: Vec::new(),
+            extra_http2_clusters: Vec::new(),
             batches: AtomicU64::new(0),
         })
     }
@@ -1602,6 +1605,14 @@ fn start_side(setup: &Setup, side: Side, scs: &[&Scenario], dir: &Path) -> Resul
         cluster("jwks", setup.jwks.addr()),
     ];
     clusters.extend(setup.extra_clusters.iter().map(|(n, a)| cluster(n, *a)));
+    clusters.extend(setup.extra_http2_clusters.iter().map(|(n, a)| {
+        let mut c = cluster(n, *a);
+        c["typed_extension_protocol_options"] = json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} } } });
+        c
+    }));
     let cfg = json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": {
