@@ -9,7 +9,9 @@
 //! hosts, ports on pinned listeners, headers, mTLS peers with SPIFFE URI SANs, request
 //! principals, audiences, presenter and claims in minted JWTs, X-Forwarded-For for
 //! remoteIpBlocks, SNI). Both answers are compared (status, local reply, upstream request,
-//! audit mark, dry-run counters).
+//! audit mark, dry-run counters). CUSTOM cases ask the authorizer for each of its answers;
+//! the HTTP providers' cases and the gRPC providers' cases run as two groups (one Envoy pair
+//! each), the provider's cluster being the HTTP authorizer or the gRPC one over HTTP/2.
 //!
 //! The cases are `builder_test.go`'s `TestGenerator_GenerateHTTP` table (its trust-domain
 //! bundles and MeshConfig extension providers), plus the input no case there uses.
