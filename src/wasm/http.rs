@@ -56,36 +56,35 @@ impl Context for Filter {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let CheckState::AwaitAnswer { token, pending } =
-            std::mem::replace(&mut self.check, CheckState::None)
-        else {
-            return;
-        };
-        if token != token_id {
-            self.check = CheckState::AwaitAnswer { token, pending };
-            return;
+        if let Some(pending) = self.take_pending(token_id) {
+            let answer = ext_authz::read_answer(&pending.engine, &pending.check, body_size);
+            self.answered(pending, answer, true);
         }
-        let answer = ext_authz::read_answer(&pending.engine, &pending.check, body_size);
-        self.answered(pending, answer, true);
     }
 
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        let CheckState::AwaitAnswer { token, pending } =
-            std::mem::replace(&mut self.check, CheckState::None)
-        else {
-            return;
-        };
-        if token != token_id {
-            self.check = CheckState::AwaitAnswer { token, pending };
-            return;
+        if let Some(pending) = self.take_pending(token_id) {
+            let answer = super::ext_authz_grpc::read_answer(
+                &pending.engine,
+                &pending.check,
+                status_code,
+                response_size,
+            );
+            self.answered(pending, answer, true);
         }
-        let answer = super::ext_authz_grpc::read_answer(
-            &pending.engine,
-            &pending.check,
-            status_code,
-            response_size,
-        );
-        self.answered(pending, answer, true);
+    }
+}
+
+impl Filter {
+    /// The check waiting for the callout `token_id`'s answer (None for any other callout).
+    fn take_pending(&mut self, token_id: u32) -> Option<Pending> {
+        match std::mem::replace(&mut self.check, CheckState::None) {
+            CheckState::AwaitAnswer { token, pending } if token == token_id => Some(pending),
+            other => {
+                self.check = other;
+                None
+            }
+        }
     }
 }
 
