@@ -15,18 +15,17 @@
 //! the timeout, UNAVAILABLE, PERMISSION_DENIED as the call's status, a message that is not a
 //! CheckResponse, metadata over Envoy's header limit, a reset stream) are asked for per
 //! request through the checked request's `x-ext-authz` header. A denied POST's body never
-//! reaches the upstream; meshguard counts its checks in `meshguard_custom_total`.
+//! reaches the upstream; meshguard counts its checks in `meshguard_custom_total`. The
+//! harness, shared with `e2e_istio_api`, is `common::ext_authz`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use common::ext_authz::*;
 use common::*;
 use meshguard_devtools::authorizer_grpc::{Check, GrpcAuthorizer};
-use meshguard_devtools::envoy::{self, Envoy, Files, Options};
-use meshguard_devtools::http::{self, Call, Handler, Response, Server};
-use meshguard_devtools::istio_rbac;
+use meshguard_devtools::http::{Handler, Response, Server};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,74 +94,8 @@ fn providers() -> Vec<Value> {
     ]
 }
 
-#[derive(Clone)]
-struct Req {
-    method: &'static str,
-    path: &'static str,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    expect: u16,
-    checks: usize,
-    /// The provider reads the body: the answer's upstream headers do not reach the upstream
-    /// through meshguard (README, "Differences"); compared without them, and meshguard's
-    /// upstream must lack them.
-    headers_gone: bool,
-}
-
 /// The upstream headers the `allow` answer sets.
 const ANSWER_UPSTREAM: [&str; 2] = ["x-auth-request-user", "x-ext-authz-check-result"];
-
-fn get(path: &'static str) -> Req {
-    Req {
-        method: "GET",
-        path,
-        headers: Vec::new(),
-        body: Vec::new(),
-        expect: 0,
-        checks: 0,
-        headers_gone: false,
-    }
-}
-
-impl Req {
-    fn h(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-    fn authz(self, v: &str) -> Self {
-        self.h("x-ext-authz", v)
-    }
-    fn is(mut self, status: u16, checks: usize) -> Self {
-        self.expect = status;
-        self.checks = checks;
-        self
-    }
-    fn post(mut self, body: &[u8]) -> Self {
-        self.method = "POST";
-        self.body = body.to_vec();
-        self
-    }
-    fn headers_gone(mut self) -> Self {
-        self.headers_gone = true;
-        self
-    }
-}
-
-struct Case {
-    name: &'static str,
-    policies: Vec<Value>,
-    reqs: Vec<Req>,
-}
-
-fn custom(name: &str, provider: &str, rules: Value) -> Value {
-    let mut p = authz(name, "foo", "CUSTOM", rules);
-    p["spec"]["provider"] = json!({ "name": provider });
-    p
-}
-
-fn admin_paths() -> Value {
-    json!([{ "to": [{ "operation": { "paths": ["/admin/*", "/api/*"] } }] }])
-}
 
 fn faults(status: u16) -> Vec<Req> {
     [
@@ -219,6 +152,7 @@ fn cases() -> Vec<Case> {
                 faults(403),
             ]
             .concat(),
+            workload: None,
         },
         Case {
             name: "status-on-error",
@@ -228,6 +162,7 @@ fn cases() -> Vec<Case> {
                 faults(503),
             ]
             .concat(),
+            workload: None,
         },
         Case {
             name: "fail-open",
@@ -239,11 +174,13 @@ fn cases() -> Vec<Case> {
                 get("/").authz("slow").is(200, 1),
                 get("/").authz("drop").is(200, 1),
             ],
+            workload: None,
         },
         Case {
             name: "authorizer-down",
             policies: vec![custom("ext", "grpc-down", json!([{}]))],
             reqs: vec![get("/").is(500, 0), get("/").authz("allow").is(500, 0)],
+            workload: None,
         },
         Case {
             // CUSTOM, then jwt_authn, then DENY, then ALLOW; the authorizer's headers reach
@@ -297,6 +234,7 @@ fn cases() -> Vec<Case> {
                     .h("authorization", &format!("Bearer {bob}"))
                     .is(200, 1),
             ],
+            workload: None,
         },
         Case {
             name: "dry-run",
@@ -306,6 +244,7 @@ fn cases() -> Vec<Case> {
                 p
             }],
             reqs: vec![get("/").authz("deny").is(200, 0)],
+            workload: None,
         },
         Case {
             name: "request-body",
@@ -336,6 +275,7 @@ fn cases() -> Vec<Case> {
                 // No body: the check is sent from the headers, which wait for it.
                 get("/").post(b"").authz("allow").is(200, 1),
             ],
+            workload: None,
         },
         Case {
             name: "raw-body",
@@ -345,138 +285,9 @@ fn cases() -> Vec<Case> {
                 .authz("allow")
                 .is(200, 1)
                 .headers_gone()],
+            workload: None,
         },
     ]
-}
-
-fn workload() -> Value {
-    json!({ "namespace": "foo", "labels": { "app": "httpbin" } })
-}
-
-fn filter_json(c: &Case) -> Value {
-    json!({
-        "workload": workload(),
-        "extensionProviders": providers(),
-        "clusters": { format!("{SVC}:9000"): "authz_grpc", format!("{DOWN}:9000"): "authz_grpc_down" },
-        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
-        "policies": c.policies,
-    })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Side {
-    Native,
-    Meshguard,
-}
-
-fn meshguard_filters(p: &Prereqs, filter: &Value) -> Vec<Value> {
-    let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
-    envoy::localize_files(
-        &mut cfg,
-        &Files {
-            repo: &repo(),
-            wasm: &p.wasm,
-            certs: None,
-        },
-    );
-    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string()).unwrap();
-    cfg.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
-        .and_then(Value::as_array)
-        .unwrap()
-        .iter()
-        .filter(|f| f["name"] != "envoy.filters.http.router")
-        .cloned()
-        .collect()
-}
-
-fn cluster(name: &str, addr: SocketAddr, http2: bool) -> Value {
-    let mut c = json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
-            "address": { "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } }
-        }}]}]}
-    });
-    if http2 {
-        c["typed_extension_protocol_options"] = json!({
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": { "http2_protocol_options": {} } } });
-    }
-    c
-}
-
-struct Addrs {
-    authz: SocketAddr,
-    down: SocketAddr,
-    up: SocketAddr,
-    jwks: SocketAddr,
-}
-
-struct Run {
-    envoy: Envoy,
-    addrs: Vec<SocketAddr>,
-}
-
-fn start(p: &Prereqs, side: Side, cases: &[Case], a: &Addrs) -> Run {
-    let dir = workdir(&format!("ext-authz-grpc-{side:?}").to_lowercase());
-    let mut listeners = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
-        let filter = filter_json(c);
-        let mut filters = match side {
-            Side::Native => istio_rbac::http_filters(&filter)
-                .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
-            Side::Meshguard => meshguard_filters(p, &filter),
-        };
-        filters.push(
-            json!({ "name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }),
-        );
-        listeners.push(json!({
-            "name": format!("case{i}"),
-            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": format!("case{i}"),
-                    "normalize_path": true,
-                    "merge_slashes": true,
-                    "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "upstream" } }] }] },
-                    "http_filters": filters,
-                }
-            }]}]
-        }));
-    }
-    let cfg = json!({
-        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
-        "static_resources": {
-            "listeners": listeners,
-            "clusters": [
-                cluster("authz_grpc", a.authz, true),
-                cluster("authz_grpc_down", a.down, true),
-                cluster("upstream", a.up, false),
-                cluster("jwks", a.jwks, false),
-            ],
-        },
-    });
-    let mut opts = Options::new(&p.envoy, &dir);
-    opts.component_log_level = "wasm:info,ext_authz:debug,rbac:debug".into();
-    let envoy = Envoy::start(&opts, &cfg).unwrap_or_else(|e| panic!("{side:?} envoy: {e}"));
-    let all = envoy.listeners().unwrap();
-    let addrs = (0..cases.len()).map(|i| all[&format!("case{i}")]).collect();
-    Run { envoy, addrs }
-}
-
-#[derive(Debug, PartialEq)]
-struct Seen {
-    status: u16,
-    body: String,
-    reply_headers: Vec<(String, String)>,
-    upstream: Vec<(String, String)>,
-    checks: Vec<String>,
 }
 
 /// A check in comparable form: what differs by nature between the two Envoys (the stream
@@ -549,36 +360,6 @@ fn observe(resp: &Response, checks: &[Check]) -> Seen {
     }
 }
 
-/// Each side has its own listener port: `127.0.0.1:N` becomes `127.0.0.1:PORT`.
-fn norm(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("127.0.0.1:") {
-        out.push_str(&rest[..i + 10]);
-        rest = &rest[i + 10..];
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits > 0 {
-            out.push_str("PORT");
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn send(addr: SocketAddr, r: &Req) -> Result<Response, String> {
-    let mut call = Call::get(r.path).method(r.method);
-    for (k, v) in &r.headers {
-        call = call.header(k, v.clone());
-    }
-    if r.method == "POST" {
-        call = call.body(&r.body);
-    }
-    http::send(addr, &call).map_err(|e| e.to_string())
-}
-
 /// An echo upstream that counts the requests that reached it (whole, body included).
 fn counting_upstream(count: Arc<AtomicUsize>) -> Server {
     let handler: Handler = Arc::new(move |req| {
@@ -594,37 +375,29 @@ fn ext_authz_grpc_differential() {
     let started = Instant::now();
     let cases = cases();
     let authorizer = GrpcAuthorizer::start("127.0.0.1:0").unwrap();
-    let down = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
     let reached = Arc::new(AtomicUsize::new(0));
     let upstream = counting_upstream(reached.clone());
     let jwks =
         meshguard_devtools::servers::JwksServer::start("127.0.0.1:0", remote_jwks()).unwrap();
-    let addrs = Addrs {
-        authz: authorizer.addr(),
-        down,
-        up: upstream.addr(),
-        jwks: jwks.addr(),
+    let setup = Setup {
+        label: "ext-authz-grpc".into(),
+        providers: providers(),
+        authz_clusters: json!({ format!("{SVC}:9000"): "authz_grpc", format!("{DOWN}:9000"): "authz_grpc_down" }),
+        clusters: vec![
+            cluster("authz_grpc", authorizer.addr(), true),
+            cluster("authz_grpc_down", closed_addr(), true),
+            cluster("upstream", upstream.addr(), false),
+            cluster("jwks", jwks.addr(), false),
+        ],
     };
-    let native = start(&p, Side::Native, &cases, &addrs);
-    let mesh = start(&p, Side::Meshguard, &cases, &addrs);
+    let native = start(&p, Side::Native, &cases, &setup);
+    let mesh = start(&p, Side::Meshguard, &cases, &setup);
     let mut failures = Vec::new();
     let (mut count, mut mesh_checks, mut denied_posts) = (0, 0, 0);
     for (i, c) in cases.iter().enumerate() {
         for r in &c.reqs {
             count += 1;
-            let what = format!(
-                "{}: {} {} {:?}",
-                c.name,
-                r.method,
-                r.path,
-                r.headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-            );
+            let what = r.describe(c.name);
             let mut seen = Vec::new();
             for run in [&native, &mesh] {
                 authorizer.clear();
@@ -634,13 +407,9 @@ fn ext_authz_grpc_differential() {
                 std::thread::sleep(Duration::from_millis(20));
                 let mut s = match resp {
                     Ok(resp) => observe(&resp, &authorizer.checks()),
-                    Err(e) => Seen {
-                        status: 0,
-                        body: format!("client error: {e}"),
-                        reply_headers: Vec::new(),
-                        upstream: Vec::new(),
-                        checks: authorizer.checks().iter().map(check_line).collect(),
-                    },
+                    Err(e) => {
+                        Seen::client_error(&e, authorizer.checks().iter().map(check_line).collect())
+                    }
                 };
                 let got_through = reached.load(Ordering::SeqCst) - before;
                 if r.method == "POST" && s.status != 200 {
@@ -668,16 +437,8 @@ fn ext_authz_grpc_differential() {
             }
             let (n, m) = (&seen[0], &seen[1]);
             mesh_checks += m.checks.len();
-            if n != m {
-                failures.push(format!("{what}\n  native:    {n:?}\n  meshguard: {m:?}"));
-            } else if n.status != r.expect || n.checks.len() != r.checks {
-                failures.push(format!(
-                    "{what}: both {} with {} checks, expected {} with {}\n  {n:?}",
-                    n.status,
-                    n.checks.len(),
-                    r.expect,
-                    r.checks
-                ));
+            if let Some(f) = verdict(&what, r, n, m) {
+                failures.push(f);
             } else if n.checks.iter().any(|c| c.contains("err Some")) {
                 failures.push(format!("{what}: a CheckRequest did not decode\n  {n:?}"));
             }
@@ -714,20 +475,5 @@ fn ext_authz_grpc_differential() {
         failures.len(),
         started.elapsed().as_secs_f64()
     );
-    if !failures.is_empty() {
-        eprintln!(
-            "--- meshguard envoy log ---\n{}",
-            tail(&mesh.envoy.log(), 60)
-        );
-        panic!(
-            "{} of {count} disagree:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-    }
-}
-
-fn tail(log: &str, lines: usize) -> String {
-    let all: Vec<&str> = log.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    fail_on(&failures, count, &mesh);
 }

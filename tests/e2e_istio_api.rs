@@ -10,19 +10,18 @@
 //! authorizer may set, what reached the upstream, and the checks the authorizer received
 //! (how many, method, path, the headers that matter); and the status must be the expected
 //! one. Faults (authorizer down, slower than the timeout, 5xx, not HTTP, headers too large,
-//! connection dropped) are asked for per request through the `x-ext-authz` header.
+//! connection dropped) are asked for per request through the `x-ext-authz` header. The
+//! harness (requests, cases, the two Envoys, the comparison) is `common::ext_authz`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
+use common::ext_authz::*;
 use common::*;
 use meshguard_devtools::authorizer::Authorizer;
-use meshguard_devtools::envoy::{self, Envoy, Files, Options};
-use meshguard_devtools::http::{self, Call, Response};
-use meshguard_devtools::istio_rbac;
+use meshguard_devtools::http::Response;
 use meshguard_devtools::servers::EchoUpstream;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 const SVC: &str = "authz.foo.svc.cluster.local";
@@ -100,66 +99,6 @@ fn providers() -> Vec<Value> {
         // Tracing providers pasted from a MeshConfig are accepted and ignored.
         json!({ "name": "otel", "opentelemetry": { "service": "otel.istio-system.svc.cluster.local", "port": 4317 } }),
     ]
-}
-
-#[derive(Clone)]
-struct Req {
-    method: &'static str,
-    path: &'static str,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    expect: u16,
-    /// Checks the authorizer must receive for this request.
-    checks: usize,
-}
-
-fn get(path: &'static str) -> Req {
-    Req {
-        method: "GET",
-        path,
-        headers: Vec::new(),
-        body: Vec::new(),
-        expect: 0,
-        checks: 0,
-    }
-}
-
-impl Req {
-    fn h(mut self, k: &str, v: &str) -> Self {
-        self.headers.push((k.into(), v.into()));
-        self
-    }
-    fn authz(self, v: &str) -> Self {
-        self.h("x-ext-authz", v)
-    }
-    fn is(mut self, status: u16, checks: usize) -> Self {
-        self.expect = status;
-        self.checks = checks;
-        self
-    }
-    fn post(mut self, body: &str) -> Self {
-        self.method = "POST";
-        self.body = body.as_bytes().to_vec();
-        self
-    }
-}
-
-struct Case {
-    name: &'static str,
-    policies: Vec<Value>,
-    reqs: Vec<Req>,
-    /// The `workload` block; None = [`workload`].
-    workload: Option<Value>,
-}
-
-fn custom(name: &str, provider: &str, rules: Value) -> Value {
-    let mut p = authz(name, "foo", "CUSTOM", rules);
-    p["spec"]["provider"] = json!({ "name": provider });
-    p
-}
-
-fn admin_paths() -> Value {
-    json!([{ "to": [{ "operation": { "paths": ["/admin/*", "/api/*"] } }] }])
 }
 
 fn cases() -> Vec<Case> {
@@ -388,128 +327,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn workload() -> Value {
-    json!({ "namespace": "foo", "labels": { "app": "httpbin" } })
-}
-
-fn filter_json(c: &Case) -> Value {
-    let policies = &c.policies;
-    json!({
-        "workload": c.workload.clone().unwrap_or_else(workload),
-        "extensionProviders": providers(),
-        "clusters": { format!("{SVC}:8000"): "authz", format!("{DOWN}:8000"): "authz_down" },
-        "jwks": { "clusters": { "jwks.meshguard.test": "jwks" } },
-        "policies": policies,
-    })
-}
-
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Side {
-    Native,
-    Meshguard,
-}
-
-/// meshguard's HTTP filters as the shipped gateway config declares them, with `filter`.
-fn meshguard_filters(p: &Prereqs, filter: &Value) -> Vec<Value> {
-    let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
-    envoy::localize_files(
-        &mut cfg,
-        &Files {
-            repo: &repo(),
-            wasm: &p.wasm,
-            certs: None,
-        },
-    );
-    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string()).unwrap();
-    cfg.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
-        .and_then(Value::as_array)
-        .unwrap()
-        .iter()
-        .filter(|f| f["name"] != "envoy.filters.http.router")
-        .cloned()
-        .collect()
-}
-
-fn cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": { "cluster_name": name, "endpoints": [{ "lb_endpoints": [{ "endpoint": {
-            "address": { "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } }
-        }}]}]}
-    })
-}
-
-struct Run {
-    envoy: Envoy,
-    addrs: Vec<SocketAddr>,
-}
-
-fn start(
-    p: &Prereqs,
-    side: Side,
-    cases: &[Case],
-    authz: SocketAddr,
-    down: SocketAddr,
-    up: SocketAddr,
-    jwks: SocketAddr,
-) -> Run {
-    let dir = workdir(&format!("istio-api-{}-{side:?}", cases[0].name).to_lowercase());
-    let mut listeners = Vec::new();
-    for (i, c) in cases.iter().enumerate() {
-        let filter = filter_json(c);
-        let mut filters = match side {
-            Side::Native => istio_rbac::http_filters(&filter)
-                .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
-            Side::Meshguard => meshguard_filters(p, &filter),
-        };
-        filters.push(
-            json!({ "name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }),
-        );
-        listeners.push(json!({
-            "name": format!("case{i}"),
-            "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": format!("case{i}"),
-                    "normalize_path": true,
-                    "merge_slashes": true,
-                    "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "upstream" } }] }] },
-                    "http_filters": filters,
-                }
-            }]}]
-        }));
-    }
-    let cfg = json!({
-        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
-        "static_resources": {
-            "listeners": listeners,
-            "clusters": [cluster("authz", authz), cluster("authz_down", down), cluster("upstream", up), cluster("jwks", jwks)],
-        },
-    });
-    let mut opts = Options::new(&p.envoy, &dir);
-    opts.component_log_level = "wasm:info,ext_authz:debug,rbac:debug".into();
-    let envoy = Envoy::start(&opts, &cfg).unwrap_or_else(|e| panic!("{side:?} envoy: {e}"));
-    let all = envoy.listeners().unwrap();
-    let addrs = (0..cases.len()).map(|i| all[&format!("case{i}")]).collect();
-    Run { envoy, addrs }
-}
-
-/// What one side did with one request, in comparable form.
-#[derive(Debug, PartialEq)]
-struct Seen {
-    status: u16,
-    body: String,
-    reply_headers: Vec<(String, String)>,
-    upstream: Vec<(String, String)>,
-    checks: Vec<String>,
-}
-
 fn observe(resp: &Response, checks: &[meshguard_devtools::http::Request]) -> Seen {
     let upstream_doc = resp.json_body().ok().filter(|v| v.get("headers").is_some());
     let upstream = upstream_doc
@@ -556,36 +373,6 @@ fn observe(resp: &Response, checks: &[meshguard_devtools::http::Request]) -> See
         upstream,
         checks,
     }
-}
-
-/// Each side has its own listener port: `127.0.0.1:N` becomes `127.0.0.1:PORT`.
-fn norm(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some(i) = rest.find("127.0.0.1:") {
-        out.push_str(&rest[..i + 10]);
-        rest = &rest[i + 10..];
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits > 0 {
-            out.push_str("PORT");
-        }
-        rest = &rest[digits..];
-    }
-    out.push_str(rest);
-    out
-}
-
-fn send(addr: SocketAddr, r: &Req) -> Result<Response, String> {
-    let mut call = Call::get(r.path).method(r.method);
-    for (k, v) in &r.headers {
-        call = call.header(k, v.clone());
-    }
-    if r.method == "POST" {
-        call = call.body(&r.body);
-    }
-    http::send(addr, &call).map_err(|e| e.to_string())
 }
 
 #[test]
@@ -695,47 +482,29 @@ fn run_differential(label: &str, cases: Vec<Case>) {
     let p = require!();
     let started = Instant::now();
     let authorizer = Authorizer::start("127.0.0.1:0").unwrap();
-    let down = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
     let upstream = EchoUpstream::start("127.0.0.1:0").unwrap();
     let jwks =
         meshguard_devtools::servers::JwksServer::start("127.0.0.1:0", remote_jwks()).unwrap();
-    let native = start(
-        &p,
-        Side::Native,
-        &cases,
-        authorizer.addr(),
-        down,
-        upstream.addr(),
-        jwks.addr(),
-    );
-    let mesh = start(
-        &p,
-        Side::Meshguard,
-        &cases,
-        authorizer.addr(),
-        down,
-        upstream.addr(),
-        jwks.addr(),
-    );
+    let setup = Setup {
+        label: format!("istio-api-{}", cases[0].name),
+        providers: providers(),
+        authz_clusters: json!({ format!("{SVC}:8000"): "authz", format!("{DOWN}:8000"): "authz_down" }),
+        clusters: vec![
+            cluster("authz", authorizer.addr(), false),
+            cluster("authz_down", closed_addr(), false),
+            cluster("upstream", upstream.addr(), false),
+            cluster("jwks", jwks.addr(), false),
+        ],
+    };
+    let native = start(&p, Side::Native, &cases, &setup);
+    let mesh = start(&p, Side::Meshguard, &cases, &setup);
     let mut failures = Vec::new();
     let mut count = 0;
     let mut mesh_checks = 0;
     for (i, c) in cases.iter().enumerate() {
         for r in &c.reqs {
             count += 1;
-            let what = format!(
-                "{}: {} {} {:?}",
-                c.name,
-                r.method,
-                r.path,
-                r.headers
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v}"))
-                    .collect::<Vec<_>>()
-            );
+            let what = r.describe(c.name);
             let mut seen = Vec::new();
             for run in [&native, &mesh] {
                 authorizer.clear();
@@ -744,28 +513,15 @@ fn run_differential(label: &str, cases: Vec<Case>) {
                 std::thread::sleep(std::time::Duration::from_millis(20));
                 seen.push(match resp {
                     Ok(resp) => observe(&resp, &authorizer.checks()),
-                    Err(e) => Seen {
-                        status: 0,
-                        body: format!("client error: {e}"),
-                        reply_headers: Vec::new(),
-                        upstream: Vec::new(),
-                        checks: observe(&Response::default(), &authorizer.checks()).checks,
-                    },
+                    Err(e) => Seen::client_error(
+                        &e,
+                        observe(&Response::default(), &authorizer.checks()).checks,
+                    ),
                 });
             }
             let (n, m) = (&seen[0], &seen[1]);
             mesh_checks += m.checks.len();
-            if n != m {
-                failures.push(format!("{what}\n  native:    {n:?}\n  meshguard: {m:?}"));
-            } else if n.status != r.expect || n.checks.len() != r.checks {
-                failures.push(format!(
-                    "{what}: both {} with {} checks, expected {} with {}\n  {n:?}",
-                    n.status,
-                    n.checks.len(),
-                    r.expect,
-                    r.checks
-                ));
-            }
+            failures.extend(verdict(&what, r, n, m));
         }
     }
     if mesh_checks > 0 {
@@ -789,20 +545,5 @@ fn run_differential(label: &str, cases: Vec<Case>) {
         failures.len(),
         started.elapsed().as_secs_f64()
     );
-    if !failures.is_empty() {
-        eprintln!(
-            "--- meshguard envoy log ---\n{}",
-            tail(&mesh.envoy.log(), 60)
-        );
-        panic!(
-            "{} of {count} disagree:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-    }
-}
-
-fn tail(log: &str, lines: usize) -> String {
-    let all: Vec<&str> = log.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    fail_on(&failures, count, &mesh);
 }
