@@ -25,6 +25,8 @@ fixed in 1.37.1, absent from 1.36 and 1.38 on), in its HTTP ext_authz filter:
   authz-deny-headers  The headers of a denial (non-200 answer) do not reach the client, whether
                or not `allowed_client_headers` lists them (envoyproxy/envoy#43043, backport
                #43104): native lacks headers that meshguard (and 1.36, 1.38+) pass on.
+               Seen by ext_authz_differential and by istio_builder_golden_files (a CUSTOM
+               case's denial whose www-authenticate native drops, status and body equal).
 
 usage: matrix-known.py MINOR LOG [VERSION]   (VERSION: the Envoy patch, as `envoy --version`)
 """
@@ -140,7 +142,39 @@ def check_ext_authz(body, version):
     return problems
 
 
+GOLDEN_DETAIL = re.compile(r"^\s+(\S+?)/\S+ #\d+ ")
+GOLDEN_REPLY = re.compile(r"^\s+(custom-[a-z0-9-]+)/\S+ #\d+ .*: Reply native (\d+) (" + STR
+                          + r") (None|Some\(" + STR + r"\)) / meshguard (\d+) (" + STR
+                          + r") (None|Some\(" + STR + r"\))$")
+
+
+def check_golden(body, version):
+    """Istio's golden files through both Envoys: on 1.37.0 only a CUSTOM case's denial whose
+    www-authenticate native dropped (authz-deny-headers), same status and body."""
+    if version not in EXT_AUTHZ_REGRESSION:
+        return [f"golden files: Envoy {version or '?'} has no known ext_authz difference"]
+    m = re.search(r"^golden-file differential:\n((?:  \S+: \d+ disagreements?\n)+)", body, re.M)
+    if not m:
+        return ["golden files: no 'golden-file differential' summary"]
+    want = {c: int(n) for c, n in re.findall(r"^  (\S+): (\d+) disagreements?$", m.group(1), re.M)}
+    found, problems = {}, []
+    for line in body.splitlines():
+        if not GOLDEN_DETAIL.match(line):
+            continue
+        r = GOLDEN_REPLY.match(line)
+        ok = (r is not None and r.group(2) == r.group(5) != "200" and r.group(3) == r.group(6)
+              and r.group(4) == "None" and r.group(7) != "None")
+        if not ok:
+            problems.append(f"golden files: {line.strip()[:160]}")
+            continue
+        found[r.group(1)] = found.get(r.group(1), 0) + 1
+    if found != want:
+        problems.append(f"golden files: classified {found}, summary says {want}")
+    return problems
+
+
 CHECKS = {
+    "istio_builder_golden_files": check_golden,
     "differential": check_differential,
     "jwt_differential_against_envoy_jwt_authn": check_jwt,
     "generative_differential": check_generative,
