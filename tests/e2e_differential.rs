@@ -20,7 +20,7 @@ mod common;
 
 use common::*;
 use meshguard_devtools::certs::{Identity, IssueOptions, MeshCa};
-use meshguard_devtools::envoy::{self, Envoy, Files, Options};
+use meshguard_devtools::envoy::{self, Envoy, Options};
 use meshguard_devtools::http::{self, Call, Response};
 use meshguard_devtools::istio_rbac;
 use meshguard_devtools::keys::{self, SigningKey};
@@ -2343,32 +2343,9 @@ fn cert_name(id: &str) -> String {
     id.replace([':', '/', '+'], "_")
 }
 
-/// meshguard's HTTP filters exactly as the shipped gateway config declares them (the
-/// `set_filter_state` that records the TCP peer, then the wasm filter), with `filter`.
+/// meshguard's HTTP filters as the shipped gateway config declares them, with `filter`.
 fn meshguard_filters(p: &Prereqs, filter: &Value) -> Vec<Value> {
-    let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
-    envoy::localize_files(
-        &mut cfg,
-        &Files {
-            repo: &repo(),
-            wasm: &p.wasm,
-            certs: None,
-        },
-    );
-    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string()).unwrap();
-    let filters = cfg
-        .pointer(
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
-        )
-        .and_then(Value::as_array)
-        .unwrap();
-    let chain: Vec<Value> = filters
-        .iter()
-        .filter(|f| f["name"] != "envoy.filters.http.router")
-        .cloned()
-        .collect();
-    assert!(chain.iter().any(|f| f["name"] == "envoy.filters.http.wasm"));
-    chain
+    envoy::gateway_meshguard_filters(&repo(), &p.wasm, filter).unwrap()
 }
 
 fn listener(

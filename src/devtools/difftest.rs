@@ -14,7 +14,7 @@
 //! sequential).
 
 use super::certs::{Identity, IssueOptions, MeshCa};
-use super::envoy::{self, Envoy, Files, Options};
+use super::envoy::{self, Envoy, Options};
 use super::gen::{self, Flaw, Loc, PeerMode, Req, Scenario, Signer, Tok, Transport};
 use super::http::{self, Call, Response};
 use super::istio_rbac;
@@ -1352,33 +1352,9 @@ pub fn validate(setup: &Setup, sc: &Scenario) -> std::result::Result<(), (Side, 
     mesh
 }
 
-/// meshguard's HTTP filters exactly as the shipped gateway config declares them (the
-/// `set_filter_state` recording the TCP peer, then the wasm filter), with `filter`.
+/// meshguard's HTTP filters as the shipped gateway config declares them, with `filter`.
 fn meshguard_filters(setup: &Setup, filter: &Value) -> Result<Vec<Value>> {
-    let mut cfg = envoy::load_config(&setup.repo.join("envoy/ingress-gateway.yaml"))?;
-    envoy::localize_files(
-        &mut cfg,
-        &Files {
-            repo: &setup.repo,
-            wasm: &setup.wasm,
-            certs: None,
-        },
-    );
-    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string())?;
-    let chain: Vec<Value> = cfg
-        .pointer(
-            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
-        )
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|f| f["name"] != "envoy.filters.http.router")
-        .cloned()
-        .collect();
-    if !chain.iter().any(|f| f["name"] == "envoy.filters.http.wasm") {
-        return Err("no wasm filter in envoy/ingress-gateway.yaml".into());
-    }
-    Ok(chain)
+    envoy::gateway_meshguard_filters(&setup.repo, &setup.wasm, filter)
 }
 
 fn hcm(name: &str, http_filters: &[Value], access_log: &Path, edge: Option<u32>) -> Value {

@@ -136,6 +136,36 @@ pub fn set_meshguard_configuration(cfg: &mut Value, filter_json: &str) -> Result
     Ok(n)
 }
 
+/// meshguard's HTTP filters exactly as the shipped gateway config (`envoy/ingress-gateway.yaml`
+/// under `repo`) declares them, the `set_filter_state` that records the TCP peer and then
+/// the wasm filter loading `wasm`, with the filter JSON `filter`; the router left out.
+pub fn gateway_meshguard_filters(repo: &Path, wasm: &Path, filter: &Value) -> Result<Vec<Value>> {
+    let mut cfg = load_config(&repo.join("envoy/ingress-gateway.yaml"))?;
+    localize_files(
+        &mut cfg,
+        &Files {
+            repo,
+            wasm,
+            certs: None,
+        },
+    );
+    set_meshguard_configuration(&mut cfg, &filter.to_string())?;
+    let chain: Vec<Value> = cfg
+        .pointer(
+            "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+        )
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|f| f["name"] != "envoy.filters.http.router")
+        .cloned()
+        .collect();
+    if !chain.iter().any(|f| f["name"] == "envoy.filters.http.wasm") {
+        return Err("no wasm filter in envoy/ingress-gateway.yaml".into());
+    }
+    Ok(chain)
+}
+
 /// Removes every meshguard filter (the same Envoy without meshguard, for comparisons);
 /// returns how many were removed.
 pub fn remove_meshguard_filters(cfg: &mut Value) -> usize {

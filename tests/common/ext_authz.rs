@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use super::{authz, repo, workdir, Prereqs};
-use meshguard_devtools::envoy::{self, Envoy, Files, Options};
+use meshguard_devtools::envoy::{self, Envoy, Options};
 use meshguard_devtools::http::{self, Call, Response};
 use meshguard_devtools::istio_rbac;
 use serde_json::{json, Value};
@@ -128,23 +128,7 @@ pub enum Side {
 
 /// meshguard's HTTP filters as the shipped gateway config declares them, with `filter`.
 pub fn meshguard_filters(p: &Prereqs, filter: &Value) -> Vec<Value> {
-    let mut cfg = envoy::load_config(&repo().join("envoy/ingress-gateway.yaml")).unwrap();
-    envoy::localize_files(
-        &mut cfg,
-        &Files {
-            repo: &repo(),
-            wasm: &p.wasm,
-            certs: None,
-        },
-    );
-    envoy::set_meshguard_configuration(&mut cfg, &filter.to_string()).unwrap();
-    cfg.pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters")
-        .and_then(Value::as_array)
-        .unwrap()
-        .iter()
-        .filter(|f| f["name"] != "envoy.filters.http.router")
-        .cloned()
-        .collect()
+    envoy::gateway_meshguard_filters(&repo(), &p.wasm, filter).unwrap()
 }
 
 /// A static cluster of one endpoint; `http2` for a gRPC service.
