@@ -58,6 +58,22 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A denial by `stage` with `reply`: no policy, rule, token, audit mark, dry-run result or
+    /// request change (set those with struct update where a stage has them).
+    pub(crate) fn denied(reply: LocalReply, stage: Stage, reason: String) -> Self {
+        Decision {
+            verdict: Verdict::Deny(reply),
+            stage,
+            reason,
+            policy: None,
+            rule: None,
+            mutations: HeaderMutations::default(),
+            jwt: None,
+            audit: None,
+            dry_run: Vec::new(),
+        }
+    }
+
     /// Istio's request principal `iss/sub`, when a token was verified.
     pub fn request_principal(&self) -> Option<String> {
         self.jwt.as_ref().map(|j| j.principal())

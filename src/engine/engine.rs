@@ -301,20 +301,17 @@ impl Engine {
             // Unreachable: the assumed authentication never waits for keys, and the check is
             // assumed answered. Refuse anyway.
             Outcome::NeedKeys(_) | Outcome::NeedCheck(_) => Decision {
-                verdict: Verdict::Deny(LocalReply {
-                    status: 401,
-                    body: "Jwks remote fetch is failed".into(),
-                    headers: Vec::new(),
-                    details: "jwt_authn_access_denied".into(),
-                }),
-                stage: Stage::Authn,
-                reason: "keys not fetched".into(),
                 mutations: HeaderMutations::default(),
-                policy: None,
-                rule: None,
-                jwt: None,
-                audit: None,
-                dry_run: Vec::new(),
+                ..Decision::denied(
+                    LocalReply {
+                        status: 401,
+                        body: "Jwks remote fetch is failed".into(),
+                        headers: Vec::new(),
+                        details: "jwt_authn_access_denied".into(),
+                    },
+                    Stage::Authn,
+                    "keys not fetched".into(),
+                )
             },
         };
         (decision, trace)
@@ -337,21 +334,15 @@ impl Engine {
             let port = req.destination.map(|a| a.port());
             let policy = self.peer.mode_for(port).policy;
             self.stats.peer_denied(policy.as_deref());
+            let reply = LocalReply {
+                status: 403,
+                body: "meshguard: mutual TLS is required (PeerAuthentication STRICT)".into(),
+                headers: Vec::new(),
+                details: "meshguard_mtls_required".into(),
+            };
             return Outcome::Decided(Box::new(Decision {
-                verdict: Verdict::Deny(LocalReply {
-                    status: 403,
-                    body: "meshguard: mutual TLS is required (PeerAuthentication STRICT)".into(),
-                    headers: Vec::new(),
-                    details: "meshguard_mtls_required".into(),
-                }),
-                stage: Stage::Peer,
-                reason,
-                mutations: Default::default(),
                 policy,
-                rule: None,
-                jwt: None,
-                audit: None,
-                dry_run: Vec::new(),
+                ..Decision::denied(reply, Stage::Peer, reason)
             }));
         }
         // CUSTOM: Istio's ext_authz filter runs before jwt_authn.
@@ -382,23 +373,18 @@ impl Engine {
             (CustomMatch::None, None) => {}
             (CustomMatch::Deny { reason, policy }, _) => {
                 self.stats.custom(&policy, false);
-                return Outcome::Decided(Box::new(Decision {
-                    verdict: Verdict::Deny(LocalReply {
-                        status: 403,
-                        body: RBAC_DENIED_BODY.into(),
-                        headers: Vec::new(),
-                        details: format!("rbac_access_denied_matched_policy[{policy}]")
-                            .replace(char::is_whitespace, "_"),
-                    }),
-                    stage: Stage::ExtAuthz,
+                let reply = LocalReply {
+                    status: 403,
+                    body: RBAC_DENIED_BODY.into(),
+                    headers: Vec::new(),
+                    details: format!("rbac_access_denied_matched_policy[{policy}]")
+                        .replace(char::is_whitespace, "_"),
+                };
+                return Outcome::Decided(Box::new(Decision::denied(
+                    reply,
+                    Stage::ExtAuthz,
                     reason,
-                    mutations: Default::default(),
-                    policy: None,
-                    rule: None,
-                    jwt: None,
-                    audit: None,
-                    dry_run: Vec::new(),
-                }));
+                )));
             }
             (CustomMatch::Check { provider, policy }, None) => {
                 let name = self.providers.get(provider).map_or("", |p| p.name.as_str());
@@ -411,22 +397,16 @@ impl Engine {
                     }
                     // Unreachable: the stage only targets authorization providers.
                     _ => {
-                        return Outcome::Decided(Box::new(Decision {
-                            verdict: Verdict::Deny(LocalReply {
+                        return Outcome::Decided(Box::new(Decision::denied(
+                            LocalReply {
                                 status: 403,
                                 body: RBAC_DENIED_BODY.into(),
                                 headers: Vec::new(),
                                 details: "ext_authz_error".into(),
-                            }),
-                            stage: Stage::ExtAuthz,
-                            reason: "no usable extension provider".into(),
-                            mutations: Default::default(),
-                            policy: None,
-                            rule: None,
-                            jwt: None,
-                            audit: None,
-                            dry_run: Vec::new(),
-                        }))
+                            },
+                            Stage::ExtAuthz,
+                            "no usable extension provider".into(),
+                        )))
                     }
                 };
                 return Outcome::NeedCheck(Box::new(check));
@@ -446,17 +426,11 @@ impl Engine {
                     self.stats.custom(policy, allowed);
                 }
                 if let (Some(_), CheckVerdict::Deny(reply)) = (&policy, &answer.verdict) {
-                    return Outcome::Decided(Box::new(Decision {
-                        verdict: Verdict::Deny(reply.clone()),
-                        stage: Stage::ExtAuthz,
-                        reason: answer.reason.clone(),
-                        mutations: Default::default(),
-                        policy: None,
-                        rule: None,
-                        jwt: None,
-                        audit: None,
-                        dry_run: Vec::new(),
-                    }));
+                    return Outcome::Decided(Box::new(Decision::denied(
+                        reply.clone(),
+                        Stage::ExtAuthz,
+                        answer.reason.clone(),
+                    )));
                 }
             }
         }
@@ -486,21 +460,16 @@ impl Engine {
                 mutations,
             } => {
                 let message = failure.status.message();
+                let reply = LocalReply {
+                    status: failure.http_status(),
+                    body: message.to_string(),
+                    headers: vec![("www-authenticate".into(), www_authenticate(req))],
+                    details: details("jwt_authn_access_denied", message),
+                };
+                let reason = format!("JWT from {}: {message}", failure.location);
                 return Outcome::Decided(Box::new(Decision {
-                    verdict: Verdict::Deny(LocalReply {
-                        status: failure.http_status(),
-                        body: message.to_string(),
-                        headers: vec![("www-authenticate".into(), www_authenticate(req))],
-                        details: details("jwt_authn_access_denied", message),
-                    }),
-                    stage: Stage::Authn,
-                    reason: format!("JWT from {}: {message}", failure.location),
                     mutations,
-                    policy: None,
-                    rule: None,
-                    jwt: None,
-                    audit: None,
-                    dry_run: Vec::new(),
+                    ..Decision::denied(reply, Stage::Authn, reason)
                 }));
             }
             AuthnOutcome::Done {
