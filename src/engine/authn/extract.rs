@@ -255,6 +255,27 @@ mod tests {
         assert_eq!(token_after("Bearer ", 7), "Bearer ");
     }
 
+    /// The prefix is looked for at the start first (the usual case); anywhere else in the
+    /// value it is still found, as Envoy's extractor finds it.
+    #[test]
+    fn header_prefix_at_the_start_or_anywhere() {
+        let mut ex = Extractor::default();
+        ex.add_rule(&JwtRule::default(), 0);
+        let req = |v: &str| RequestAttributes {
+            headers: vec![("authorization".into(), v.into())],
+            ..Default::default()
+        };
+        let tokens = |v: &str| -> Vec<String> {
+            let r = req(v);
+            ex.extract(&r).iter().map(|t| t.value.to_string()).collect()
+        };
+        assert_eq!(tokens("Bearer a.b.c"), ["a.b.c"]);
+        assert_eq!(tokens("Basic eA==, Bearer a.b.c"), ["a.b.c"]);
+        assert_eq!(tokens("xBearer a.b.c"), ["a.b.c"]);
+        assert!(tokens("bearer a.b.c").is_empty());
+        assert!(tokens("Basic eA==").is_empty());
+    }
+
     #[test]
     fn query_values_are_decoded() {
         assert_eq!(
