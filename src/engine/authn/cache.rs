@@ -5,9 +5,9 @@
 //! has that very key set (so a rotated-out key stops verifying at once).
 
 use crate::attrs::VerifiedJwt;
-use crate::fast_hash::TokenBuildHasher;
+use crate::fast_hash::{bytes_equal, token_hash};
 use crate::jwt::{Jwks, Jwt};
-use std::collections::HashMap;
+use hashbrown::HashTable;
 use std::fmt;
 use std::sync::Arc;
 
@@ -43,10 +43,11 @@ pub(crate) struct Hit {
     pub keys: Arc<Jwks>,
 }
 
-/// An exact LRU with O(1) lookup, insert and eviction at any size: a hash map from token to
-/// slot, and the slots linked from most to least recently used.
+/// An exact LRU with O(1) lookup, insert and eviction at any size: a hash table of slot
+/// indices (hashed and compared by the slots' tokens), and the slots linked from most to
+/// least recently used.
 pub(crate) struct TokenCache {
-    index: HashMap<Box<str>, u32, TokenBuildHasher>,
+    index: HashTable<u32>,
     slots: Vec<Slot>,
     /// Most recently used.
     head: u32,
@@ -80,7 +81,7 @@ impl TokenCache {
         // u32 slot indices; the config bounds the size far below.
         let capacity = capacity.min(NIL as usize - 1);
         TokenCache {
-            index: HashMap::default(),
+            index: HashTable::new(),
             slots: Vec::new(),
             head: NIL,
             tail: NIL,
@@ -91,6 +92,41 @@ impl TokenCache {
 
     fn slot(&self, i: u32) -> Option<&Slot> {
         self.slots.get(i as usize)
+    }
+
+    /// The slot holding `raw`.
+    fn find(&self, raw: &str) -> Option<u32> {
+        let slots = &self.slots;
+        let holds = |i: &u32| {
+            slots
+                .get(*i as usize)
+                .is_some_and(|s| bytes_equal(s.token.as_bytes(), raw.as_bytes()))
+        };
+        self.index.find(token_hash(raw.as_bytes()), holds).copied()
+    }
+
+    /// Indexes slot `i` (which holds its token already).
+    fn index_slot(&mut self, i: u32) {
+        let Some(token) = self.slot(i).map(|s| token_hash(s.token.as_bytes())) else {
+            return;
+        };
+        let slots = &self.slots;
+        let rehash = |j: &u32| {
+            slots
+                .get(*j as usize)
+                .map_or(0, |s| token_hash(s.token.as_bytes()))
+        };
+        self.index.insert_unique(token, i, rehash);
+    }
+
+    /// Drops slot `i` (holding `token`) from the index.
+    fn unindex(&mut self, i: u32, token: &str) {
+        if let Ok(entry) = self
+            .index
+            .find_entry(token_hash(token.as_bytes()), |j| *j == i)
+        {
+            entry.remove();
+        }
     }
 
     fn unlink(&mut self, i: u32) {
@@ -124,7 +160,7 @@ impl TokenCache {
         if raw.len() > self.max_token_bytes {
             return None;
         }
-        let i = *self.index.get(raw)?;
+        let i = self.find(raw)?;
         if self.head != i {
             self.unlink(i);
             self.push_front(i);
@@ -155,7 +191,7 @@ impl TokenCache {
             view: Arc::clone(view),
             keys: Arc::clone(keys),
         };
-        if let Some(&i) = self.index.get(raw) {
+        if let Some(i) = self.find(raw) {
             if let Some(s) = self.slots.get_mut(i as usize) {
                 s.entry = entry;
             }
@@ -180,10 +216,10 @@ impl TokenCache {
             };
             let old = std::mem::replace(&mut s.token, raw.into());
             s.entry = entry;
-            self.index.remove(&old);
+            self.unindex(i, &old);
             i
         };
-        self.index.insert(raw.into(), i);
+        self.index_slot(i);
         self.push_front(i);
     }
     /// The rule's key set is now `current`: entries verified with another set are dropped
@@ -215,8 +251,8 @@ impl TokenCache {
                 continue;
             }
             let at = self.slots.len() as u32;
-            self.index.insert(s.token.clone(), at);
             self.slots.push(s);
+            self.index_slot(at);
             self.push_front(at);
         }
     }
