@@ -2,7 +2,8 @@
 //! callback; Envoy calls each exported one for every request (about 2,000 instructions
 //! each, measured with `make bench-instructions`) and skips the ones a module does not
 //! export. meshguard has no use for the response body, trailers, metadata or access-log
-//! callbacks, so they are unexported after linking; the functions stay, unreferenced.
+//! callbacks, so they are unexported after linking; the functions stay, unreferenced. So are
+//! the module's libc overrides, which only the module calls.
 
 use crate::Result;
 
@@ -14,6 +15,10 @@ pub const UNUSED_CALLBACKS: &[&str] = &[
     "proxy_on_response_metadata",
     "proxy_on_log",
 ];
+
+/// The module's own `memcmp` and `bcmp` (src/wasm/word_compare.rs): the linker exports them
+/// as it does every `#[no_mangle]` function, though only the module itself calls them.
+pub const LIBC_OVERRIDES: &[&str] = &["memcmp", "bcmp"];
 
 const EXPORT_SECTION: u8 = 7;
 

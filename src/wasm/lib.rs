@@ -13,6 +13,8 @@ mod host_crypto;
 mod http;
 mod jwks_host;
 mod metrics;
+mod size_classes;
+mod word_compare;
 
 use jwks_host::WasmJwksHost;
 use meshguard_engine::Engine;
@@ -24,6 +26,12 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// Size-class free lists in front of dlmalloc: the request path's allocations cost a fraction
+/// (src/wasm/size_classes.rs).
+#[global_allocator]
+static ALLOCATOR: size_classes::SizeClasses<std::alloc::System> =
+    size_classes::SizeClasses::new(std::alloc::System);
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);

@@ -1,7 +1,7 @@
 //! `make wasm`: `wasm-unexport IN OUT` writes IN without the proxy-wasm callbacks meshguard
-//! does not use (meshguard_devtools::wasm_exports).
+//! does not use, nor the libc functions it overrides (meshguard_devtools::wasm_exports).
 
-use meshguard_devtools::wasm_exports::{remove_exports, UNUSED_CALLBACKS};
+use meshguard_devtools::wasm_exports::{remove_exports, LIBC_OVERRIDES, UNUSED_CALLBACKS};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -11,7 +11,12 @@ fn main() {
     };
     let run = || -> meshguard_devtools::Result<Vec<String>> {
         let module = std::fs::read(input).map_err(|e| format!("{input}: {e}"))?;
-        let (out, removed) = remove_exports(&module, UNUSED_CALLBACKS)?;
+        let drop: Vec<&str> = UNUSED_CALLBACKS
+            .iter()
+            .chain(LIBC_OVERRIDES)
+            .copied()
+            .collect();
+        let (out, removed) = remove_exports(&module, &drop)?;
         let tmp = format!("{output}.tmp");
         std::fs::write(&tmp, out)?;
         std::fs::rename(&tmp, output)?;
