@@ -66,3 +66,31 @@ fn malformed_buffers_stop_the_walk_without_panicking() {
     huge_value[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(pairs(&huge_value), vec![("a".to_string(), "1".to_string())]);
 }
+
+/// The ASCII fast path and the general path agree with a lossy conversion for a non-ASCII
+/// byte at every position of every length around the word size: valid UTF-8 (`é`, a 4-byte
+/// emoji), a lone continuation byte, 0xFF, and a sequence cut at the end.
+#[test]
+fn values_convert_as_lossy_utf8_wherever_the_non_ascii_byte_is() {
+    let odd: [&[u8]; 5] = [
+        "é".as_bytes(),
+        "🦀".as_bytes(),
+        &[0x80],
+        &[0xff],
+        &[0xe2, 0x82],
+    ];
+    for len in 0..24 {
+        assert_eq!(header_map::utf8(&vec![b'a'; len]), "a".repeat(len));
+        for at in 0..=len {
+            for bytes in odd {
+                let mut v = vec![b'a'; len];
+                v.splice(at..at, bytes.iter().copied());
+                assert_eq!(
+                    header_map::utf8(&v),
+                    String::from_utf8_lossy(&v),
+                    "len {len}, at {at}, {bytes:?}"
+                );
+            }
+        }
+    }
+}
