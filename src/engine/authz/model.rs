@@ -6,9 +6,10 @@
 //! is one attribute with "any of values AND none of notValues".
 
 use super::matcher::{Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch};
-use crate::attrs::{AuthContext, ConnectionInfo, Needs, RequestAttributes};
+use crate::attrs::{AuthContext, ConnectionInfo, Needs, RequestAttributes, VerifiedJwt};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::net::IpAddr;
 
 /// One attribute's matchers: matches when any of `any` matches (or `any` is empty) and none
@@ -131,31 +132,16 @@ pub(crate) struct Ctx<'a> {
     dest_port: Option<u16>,
     sni: &'a str,
     claims: Option<&'a Map<String, Value>>,
-    iss: Option<&'a str>,
-    sub: Option<&'a str>,
+    jwt: Option<&'a VerifiedJwt>,
+    /// The request principal's (iss, sub), looked up in the claims when a condition first
+    /// asks (most requests meet no principal condition).
+    principal: OnceCell<(Option<&'a str>, Option<&'a str>)>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(req: &'a RequestAttributes, auth: &'a AuthContext) -> Self {
         let peer = req.connection.mtls.then_some(&req.connection);
-        let jwt = auth.jwt.as_ref();
-        // The payload is what Envoy's metadata matchers see; the struct fields are a fallback
-        // for a payload without the claim (a subject of "" means "no sub").
-        let claim = |name: &str| -> Option<&'a str> {
-            match jwt?.claims.get(name) {
-                Some(Value::String(s)) => Some(s.as_str()),
-                Some(_) => None,
-                None => None,
-            }
-        };
-        let iss = claim("iss").or_else(|| {
-            jwt.filter(|j| !j.claims.contains_key("iss") && !j.issuer.is_empty())
-                .map(|j| j.issuer.as_str())
-        });
-        let sub = claim("sub").or_else(|| {
-            jwt.filter(|j| !j.claims.contains_key("sub") && !j.subject.is_empty())
-                .map(|j| j.subject.as_str())
-        });
+        let jwt = auth.jwt.as_deref();
         Ctx {
             req,
             path: req.path_only(),
@@ -166,9 +152,26 @@ impl<'a> Ctx<'a> {
             dest_port: req.destination.map(|a| a.port()),
             sni: req.connection.sni.as_deref().unwrap_or(""),
             claims: jwt.map(|j| &j.claims),
-            iss,
-            sub,
+            jwt,
+            principal: OnceCell::new(),
         }
+    }
+
+    /// The request principal's issuer and subject. The payload is what Envoy's metadata
+    /// matchers see; the struct fields are a fallback for a payload without the claim (a
+    /// subject of "" means "no sub").
+    fn principal(&self) -> (Option<&'a str>, Option<&'a str>) {
+        *self.principal.get_or_init(|| {
+            let Some(jwt) = self.jwt else {
+                return (None, None);
+            };
+            let part = |name: &str, fallback: &'a str| match jwt.claims.get(name) {
+                Some(Value::String(s)) => Some(s.as_str()),
+                Some(_) => None,
+                None => (!fallback.is_empty()).then_some(fallback),
+            };
+            (part("iss", &jwt.issuer), part("sub", &jwt.subject))
+        })
     }
 
     /// Envoy's `AuthenticatedMatcher` order: every URI SAN, every DNS SAN, the subject.
@@ -245,7 +248,10 @@ impl Cond {
     pub fn matches(&self, ctx: &Ctx) -> bool {
         match self {
             Cond::PeerId(f) => f.eval(|m| ctx.peer_names().any(|name| m.matches(name))),
-            Cond::RequestPrincipal(f) => f.eval(|m| m.matches(ctx.iss, ctx.sub)),
+            Cond::RequestPrincipal(f) => f.eval(|m| {
+                let (iss, sub) = ctx.principal();
+                m.matches(iss, sub)
+            }),
             Cond::DirectRemoteIp(f) => f.eval(|c| ctx.direct_ip.is_some_and(|ip| c.contains(ip))),
             Cond::RemoteIp(f) => f.eval(|c| ctx.remote_ip.is_some_and(|ip| c.contains(ip))),
             Cond::DestinationIp(f) => f.eval(|c| ctx.dest_ip.is_some_and(|ip| c.contains(ip))),
@@ -362,7 +368,7 @@ impl Cond {
                     format!("peer identity {:?}", names.join(", "))
                 }
             }
-            Cond::RequestPrincipal(_) => match (ctx.iss, ctx.sub) {
+            Cond::RequestPrincipal(_) => match ctx.principal() {
                 (Some(i), Some(s)) => format!("request principal \"{i}/{s}\""),
                 _ => "request principal (none: no verified token with iss and sub)".into(),
             },
