@@ -49,30 +49,25 @@ pub(crate) fn token_hash(token: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Byte equality, 8 bytes per step. `==` on slices becomes a call to `memcmp`, which wasm
-/// has no instruction for: the module's own copy compares byte by byte, about nine
-/// instructions per byte under V8, most of a cache hit's cost for a 700-byte token.
+/// Byte equality, 32 bytes per step. `==` on slices becomes a call to `memcmp`, which wasm
+/// has no instruction for: wasi-libc's compares byte by byte, about nine instructions per
+/// byte under V8, most of a cache hit's cost for a 700-byte token.
 pub(crate) fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let (mut wa, mut wb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut wa).zip(&mut wb) {
-        if word(x) != word(y) {
+    let ((wa, ta), (wb, tb)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    // Four words' differences OR-ed together: one branch per 32 bytes.
+    let (mut qa, mut qb) = (wa.chunks_exact(4), wb.chunks_exact(4));
+    for (x, y) in (&mut qa).zip(&mut qb) {
+        let diff = x.iter().zip(y).fold(0, |d, (x, y)| {
+            d | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+        });
+        if diff != 0 {
             return false;
         }
     }
-    wa.remainder()
-        .iter()
-        .zip(wb.remainder())
-        .all(|(x, y)| x == y)
-}
-
-/// An 8-byte chunk as one word (a single 64-bit load once optimized).
-fn word(chunk: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(chunk);
-    u64::from_le_bytes(w)
+    qa.remainder() == qb.remainder() && ta == tb
 }
 
 #[cfg(test)]
@@ -95,7 +90,7 @@ mod tests {
     /// (in a word, in the tail, in the first and last byte).
     #[test]
     fn bytes_equal_is_slice_equality() {
-        let base: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        let base: Vec<u8> = (0..80u8).map(|i| i.wrapping_mul(37)).collect();
         for len in 0..base.len() {
             let a = &base[..len];
             assert!(bytes_equal(a, a));
