@@ -56,18 +56,34 @@ pub(crate) fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let ((wa, ta), (wb, tb)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
     // Four words' differences OR-ed together: one branch per 32 bytes.
-    let (mut qa, mut qb) = (wa.chunks_exact(4), wb.chunks_exact(4));
+    let (mut qa, mut qb) = (a.chunks_exact(32), b.chunks_exact(32));
     for (x, y) in (&mut qa).zip(&mut qb) {
-        let diff = x.iter().zip(y).fold(0, |d, (x, y)| {
-            d | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
-        });
+        let diff = x
+            .chunks_exact(8)
+            .zip(y.chunks_exact(8))
+            .fold(0, |d, (x, y)| d | (word(x) ^ word(y)));
         if diff != 0 {
             return false;
         }
     }
-    qa.remainder() == qb.remainder() && ta == tb
+    let (mut wa, mut wb) = (
+        qa.remainder().chunks_exact(8),
+        qb.remainder().chunks_exact(8),
+    );
+    (&mut wa).zip(&mut wb).all(|(x, y)| word(x) == word(y))
+        && wa
+            .remainder()
+            .iter()
+            .zip(wb.remainder())
+            .all(|(x, y)| x == y)
+}
+
+/// An 8-byte chunk as one word (a single 64-bit load once optimized).
+fn word(chunk: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    u64::from_le_bytes(w)
 }
 
 #[cfg(test)]
