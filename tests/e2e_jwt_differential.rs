@@ -569,6 +569,32 @@ fn replace_meshguard(cfg: &mut Value, filters: &[Value]) -> usize {
     }
 }
 
+/// What the upstream received: claim headers and the token's removal.
+fn upstream_view(r: &http::Response) -> Vec<(String, Value)> {
+    let body: Value = serde_json::from_str(&r.text()).unwrap_or_default();
+    body["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .filter(|(k, _)| k.starts_with("x-claim-") || *k == "authorization")
+                .map(|(k, v)| {
+                    // An object claim's member order is protobuf's map order in
+                    // Envoy (unspecified): compared as JSON, not as bytes (README).
+                    if k == "x-claim-org" {
+                        use base64::Engine as _;
+                        let json = base64::engine::general_purpose::STANDARD
+                            .decode(v.as_str().unwrap_or_default())
+                            .unwrap_or_default();
+                        let parsed: Value = serde_json::from_slice(&json).unwrap_or_default();
+                        return (k.clone(), json!({ "decoded": parsed }));
+                    }
+                    (k.clone(), v.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn jwt_differential_against_envoy_jwt_authn() {
     let p = require!();
@@ -599,37 +625,12 @@ fn jwt_differential_against_envoy_jwt_authn() {
     let mut differences = Vec::new();
     let (mut allowed, mut refused) = (0, 0);
     let mut object_claims_forwarded = 0;
+    let (mut an_allowed, mut a_refused) = (None, None);
     for (what, t) in &tokens {
         let call = Call::get("/headers").bearer(t);
         let n = http::send(native_addr, &call).unwrap();
         let m = mg.send(&call);
         let same = n.status == m.status && (n.status == 200 || n.text() == m.text());
-        // What the upstream received: claim headers and the token's removal.
-        let upstream_view = |r: &http::Response| -> Vec<(String, Value)> {
-            let body: Value = serde_json::from_str(&r.text()).unwrap_or_default();
-            body["headers"]
-                .as_object()
-                .map(|h| {
-                    h.iter()
-                        .filter(|(k, _)| k.starts_with("x-claim-") || *k == "authorization")
-                        .map(|(k, v)| {
-                            // An object claim's member order is protobuf's map order in
-                            // Envoy (unspecified): compared as JSON, not as bytes (README).
-                            if k == "x-claim-org" {
-                                use base64::Engine as _;
-                                let json = base64::engine::general_purpose::STANDARD
-                                    .decode(v.as_str().unwrap_or_default())
-                                    .unwrap_or_default();
-                                let parsed: Value =
-                                    serde_json::from_slice(&json).unwrap_or_default();
-                                return (k.clone(), json!({ "decoded": parsed }));
-                            }
-                            (k.clone(), v.clone())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
         if n.status == 200 && upstream_view(&n).iter().any(|(k, _)| k == "x-claim-org") {
             object_claims_forwarded += 1;
         }
@@ -651,8 +652,12 @@ fn jwt_differential_against_envoy_jwt_authn() {
         }
         if n.status == 200 {
             allowed += 1;
+            an_allowed.get_or_insert_with(|| t.clone());
         } else {
             refused += 1;
+            if n.status == 401 {
+                a_refused.get_or_insert_with(|| t.clone());
+            }
         }
         // The remote key set served its issuer on both sides (a non-applicable policy
         // sharing its jwksUri once made meshguard fail these with "Jwks remote fetch is failed").
@@ -666,19 +671,87 @@ fn jwt_differential_against_envoy_jwt_authn() {
             );
         }
     }
+    // Where the prefix is: Envoy's extractor finds `Bearer ` anywhere in the value (after
+    // another scheme, glued to other text, twice), and takes the token up to the next
+    // space or comma.
+    let (good, bad) = (an_allowed.unwrap(), a_refused.unwrap());
+    let values = [
+        format!("Basic eA==, Bearer {good}"),
+        format!("xBearer {good}"),
+        format!("Bearer Bearer {good}"),
+        format!("Bearer  {good}"),
+        format!("bearer {good}"),
+        format!("BEARER {good}"),
+        format!("Bearer {good},extra"),
+        format!("Bearer {good} trailing"),
+        format!("Bearer {good}, Bearer {bad}"),
+        format!("Bearer {bad}, Bearer {good}"),
+        format!("Token {good}"),
+        format!("{good}"),
+        "Bearer".to_string(),
+        "Bearer ".to_string(),
+        "Bearer ,".to_string(),
+        format!("Basic eA==, Bearer {bad}"),
+    ];
+    let mut placement_statuses = Vec::new();
+    let mut placements_verified = Vec::new();
+    for v in &values {
+        let call = Call::get("/headers").header("authorization", v);
+        let (n, m) = (http::send(native_addr, &call).unwrap(), mg.send(&call));
+        placement_statuses.push(n.status);
+        placements_verified.push(
+            upstream_view(&n)
+                .iter()
+                .any(|(k, _)| k.starts_with("x-claim-")),
+        );
+        let same = n.status == m.status
+            && if n.status == 200 {
+                upstream_view(&n) == upstream_view(&m)
+            } else {
+                n.text() == m.text()
+            };
+        if !same {
+            let shown = v.replace(&good, "<valid>").replace(&bad, "<refused>");
+            differences.push(format!(
+                "authorization {shown:?}: envoy {} {:?}, meshguard {} {:?}",
+                n.status,
+                n.text(),
+                m.status,
+                m.text()
+            ));
+        }
+    }
     eprintln!(
-        "JWT differential: {} tokens, envoy allowed {allowed} refused {refused}, {} differences",
+        "JWT differential: {} tokens and {} prefix placements, envoy allowed {allowed} refused \
+         {refused} of the tokens, {} differences",
         tokens.len(),
+        values.len(),
         differences.len()
     );
     assert!(
         differences.is_empty(),
-        "{} of {} tokens differ:\n{}",
+        "{} of {} cases differ:\n{}",
         differences.len(),
-        tokens.len(),
+        tokens.len() + values.len(),
         differences.join("\n")
     );
     assert!(allowed >= 40 && refused >= 100, "{allowed} / {refused}");
+    // The placements reach both outcomes: the mid-value token is found (allowed), the
+    // refused token after another scheme is found too (401).
+    assert_eq!(placement_statuses[0], 200, "{placement_statuses:?}");
+    assert!(
+        placements_verified[0],
+        "the mid-value token verified: {placements_verified:?}"
+    );
+    assert_eq!(
+        placement_statuses[values.len() - 1],
+        401,
+        "{placement_statuses:?}"
+    );
+    eprintln!(
+        "prefix placements, native statuses: {placement_statuses:?}, verified: \
+         {placements_verified:?}"
+    );
     // The claim-header comparison saw object claims (base64 JSON) reach the upstream.
     assert!(object_claims_forwarded >= 2, "{object_claims_forwarded}");
 }
