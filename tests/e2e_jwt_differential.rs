@@ -687,7 +687,7 @@ fn jwt_differential_against_envoy_jwt_authn() {
         format!("Bearer {good}, Bearer {bad}"),
         format!("Bearer {bad}, Bearer {good}"),
         format!("Token {good}"),
-        format!("{good}"),
+        good.clone(),
         "Bearer".to_string(),
         "Bearer ".to_string(),
         "Bearer ,".to_string(),
