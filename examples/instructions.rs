@@ -9,10 +9,13 @@
 //! main thread's timers, V8's helpers).
 //!
 //! Environment: CG_REQUESTS (2000), CG_WARMUP (300), CG_POLICIES (10), CG_ALGS (RS256,ES256),
-//! CG_VARIANTS (nofilter,native,meshguard), CG_APPEND (a file to append the table to), CG_KEEP (unset: set to keep the callgrind files
+//! CG_VARIANTS (nofilter,native,meshguard), CG_HEADERS (unset; `browser` adds a browser's dozen
+//! other headers to the request), CG_APPEND (a file to append the table to), CG_KEEP (unset: set to keep the callgrind files
 //! under .run/instructions for `callgrind_annotate`), ENVOY_BIN, MESHGUARD_WASM.
 
-use meshguard_devtools::bench::{bootstrap, http_filters, request_bytes, Conn, Variant, VARIANTS};
+use meshguard_devtools::bench::{
+    bootstrap, browser_request_bytes, http_filters, request_bytes, Conn, Variant, VARIANTS,
+};
 use meshguard_devtools::envoy::{Envoy, Options};
 use meshguard_devtools::keys::{self, SigningKey};
 use meshguard_devtools::{workload, Result};
@@ -45,6 +48,8 @@ struct Settings {
     wasm: PathBuf,
     dir: PathBuf,
     keep: bool,
+    /// CG_HEADERS=browser: the request with a browser's dozen other headers.
+    browser: bool,
 }
 
 fn run() -> Result<()> {
@@ -60,6 +65,7 @@ fn run() -> Result<()> {
         wasm: path("MESHGUARD_WASM", "dist/meshguard.wasm"),
         dir: root.join(".run/instructions"),
         keep: std::env::var_os("CG_KEEP").is_some(),
+        browser: std::env::var("CG_HEADERS").is_ok_and(|h| h == "browser"),
     };
     let algs: Vec<String> = std::env::var("CG_ALGS")
         .unwrap_or_else(|_| "RS256,ES256".into())
@@ -97,7 +103,11 @@ fn run() -> Result<()> {
             other => return Err(format!("CG_ALGS: unknown algorithm {other}").into()),
         };
         let token = key.sign(&workload::claims(0, keys::now(), 3 * 3600))?;
-        let request = request_bytes(&request_path, &token);
+        let request = if s.browser {
+            browser_request_bytes(&request_path, &token)
+        } else {
+            request_bytes(&request_path, &token)
+        };
         for &v in &variants {
             let filters = http_filters(v, &filter, CACHE, &s.wasm)?;
             let config = bootstrap(filters);
@@ -239,8 +249,11 @@ fn total_instructions(path: &Path) -> Result<u64> {
 
 fn render(s: &Settings, algs: &[String], t: &BTreeMap<(String, Variant), f64>) -> String {
     let mut out = format!(
-        "\n## Instructions per request (callgrind, {} requests after {} warm-up, {} policies, repeated token)\n\n",
-        s.requests, s.warmup, s.policies
+        "\n## Instructions per request (callgrind, {} requests after {} warm-up, {} policies, repeated token{})\n\n",
+        s.requests,
+        s.warmup,
+        s.policies,
+        if s.browser { ", a browser's dozen other headers" } else { "" }
     );
     out += "| token | no filter | native | meshguard | native over none | meshguard over none | meshguard/native |\n";
     out += "|---|---:|---:|---:|---:|---:|---:|\n";

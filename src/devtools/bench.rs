@@ -125,6 +125,29 @@ pub fn request_bytes(path: &str, token: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The benchmark request as a browser sends it: the same token after a dozen headers no
+/// policy reads (user agent, accept*, client hints, fetch metadata, referer, an unrelated
+/// cookie-free session header).
+pub fn browser_request_bytes(path: &str, token: &str) -> Vec<u8> {
+    const BROWSER: &str = "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36\r\n\
+        Accept: application/json, text/plain, */*\r\n\
+        Accept-Language: en-GB,en;q=0.9,de;q=0.8\r\n\
+        Accept-Encoding: gzip, deflate, br, zstd\r\n\
+        Sec-Ch-Ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\n\
+        Sec-Ch-Ua-Mobile: ?0\r\n\
+        Sec-Ch-Ua-Platform: \"Linux\"\r\n\
+        Sec-Fetch-Site: same-origin\r\n\
+        Sec-Fetch-Mode: cors\r\n\
+        Sec-Fetch-Dest: empty\r\n\
+        Referer: https://app.example.com/dashboard/reports?range=30d\r\n\
+        X-Client-Version: 4.18.2\r\n";
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{BROWSER}Authorization: Bearer {token}\r\n\r\n",
+        workload::HOST
+    )
+    .into_bytes()
+}
+
 /// A keep-alive HTTP/1.1 client connection, one request in flight at a time.
 pub struct Conn {
     stream: TcpStream,

@@ -33,6 +33,8 @@ pub struct Engine {
     peer_needs: Needs,
     /// Regular headers authorization conditions read (lower case).
     authz_headers: Vec<Box<str>>,
+    /// Regular headers any decision may read.
+    read_headers: HeaderSet,
     /// `extensionProviders`, for CUSTOM checks.
     providers: Vec<ExtensionProvider>,
     /// Per resource: whether it attaches to this workload and why.
@@ -40,6 +42,38 @@ pub struct Engine {
     /// Pending counters of this configuration's decisions.
     stats: Stats,
     log: DecisionLog,
+}
+
+/// The regular request headers a configuration's decisions may read.
+#[derive(Debug)]
+enum HeaderSet {
+    /// A CUSTOM policy sends the request's headers to the external authorizer.
+    All,
+    /// Lower-case names: what authentication and the policies' conditions read, and the
+    /// decision log's `x-request-id`.
+    Only(Vec<Box<str>>),
+}
+
+impl HeaderSet {
+    fn read_by(authn: &Authenticator, authz: &Authorizer) -> Self {
+        if authz.has_custom() {
+            return HeaderSet::All;
+        }
+        let mut names: Vec<Box<str>> = vec!["x-request-id".into()];
+        for name in authn.read_headers().into_iter().chain(authz.read_headers()) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        HeaderSet::Only(names)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            HeaderSet::All => true,
+            HeaderSet::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name)),
+        }
+    }
 }
 
 /// The engine's answer for one request.
@@ -137,6 +171,7 @@ impl Engine {
             needs: peer.needs().union(authz.needs()).union(check_needs),
             peer_needs: peer.needs().union(check_needs),
             authz_headers: authz.read_headers(),
+            read_headers: HeaderSet::read_by(&authn, &authz),
             peer,
             authn,
             authz,
@@ -145,6 +180,12 @@ impl Engine {
             providers: cfg.extension_providers.clone(),
             attachments: attachments(cfg),
         })
+    }
+
+    /// Whether deciding may read the regular request header `name`: the adapter copies only
+    /// these out of the host's header map (a browser sends a dozen the policies never read).
+    pub fn reads_header(&self, name: &str) -> bool {
+        self.read_headers.contains(name)
     }
 
     /// The connection facts any decision may read (an upper bound of [`Engine::needs_for`]).
@@ -681,6 +722,128 @@ mod tests {
             );
             assert_eq!(deny.matched_rule(), (!allowed).then_some(1));
         }
+    }
+
+    /// The adapter copies only the headers `reads_header` keeps: every decision made from
+    /// those alone equals the decision made from the whole request (token locations in a
+    /// header and a cookie, the default location, a CORS preflight, the `www-authenticate`
+    /// realm, header conditions of ALLOW, DENY, AUDIT and dry-run policies, the decision
+    /// log's request id), and the headers nothing reads are the ones left out.
+    #[test]
+    fn decisions_need_only_the_headers_the_engine_reads() {
+        let oct = r#"{"keys":[{"kty":"oct","alg":"HS256","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMy"}]}"#;
+        let policy = |name: &str, action: &str, header: &str, dry: bool| {
+            let annotations = if dry {
+                json!({ "istio.io/dry-run": "true" })
+            } else {
+                json!({})
+            };
+            json!({ "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": { "name": name, "namespace": "ns", "annotations": annotations },
+                "spec": { "action": action, "rules": [
+                    { "when": [{ "key": format!("request.headers[{header}]"), "values": ["a"] }] }] } })
+        };
+        let authn = json!({ "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": { "name": "jwt", "namespace": "ns" },
+            "spec": { "jwtRules": [
+                { "issuer": "i1", "jwks": oct, "fromHeaders": [{ "name": "X-Jwt", "prefix": "Tok " }],
+                  "fromCookies": ["session"] },
+                { "issuer": "i2", "jwks": oct } ] } });
+        let e = engine(json!([
+            authn,
+            policy("allow-team", "ALLOW", "x-team", false),
+            policy("deny-block", "DENY", "x-block", false),
+            policy("audit", "AUDIT", "x-audit", false),
+            policy("dry", "DENY", "x-dry", true),
+        ]));
+        let read = [
+            "x-jwt",
+            "cookie",
+            "authorization",
+            "origin",
+            "access-control-request-method",
+            "x-forwarded-proto",
+            "x-envoy-original-path",
+            "x-request-id",
+            "x-team",
+            "x-block",
+            "x-audit",
+            "x-dry",
+        ];
+        for name in read {
+            assert!(e.reads_header(name), "{name}");
+            assert!(e.reads_header(&name.to_ascii_uppercase()), "{name}");
+        }
+        let noise = ["user-agent", "accept", "x-noise", "accept-language"];
+        for name in noise {
+            assert!(!e.reads_header(name), "{name}");
+        }
+        let keys = crate::authn::InlineKeysOnly;
+        let optional: [(&str, &str); 12] = [
+            ("x-jwt", "Tok not.a.token"),
+            ("cookie", "a=1; session=not.a.token"),
+            ("authorization", "Bearer not.a.token"),
+            ("origin", "https://app"),
+            ("access-control-request-method", "POST"),
+            ("x-forwarded-proto", "https"),
+            ("x-envoy-original-path", "/original"),
+            ("x-team", "a"),
+            ("x-block", "a"),
+            ("x-audit", "a"),
+            ("x-dry", "a"),
+            ("x-request-id", "r-1"),
+        ];
+        let (mut allowed, mut denied) = (0, 0);
+        for mask in 0u32..(1 << optional.len()) {
+            // Every other subset (4096 is more than needed; the odd ones cover each header
+            // alone and with every other).
+            if mask % 3 == 1 {
+                continue;
+            }
+            let mut headers: Vec<(String, String)> = noise
+                .iter()
+                .map(|n| (n.to_string(), "v".to_string()))
+                .collect();
+            for (i, (n, v)) in optional.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    headers.insert(i % (headers.len() + 1), (n.to_string(), v.to_string()));
+                }
+            }
+            let method = if mask & 1 == 0 { "OPTIONS" } else { "GET" };
+            let full = RequestAttributes {
+                method: method.into(),
+                path: "/p".into(),
+                host: "h".into(),
+                scheme: "http".into(),
+                headers,
+                ..Default::default()
+            };
+            let mut kept = full.clone();
+            kept.headers.retain(|(n, _)| e.reads_header(n));
+            assert_eq!(kept.headers.len() + noise.len(), full.headers.len());
+            let (Outcome::Decided(a), Outcome::Decided(b)) =
+                (e.decide(&full, &keys, 0), e.decide(&kept, &keys, 0))
+            else {
+                panic!("inline keys only");
+            };
+            assert_eq!(a, b, "headers {:?}", full.headers);
+            assert_eq!(
+                e.decision_log_line(&a, &full),
+                e.decision_log_line(&b, &kept)
+            );
+            if a.allowed() {
+                allowed += 1;
+            } else {
+                denied += 1;
+            }
+        }
+        assert!(
+            allowed > 100 && denied > 100,
+            "{allowed} allowed, {denied} denied"
+        );
+        // A CUSTOM policy sends every header to the authorizer.
+        let custom = custom_engine(Vec::new(), "http");
+        assert!(custom.reads_header("x-noise") && custom.reads_header("user-agent"));
     }
 
     fn custom_engine(extra_policies: Vec<serde_json::Value>, provider: &str) -> Engine {

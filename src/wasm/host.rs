@@ -3,7 +3,7 @@
 //! non-UTF-8 header values.
 
 use super::header_map::{for_each_pair, utf8};
-use meshguard_engine::{ConnectionInfo, Needs, RequestAttributes};
+use meshguard_engine::{ConnectionInfo, Engine, Needs, RequestAttributes};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, LogLevel, MapType, Status};
 use std::net::SocketAddr;
@@ -78,9 +78,10 @@ pub(crate) fn map(map: MapType) -> Vec<(String, String)> {
     out
 }
 
-/// The current request's headers (one hostcall). Connection facts are left absent: see
+/// The current request's headers (one hostcall), the regular ones only where `engine` may
+/// read them (a copy each otherwise). Connection facts are left absent: see
 /// [`add_connection_facts`].
-pub(crate) fn request_attributes() -> RequestAttributes {
+pub(crate) fn request_attributes(engine: &Engine) -> RequestAttributes {
     let mut attrs = RequestAttributes::default();
     let Some(buf) = map_buffer(MapType::HttpRequestHeaders) else {
         return attrs;
@@ -91,6 +92,7 @@ pub(crate) fn request_attributes() -> RequestAttributes {
         ":authority" => attrs.host = utf8(value),
         ":scheme" => attrs.scheme = utf8(value),
         n if n.starts_with(':') => {}
+        n if !engine.reads_header(n) => {}
         _ => attrs.headers.push((name.to_string(), utf8(value))),
     });
     attrs

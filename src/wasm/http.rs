@@ -216,7 +216,7 @@ impl HttpContext for Filter {
             );
             return Action::Pause;
         };
-        let mut attrs = host::request_attributes();
+        let mut attrs = host::request_attributes(&engine);
         #[cfg(feature = "trap-on-demand")]
         if attrs.header("x-meshguard-trap").is_some() {
             // A trap, as a bug would cause one (panic = abort in the module).

@@ -85,6 +85,19 @@ impl Extractor {
         }
     }
 
+    /// The headers extraction reads: each header location's name, and `cookie` when a
+    /// rule reads cookies.
+    pub(crate) fn header_names(&self) -> Vec<Box<str>> {
+        let mut names: Vec<Box<str>> = Vec::new();
+        let cookie = (!self.cookies.is_empty()).then_some("cookie");
+        for name in self.headers.values().map(|l| l.name.as_str()).chain(cookie) {
+            if !names.iter().any(|n| **n == *name) {
+                names.push(name.into());
+            }
+        }
+        names
+    }
+
     fn add_header(&mut self, name: &str, prefix: &str, idx: usize) {
         let name = name.to_ascii_lowercase();
         let loc = self

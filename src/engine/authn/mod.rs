@@ -334,6 +334,23 @@ impl Authenticator {
         out
     }
 
+    /// The regular request headers authentication may read (lower case): the token
+    /// locations, `cookie` when a rule reads cookies, the CORS preflight's two headers and
+    /// the `www-authenticate` realm's two; none when no rule applies.
+    pub(crate) fn read_headers(&self) -> Vec<Box<str>> {
+        if self.rules.is_empty() {
+            return Vec::new();
+        }
+        let mut names = self.extractor.header_names();
+        names.extend(
+            ["origin", "access-control-request-method"]
+                .into_iter()
+                .chain(["x-forwarded-proto", "x-envoy-original-path"])
+                .map(Box::from),
+        );
+        names
+    }
+
     /// True when some RequestAuthentication applies.
     pub(crate) fn has_rules(&self) -> bool {
         !self.rules.is_empty()
