@@ -92,11 +92,15 @@ pub(crate) fn request_attributes(engine: &Engine) -> RequestAttributes {
         ":authority" => attrs.host = utf8(value),
         ":scheme" => attrs.scheme = utf8(value),
         n if n.starts_with(':') => {}
-        n if !engine.reads_header(n) => {}
+        // The test-only trap header is no policy's: kept for the check in http.rs.
+        n if !engine.reads_header(n) && (!cfg!(feature = "trap-on-demand") || n != TRAP) => {}
         _ => attrs.headers.push((name.to_string(), utf8(value))),
     });
     attrs
 }
+
+/// The header that makes the test-only `trap-on-demand` module trap (tests/e2e_failure_policy.rs).
+pub(crate) const TRAP: &str = "x-meshguard-trap";
 
 /// Fills in only the connection facts in `needs` (each is a property lookup).
 pub(crate) fn add_connection_facts(attrs: &mut RequestAttributes, needs: Needs) {

@@ -218,7 +218,7 @@ impl HttpContext for Filter {
         };
         let mut attrs = host::request_attributes(&engine);
         #[cfg(feature = "trap-on-demand")]
-        if attrs.header("x-meshguard-trap").is_some() {
+        if attrs.header(host::TRAP).is_some() {
             // A trap, as a bug would cause one (panic = abort in the module).
             std::process::abort();
         }
