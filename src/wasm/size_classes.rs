@@ -96,6 +96,9 @@ impl<A: GlobalAlloc> SizeClasses<A> {
 // moves between its owner and its class's free list); every block is MIN-aligned and at least
 // as large as any layout mapped to its class; other layouts are the system allocator's.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
+    // Not inlined into each of the module's allocation sites: LTO would, for 127 KB more
+    // module and 0.2 % fewer instructions per request.
+    #[inline(never)]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some(class) = class_of(layout) else {
             // SAFETY: the caller's layout, passed on.
@@ -113,6 +116,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         head
     }
 
+    #[inline(never)]
     unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
         let Some(class) = class_of(layout) else {
             // SAFETY: allocated by the system allocator with this layout (same mapping).
@@ -127,6 +131,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         }
     }
 
+    #[inline(never)]
     unsafe fn realloc(&self, block: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: GlobalAlloc's contract: new_size > 0 and, rounded up to the alignment, fits.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
