@@ -262,8 +262,13 @@ fn run() -> Result<()> {
         for inst in &chosen {
             wrk(&lua, inst.addr, &tokens, &path, 1, inst.envoy.pid())?;
         }
-        for _ in 0..s.rounds {
-            for inst in &chosen {
+        for round in 0..s.rounds {
+            // A B C, then C B A: a load that drifts within a round weighs on every variant alike.
+            let mut order = chosen.clone();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for inst in order {
                 let run = wrk(&lua, inst.addr, &tokens, &path, s.seconds, inst.envoy.pid())
                     .map_err(|e| format!("{} ({}): {e}", inst.variant.name(), sc.label()))?;
                 r.rps.entry(inst.variant).or_default().push(run.rps);
@@ -639,6 +644,19 @@ fn clock_ticks_per_sec() -> f64 {
     })
 }
 
+/// The median over rounds of `num`'s value over `den`'s in the same round (the ratio of the
+/// medians when a variant lacks a round).
+fn paired(by: &BTreeMap<Variant, Vec<f64>>, num: Variant, den: Variant) -> f64 {
+    let (Some(a), Some(b)) = (by.get(&num), by.get(&den)) else {
+        return f64::NAN;
+    };
+    if a.len() != b.len() || a.is_empty() {
+        return median(a) / median(b);
+    }
+    let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    median(&ratios)
+}
+
 /// The median: one noisy window (a neighbour on the host, a stray interrupt) does not move it.
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -741,7 +759,7 @@ fn render(
         "Each Envoy: `--concurrency 1`, one listener, direct 200 response (no upstream), so the \
          filters are all the per-request work. Native = `jwt_authn` (with `jwt_cache_config`, \
          100 entries) + RBAC as istiod generates them from the same resources. Throughput: wrk \
-         -t1 -c{CONNECTIONS}, {} x {} s per variant, alternating A B C, median. Latency: open loop \
+         -t1 -c{CONNECTIONS}, {} x {} s per variant, alternating A B C / C B A, median; ratios are the median of each round's own ratio. Latency: open loop \
          at the fixed rate shown ({:.0}% of the slowest variant, at most {MAX_FIXED_RATE}/s), {} \
          connections, {:.1} s per variant in {LATENCY_ROUNDS} alternating windows, median of \
          the windows' percentiles; time from send to the whole response. Distinct = {} tokens cycled (more than either cache \
@@ -782,12 +800,17 @@ fn render(
         };
         let [n, na, m] = VARIANTS.map(rps);
         let [cn, cna, cm] = VARIANTS.map(cpu);
+        // Ratios are paired: the median of the rounds' own ratios (each round runs the three
+        // variants back to back, so a noisy minute moves both sides of a ratio).
+        let [vn, vna, vm] = VARIANTS;
+        let (m_na, m_n) = (paired(&r.rps, vm, vna), paired(&r.rps, vm, vn));
+        let (cna_cm, cn_cm) = (paired(&r.cpu_us, vna, vm), paired(&r.cpu_us, vn, vm));
         let [ln, lna, lm] = VARIANTS.map(lat);
         let p99_ratio = lm.1 / lna.1;
-        worst_tput = worst_tput.min(m / na);
-        worst_tput_cpu = worst_tput_cpu.min(cna / cm);
-        worst_nofilter = worst_nofilter.min(m / n);
-        worst_nofilter_cpu = worst_nofilter_cpu.min(cn / cm);
+        worst_tput = worst_tput.min(m_na);
+        worst_tput_cpu = worst_tput_cpu.min(cna_cm);
+        worst_nofilter = worst_nofilter.min(m_n);
+        worst_nofilter_cpu = worst_nofilter_cpu.min(cn_cm);
         worst_p99 = worst_p99.max(p99_ratio);
         // meshguard's own CPU time per request: its Envoy's minus the unfiltered Envoy's.
         if sc.cache == CACHE {
@@ -797,10 +820,10 @@ fn render(
             o,
             "| {} | {n:.0} / {na:.0} / {m:.0} | {:.2} | {:.2} | {cn:.1} / {cna:.1} / {cm:.1} | {:.2} | {:.2} |",
             sc.label(),
-            m / na,
-            m / n,
-            cna / cm,
-            cn / cm,
+            m_na,
+            m_n,
+            cna_cm,
+            cn_cm,
         );
         let _ = writeln!(
             latency_rows,
