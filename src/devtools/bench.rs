@@ -118,8 +118,13 @@ pub fn http_filters(
 
 /// A keep-alive GET of `path` with `token`, as the load generators send it.
 pub fn request_bytes(path: &str, token: &str) -> Vec<u8> {
+    request_with(path, "", token)
+}
+
+/// The benchmark request with `other` (CRLF-terminated header lines) before the token.
+fn request_with(path: &str, other: &str, token: &str) -> Vec<u8> {
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        "GET {path} HTTP/1.1\r\nHost: {}\r\n{other}Authorization: Bearer {token}\r\n\r\n",
         workload::HOST
     )
     .into_bytes()
@@ -141,11 +146,7 @@ pub fn browser_request_bytes(path: &str, token: &str) -> Vec<u8> {
         Sec-Fetch-Dest: empty\r\n\
         Referer: https://app.example.com/dashboard/reports?range=30d\r\n\
         X-Client-Version: 4.18.2\r\n";
-    format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\n{BROWSER}Authorization: Bearer {token}\r\n\r\n",
-        workload::HOST
-    )
-    .into_bytes()
+    request_with(path, BROWSER, token)
 }
 
 /// A keep-alive HTTP/1.1 client connection, one request in flight at a time.

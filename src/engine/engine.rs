@@ -55,14 +55,15 @@ enum HeaderSet {
 }
 
 impl HeaderSet {
-    fn read_by(authn: &Authenticator, authz: &Authorizer) -> Self {
+    /// `authz_headers`: what the policies' conditions read ([`Authorizer::read_headers`]).
+    fn read_by(authn: &Authenticator, authz: &Authorizer, authz_headers: &[Box<str>]) -> Self {
         if authz.has_custom() {
             return HeaderSet::All;
         }
         let mut names: Vec<Box<str>> = vec!["x-request-id".into()];
-        for name in authn.read_headers().into_iter().chain(authz.read_headers()) {
-            if !names.contains(&name) {
-                names.push(name);
+        for name in authn.read_headers().iter().chain(authz_headers) {
+            if !names.contains(name) {
+                names.push(name.clone());
             }
         }
         HeaderSet::Only(names)
@@ -165,13 +166,14 @@ impl Engine {
             },
             _ => Needs::default(),
         };
+        let authz_headers = authz.read_headers();
         Ok(Engine {
             stats,
             log: DecisionLog::new(cfg.decision_log.clone()),
             needs: peer.needs().union(authz.needs()).union(check_needs),
             peer_needs: peer.needs().union(check_needs),
-            authz_headers: authz.read_headers(),
-            read_headers: HeaderSet::read_by(&authn, &authz),
+            read_headers: HeaderSet::read_by(&authn, &authz, &authz_headers),
+            authz_headers,
             peer,
             authn,
             authz,

@@ -7,7 +7,7 @@
 
 use super::matcher::{Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch};
 use crate::attrs::{AuthContext, ConnectionInfo, Needs, RequestAttributes, VerifiedJwt};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::net::IpAddr;
@@ -131,7 +131,6 @@ pub(crate) struct Ctx<'a> {
     dest_ip: Option<IpAddr>,
     dest_port: Option<u16>,
     sni: &'a str,
-    claims: Option<&'a Map<String, Value>>,
     jwt: Option<&'a VerifiedJwt>,
     /// The request principal's (iss, sub), looked up in the claims when a condition first
     /// asks (most requests meet no principal condition).
@@ -151,7 +150,6 @@ impl<'a> Ctx<'a> {
             dest_ip: req.destination.map(|a| a.ip()),
             dest_port: req.destination.map(|a| a.port()),
             sni: req.connection.sni.as_deref().unwrap_or(""),
-            claims: jwt.map(|j| &j.claims),
             jwt,
             principal: OnceCell::new(),
         }
@@ -236,7 +234,7 @@ impl<'a> Ctx<'a> {
 
     fn claim(&self, path: &[Box<str>]) -> Option<&'a Value> {
         let (first, rest) = path.split_first()?;
-        let mut value = self.claims?.get(&**first)?;
+        let mut value = self.jwt?.claims.get(&**first)?;
         for key in rest {
             value = value.as_object()?.get(&**key)?;
         }
