@@ -74,9 +74,9 @@ def check_differential(body, _version):
 
 
 def check_jwt(body, _version):
-    m = re.search(r"^(\d+) of (\d+) tokens differ:\n((?:.*\n){0,1000})", body, re.M)
+    m = re.search(r"^(\d+) of (\d+) (?:tokens|cases) differ:\n((?:.*\n){0,1000})", body, re.M)
     if not m:
-        return ["jwt differential: no 'N of M tokens differ' summary"]
+        return ["jwt differential: no 'N of M cases differ' summary"]
     n = int(m.group(1))
     rows = m.group(3).splitlines()[:n]
     bad = [r[:160] for r in rows
