@@ -10,7 +10,8 @@
 //!
 //! Environment: CG_REQUESTS (2000), CG_WARMUP (300), CG_POLICIES (10), CG_ALGS (RS256,ES256),
 //! CG_VARIANTS (nofilter,native,meshguard), CG_HEADERS (unset; `browser` adds a browser's dozen
-//! other headers to the request), CG_APPEND (a file to append the table to), CG_KEEP (unset: set to keep the callgrind files
+//! other headers to the request), CG_TOKENS (1: one repeated token; N: N distinct tokens cycled,
+//! both caches sized N, the warm-up at least N so every token is cached), CG_APPEND (a file to append the table to), CG_KEEP (unset: set to keep the callgrind files
 //! under .run/instructions for `callgrind_annotate`), ENVOY_BIN, MESHGUARD_WASM.
 
 use meshguard_devtools::bench::{
@@ -50,6 +51,8 @@ struct Settings {
     keep: bool,
     /// CG_HEADERS=browser: the request with a browser's dozen other headers.
     browser: bool,
+    /// CG_TOKENS: distinct tokens cycled (1 = the repeated token).
+    tokens: usize,
 }
 
 fn run() -> Result<()> {
@@ -66,7 +69,14 @@ fn run() -> Result<()> {
         dir: root.join(".run/instructions"),
         keep: std::env::var_os("CG_KEEP").is_some(),
         browser: std::env::var("CG_HEADERS").is_ok_and(|h| h == "browser"),
+        tokens: env_or("CG_TOKENS", 1usize).max(1),
     };
+    // Every distinct token goes through the caches once before counting starts.
+    let s = Settings {
+        warmup: s.warmup.max(s.tokens),
+        ..s
+    };
+    let cache = CACHE.max(s.tokens);
     let algs: Vec<String> = std::env::var("CG_ALGS")
         .unwrap_or_else(|_| "RS256,ES256".into())
         .split(',')
@@ -92,7 +102,7 @@ fn run() -> Result<()> {
     let rs = SigningKey::rsa("bench-rs256")?;
     let es = SigningKey::ec_p256("bench-es256")?;
     let mut filter = workload::filter_config(s.policies, &keys::jwks(&[&rs, &es]));
-    filter["jwtCache"] = json!({ "size": CACHE });
+    filter["jwtCache"] = json!({ "size": cache });
     let request_path = workload::request_path(s.policies);
 
     let mut table: BTreeMap<(String, Variant), f64> = BTreeMap::new();
@@ -102,16 +112,21 @@ fn run() -> Result<()> {
             "ES256" => &es,
             other => return Err(format!("CG_ALGS: unknown algorithm {other}").into()),
         };
-        let token = key.sign(&workload::claims(0, keys::now(), 3 * 3600))?;
-        let request = if s.browser {
-            browser_request_bytes(&request_path, &token)
-        } else {
-            request_bytes(&request_path, &token)
-        };
+        let now = keys::now();
+        let requests = (0..s.tokens)
+            .map(|user| {
+                let token = key.sign(&workload::claims(user, now, 3 * 3600))?;
+                Ok(if s.browser {
+                    browser_request_bytes(&request_path, &token)
+                } else {
+                    request_bytes(&request_path, &token)
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         for &v in &variants {
-            let filters = http_filters(v, &filter, CACHE, &s.wasm)?;
+            let filters = http_filters(v, &filter, cache, &s.wasm)?;
             let config = bootstrap(filters);
-            let windows = measure(&s, &config, &request, &format!("{alg}-{}", v.slug()))?;
+            let windows = measure(&s, &config, &requests, &format!("{alg}-{}", v.slug()))?;
             let per = windows.iter().sum::<f64>() / windows.len() as f64;
             eprintln!(
                 "instructions: {alg} {:<22} {per:>9.0} per request (windows {})",
@@ -166,7 +181,7 @@ fn real_binary(bin: &Path) -> PathBuf {
 fn measure(
     s: &Settings,
     config: &serde_json::Value,
-    request: &[u8],
+    requests: &[Vec<u8>],
     name: &str,
 ) -> Result<Vec<f64>> {
     let workdir = s.dir.join(name);
@@ -189,8 +204,10 @@ fn measure(
     let pid = envoy.pid().to_string();
     let addr = envoy.listener("bench")?;
     let mut conn = Conn::open(addr)?;
+    let mut next = requests.iter().cycle();
     let mut send = |n: usize| -> Result<()> {
         for i in 0..n {
+            let request = next.next().ok_or("no request to send")?;
             let status = conn.round_trip(request)?;
             if status != 200 {
                 return Err(format!("{name}: request {i} answered {status}").into());
@@ -249,10 +266,15 @@ fn total_instructions(path: &Path) -> Result<u64> {
 
 fn render(s: &Settings, algs: &[String], t: &BTreeMap<(String, Variant), f64>) -> String {
     let mut out = format!(
-        "\n## Instructions per request (callgrind, {} requests after {} warm-up, {} policies, repeated token{})\n\n",
+        "\n## Instructions per request (callgrind, {} requests after {} warm-up, {} policies, {}{})\n\n",
         s.requests,
         s.warmup,
         s.policies,
+        if s.tokens == 1 {
+            "repeated token".to_string()
+        } else {
+            format!("{} distinct tokens cycled, caches {}", s.tokens, CACHE.max(s.tokens))
+        },
         if s.browser { ", a browser's dozen other headers" } else { "" }
     );
     out += "| token | no filter | native | meshguard | native over none | meshguard over none | meshguard/native |\n";
