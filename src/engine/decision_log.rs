@@ -6,6 +6,7 @@
 use crate::attrs::RequestAttributes;
 use crate::config::DecisionLogSettings;
 use crate::decision::{Decision, Stage, Verdict};
+use crate::json_string::{push_json_string, Escapes};
 use std::cell::Cell;
 
 #[derive(Debug, Default)]
@@ -152,14 +153,14 @@ impl JsonObject {
             self.out.push(',');
         }
         self.first = false;
-        push_json_string(&mut self.out, k);
+        push_json_string(&mut self.out, k, Escapes::Json);
         self.out.push(':');
     }
 
     fn str(&mut self, k: &str, v: Option<&str>) {
         self.key(k);
         match v {
-            Some(v) => push_json_string(&mut self.out, v),
+            Some(v) => push_json_string(&mut self.out, v, Escapes::Json),
             None => self.out.push_str("null"),
         }
     }
@@ -175,51 +176,5 @@ impl JsonObject {
     fn finish(mut self) -> String {
         self.out.push('}');
         self.out
-    }
-}
-
-/// `s` as a JSON string: quotes, backslashes and control characters escaped (RFC 8259).
-fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let n = c as usize;
-                out.push_str("\\u00");
-                out.push(char::from(HEX[n >> 4]));
-                out.push(char::from(HEX[n & 15]));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_json_string;
-
-    /// Whatever a request carries, the line stays JSON that parses back to the same text.
-    #[test]
-    fn strings_are_escaped() {
-        for s in [
-            "plain",
-            "q\"b\\s",
-            "nl\nret\rtab\t",
-            "\u{1}\u{1f}\u{7f}",
-            "ünï😀",
-            "",
-        ] {
-            let mut out = String::new();
-            push_json_string(&mut out, s);
-            let back: String = serde_json::from_str(&out).unwrap();
-            assert_eq!(back, s, "{out}");
-        }
     }
 }

@@ -14,6 +14,7 @@ mod ext_authz;
 mod ext_authz_grpc;
 mod fast_hash;
 pub mod istio;
+mod json_string;
 mod jwks_cache;
 mod jwt;
 mod peer;

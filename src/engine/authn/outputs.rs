@@ -1,6 +1,7 @@
 //! What a successful authentication writes into the request: `outputPayloadToHeader`,
 //! `outputClaimToHeaders`, and token removal.
 
+use crate::json_string::{push_json_string, Escapes};
 use crate::jwt::Jwt;
 use serde_json::Value;
 
@@ -122,41 +123,16 @@ fn write_protobuf_json(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write_protobuf_string(k, out);
+                push_json_string(out, k, Escapes::Protobuf);
                 out.push(':');
                 write_protobuf_json(item, out);
             }
             out.push('}');
         }
-        Value::String(text) => write_protobuf_string(text, out),
+        Value::String(text) => push_json_string(out, text, Escapes::Protobuf),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Null => out.push_str("null"),
     }
-}
-
-/// A JSON string as protobuf escapes it: `"` `\` and the short control escapes, other
-/// controls, DEL, `<` and `>` as `\u00XX`; everything else (non-ASCII too) as it is.
-/// Written here rather than with serde_json's serializer, which the module otherwise does
-/// not need (about 14 KB).
-fn write_protobuf_string(text: &str, out: &mut String) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' || c == '<' || c == '>' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]

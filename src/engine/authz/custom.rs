@@ -27,8 +27,8 @@ use super::model::Ctx;
 use super::{compile, dry_run};
 use crate::attrs::{AuthContext, RequestAttributes};
 use crate::config::{join, ConfigError, ExtensionProvider, ProviderKind, Resource};
-use crate::istio::authorization_policy::{items, AuthorizationPolicySpec};
-use crate::trace::{PolicyTrace, RuleTrace};
+use crate::istio::authorization_policy::{items, Action, AuthorizationPolicySpec};
+use crate::trace::PolicyTrace;
 
 /// What the CUSTOM stage says about one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,20 +239,9 @@ impl CustomStage {
             .into_iter()
             .flat_map(|(set, dry_run)| {
                 let ctx = &ctx;
-                set.policies().iter().map(move |p| PolicyTrace {
-                    name: p.name.clone(),
-                    action: crate::istio::authorization_policy::Action::Custom,
-                    dry_run,
-                    evaluated: true,
-                    rules: p
-                        .rules
-                        .iter()
-                        .map(|r| RuleTrace {
-                            index: r.index,
-                            mismatch: r.mismatch(ctx),
-                        })
-                        .collect(),
-                })
+                set.policies()
+                    .iter()
+                    .map(move |p| p.trace(ctx, Action::Custom, dry_run, true))
             })
             .collect()
     }

@@ -32,7 +32,7 @@ use crate::attrs::{AuthContext, Needs, RequestAttributes};
 use crate::config::{ConfigError, ExtensionProvider, Resource, Workload};
 pub use crate::istio::authorization_policy::Action;
 use crate::istio::AuthorizationPolicySpec;
-use crate::trace::{PolicyTrace, RuleTrace};
+use crate::trace::PolicyTrace;
 pub(crate) use custom::CustomMatch;
 use custom::CustomStage;
 use index::PolicySet;
@@ -299,20 +299,10 @@ impl Authorizer {
             .chain(shadows)
             .flat_map(|(set, action, dry_run)| {
                 let ctx = &ctx;
-                set.policies().iter().map(move |p| PolicyTrace {
-                    name: p.name.clone(),
-                    action,
-                    dry_run,
-                    evaluated: !(denied && action == Action::Allow),
-                    rules: p
-                        .rules
-                        .iter()
-                        .map(|r| RuleTrace {
-                            index: r.index,
-                            mismatch: r.mismatch(ctx),
-                        })
-                        .collect(),
-                })
+                let evaluated = !(denied && action == Action::Allow);
+                set.policies()
+                    .iter()
+                    .map(move |p| p.trace(ctx, action, dry_run, evaluated))
             })
             .collect()
     }

@@ -7,6 +7,8 @@
 
 use super::matcher::{Cidr, HeaderMatch, IdMatch, PathMatch, RequestPrincipalMatch, StrMatch};
 use crate::attrs::{AuthContext, ConnectionInfo, Needs, RequestAttributes, VerifiedJwt};
+use crate::istio::authorization_policy::Action;
+use crate::trace::{PolicyTrace, RuleTrace};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -342,6 +344,24 @@ impl Policy {
     pub fn needs(&self) -> Needs {
         self.conds()
             .fold(Needs::default(), |n, c| n.union(c.needs()))
+    }
+
+    /// This policy with each rule's first failing clause, for [`crate::Trace`].
+    pub fn trace(&self, ctx: &Ctx, action: Action, dry_run: bool, evaluated: bool) -> PolicyTrace {
+        PolicyTrace {
+            name: self.name.clone(),
+            action,
+            dry_run,
+            evaluated,
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RuleTrace {
+                    index: r.index,
+                    mismatch: r.mismatch(ctx),
+                })
+                .collect(),
+        }
     }
 
     /// The first matching rule.
