@@ -259,18 +259,9 @@ fn invalid_path_templates_are_refused_like_envoy() {
                     "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
                     "static_resources": { "listeners": [{
                         "name": "l", "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-                        "filter_chains": [{ "filters": [{
-                            "name": "envoy.filters.network.http_connection_manager",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                                "stat_prefix": "l",
-                                "route_config": { "virtual_hosts": [{ "name": "a", "domains": ["*"], "routes": [] }] },
-                                "http_filters": filters.into_iter().chain([serde_json::json!({
-                                    "name": "envoy.filters.http.router",
-                                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-                                })]).collect::<Vec<_>>(),
-                            }
-                        }] }]
+                        "filter_chains": [{ "filters": [
+                            envoy::http_connection_manager("l", None, filters, serde_json::json!({}))
+                        ] }]
                     }] }
                 });
                 let path = dir.join("native.json");

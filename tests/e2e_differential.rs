@@ -20,6 +20,7 @@ mod common;
 
 use common::*;
 use meshguard_devtools::certs::{Identity, IssueOptions, MeshCa};
+use meshguard_devtools::difftest::{self, Side};
 use meshguard_devtools::envoy::{self, Envoy, Options};
 use meshguard_devtools::http::{self, Call, Response};
 use meshguard_devtools::istio_rbac;
@@ -2230,12 +2231,6 @@ fn bypass_regressions() -> Vec<Case> {
 // Running the cases in two Envoys
 // ---------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Side {
-    Native,
-    Meshguard,
-}
-
 fn workload() -> Value {
     json!({ "namespace": "foo", "labels": { "app": "httpbin", "version": "v1" },
             "rootNamespace": "istio-system" })
@@ -2356,50 +2351,17 @@ fn listener(
     http_filters: Vec<Value>,
     access_log: &Path,
 ) -> Value {
-    let mut filters = http_filters;
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-    }));
-    let mut chain = json!({
-        "filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": name,
-                "codec_type": "AUTO",
-                // As the shipped sidecar: the TCP peer is the caller's proxy, the client IP
-                // comes from x-forwarded-for; the shipped path normalisation.
-                "use_remote_address": false,
-                "normalize_path": true,
-                "merge_slashes": true,
-                "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-                "route_config": {
-                    "name": name,
-                    "virtual_hosts": [{
-                        "name": "all",
-                        "domains": ["*"],
-                        "routes": [{
-                            "match": { "prefix": "/" },
-                            "direct_response": { "status": 200, "body": { "inline_string": "ok" } }
-                        }]
-                    }]
-                },
-                "http_filters": filters,
-                // Per request: its id, the native audit mark (RBAC LOG action), meshguard's.
-                "access_log": [{
-                    "name": "envoy.access_loggers.file",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                        "path": access_log,
-                        "log_format": { "text_format_source": { "inline_string":
-                            "%REQ(X-DIFF-ID)% %DYNAMIC_METADATA(envoy.common:access_log_hint)% %FILTER_STATE(wasm.meshguard.audit:PLAIN)%\n"
-                        } }
-                    }
-                }],
-            }
-        }]
-    });
+    // As the shipped sidecar: the TCP peer is the caller's proxy, the client IP comes from
+    // x-forwarded-for; the shipped path normalisation.
+    let mut settings = envoy::shipped_path_handling();
+    settings["access_log"] = difftest::audit_access_log(access_log);
+    let hcm = envoy::http_connection_manager(
+        name,
+        Some(json!({ "direct_response": { "status": 200, "body": { "inline_string": "ok" } } })),
+        http_filters,
+        settings,
+    );
+    let mut chain = json!({ "filters": [hcm] });
     if tls {
         let pki = pki();
         chain["transport_socket"] = json!({
@@ -2717,27 +2679,7 @@ fn run_cases(tag: &str, cases: &[&Case]) -> (usize, Vec<String>) {
 /// (shadow allowed, shadow denied): native = the RBAC filters' dry-run stats of listener
 /// `case{i}`, meshguard = its own counters (global; requests are sequential).
 fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
-    let stats = match run.side {
-        Side::Native => run.envoy.stats(&format!("^http\\.case{i}\\.rbac\\.")),
-        // `meshguard_dry_run_total{policy, action, result}`, tags still in the stat name
-        // (these configs have no stats_tags).
-        Side::Meshguard => run.envoy.stats("meshguard_dry_run_total"),
-    }
-    .unwrap();
-    let sum = |suffix: &str| -> u64 {
-        stats
-            .iter()
-            .filter(|(k, _)| k.ends_with(suffix))
-            .map(|(_, v)| v)
-            .sum()
-    };
-    match run.side {
-        Side::Native => (sum("shadow_allowed"), sum("shadow_denied")),
-        Side::Meshguard => (
-            sum("result=.=allowed;.;meshguard_dry_run_total"),
-            sum("result=.=denied;.;meshguard_dry_run_total"),
-        ),
-    }
+    difftest::dry_run_counts(&run.envoy, run.side, &format!("case{i}")).unwrap()
 }
 
 /// Access log lines by request id: (native audit hint, meshguard audit filter state).

@@ -1010,24 +1010,16 @@ fn every_golden_output_loads_in_envoy() {
         .flat_map(|c| c.outputs.iter().copied())
         .collect();
     for (i, out) in outputs.iter().enumerate() {
-        let mut filters = yaml_docs(out);
-        filters.push(
-            json!({ "name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }),
+        let hcm = meshguard_devtools::envoy::http_connection_manager(
+            &format!("golden{i}"),
+            Some(json!({ "route": { "cluster": "echo" } })),
+            yaml_docs(out),
+            json!({}),
         );
         listeners.push(json!({
             "name": out,
             "address": { "socket_address": { "address": "127.0.0.1", "port_value": 20000 + i } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": format!("golden{i}"),
-                    "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "echo" } }] }] },
-                    "http_filters": filters,
-                }
-            }] }],
+            "filter_chains": [{ "filters": [hcm] }],
         }));
     }
     let cluster = |name: &str| {

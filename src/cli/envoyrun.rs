@@ -16,7 +16,7 @@
 use crate::sim::{RunKey, Sim};
 use crate::testcmd::{Case, EnvoyOpts};
 use meshguard_devtools::certs::{Identity, MeshCa};
-use meshguard_devtools::envoy::{Envoy, Options};
+use meshguard_devtools::envoy::{self, Envoy, Options};
 use meshguard_devtools::http;
 use meshguard_devtools::servers::{EchoUpstream, JwksServer};
 use serde_json::{json, Value};
@@ -111,44 +111,32 @@ fn pki(dir: &Path, cases: &[Case]) -> Result<Pki, String> {
 }
 
 fn hcm(name: &str, filter_json: &str, wasm: &Path) -> Value {
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": name,
-            "codec_type": "AUTO",
-            "use_remote_address": false,
-            "normalize_path": true,
-            "merge_slashes": true,
-            "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-            "route_config": { "name": name, "virtual_hosts": [{
-                "name": "all", "domains": ["*"],
-                "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "echo", "timeout": "10s" } }]
-            }] },
-            "http_filters": [
-                { "name": "envoy.filters.http.set_filter_state",
-                  "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.set_filter_state.v3.Config",
-                    "on_request_headers": [{
-                        "object_key": "io.meshguard.direct_remote_address",
-                        "factory_key": "envoy.string",
-                        "format_string": { "text_format_source": { "inline_string": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%" } }
-                    }] } },
-                { "name": "envoy.filters.http.wasm",
-                  "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                    "config": {
-                        "name": "meshguard", "root_id": "meshguard",
-                        "vm_config": { "vm_id": "meshguard", "runtime": "envoy.wasm.runtime.v8",
-                                       "code": { "local": { "filename": wasm } } },
-                        "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                           "value": filter_json }
-                    } } },
-                { "name": "envoy.filters.http.router",
-                  "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }
-            ]
-        }
-    })
+    let filters = vec![
+        json!({ "name": "envoy.filters.http.set_filter_state",
+          "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.set_filter_state.v3.Config",
+            "on_request_headers": [{
+                "object_key": "io.meshguard.direct_remote_address",
+                "factory_key": "envoy.string",
+                "format_string": { "text_format_source": { "inline_string": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%" } }
+            }] } }),
+        json!({ "name": "envoy.filters.http.wasm",
+          "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "meshguard", "root_id": "meshguard",
+                "vm_config": { "vm_id": "meshguard", "runtime": "envoy.wasm.runtime.v8",
+                               "code": { "local": { "filename": wasm } } },
+                "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue",
+                                   "value": filter_json }
+            } } }),
+    ];
+    envoy::http_connection_manager(
+        name,
+        Some(json!({ "route": { "cluster": "echo", "timeout": "10s" } })),
+        filters,
+        envoy::shipped_path_handling(),
+    )
 }
 
 fn listener(name: &str, filter_json: &str, wasm: &Path, pki: &Pki) -> Value {

@@ -2,7 +2,7 @@
 //! Envoys compared (no filter, Envoy's own jwt_authn + RBAC, meshguard), their bootstrap
 //! around a direct response, and a keep-alive client.
 
-use crate::{http, istio_rbac, workload, Result};
+use crate::{envoy, http, istio_rbac, workload, Result};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -38,32 +38,18 @@ impl Variant {
 /// An Envoy with one listener `bench` whose only route is a direct 200: the HTTP filters
 /// are all the per-request work there is.
 pub fn bootstrap(http_filters: Vec<Value>) -> Value {
-    let mut filters = http_filters;
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-    }));
+    let hcm = envoy::http_connection_manager(
+        "bench",
+        Some(json!({ "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } } })),
+        http_filters,
+        json!({ "use_remote_address": true, "normalize_path": true }),
+    );
     json!({
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } } },
         "static_resources": { "listeners": [{
             "name": "bench",
             "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "bench",
-                    "codec_type": "AUTO",
-                    "use_remote_address": true,
-                    "normalize_path": true,
-                    "route_config": { "virtual_hosts": [{
-                        "name": "all", "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" },
-                                     "direct_response": { "status": 200, "body": { "inline_string": "ok\n" } } }]
-                    }] },
-                    "http_filters": filters,
-                }
-            }] }]
+            "filter_chains": [{ "filters": [hcm] }]
         }] }
     })
 }

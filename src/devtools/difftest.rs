@@ -1357,49 +1357,34 @@ fn meshguard_filters(setup: &Setup, filter: &Value) -> Result<Vec<Value>> {
     envoy::gateway_meshguard_filters(&setup.repo, &setup.wasm, filter)
 }
 
-fn hcm(name: &str, http_filters: &[Value], access_log: &Path, edge: Option<u32>) -> Value {
-    let mut filters = http_filters.to_vec();
-    filters.push(json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-    }));
-    let mut h = json!({
-        "name": "envoy.filters.network.http_connection_manager",
+/// The HCM's `access_log`: per request its `x-diff-id`, the native audit mark (RBAC's LOG
+/// action hint) and meshguard's (its filter state), one line each in `path`.
+pub fn audit_access_log(path: &Path) -> Value {
+    json!([{
+        "name": "envoy.access_loggers.file",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": name,
-            "codec_type": "AUTO",
-            "use_remote_address": false,
-            "normalize_path": true,
-            "merge_slashes": true,
-            "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
-            "route_config": {
-                "name": name,
-                "virtual_hosts": [{
-                    "name": "all",
-                    "domains": ["*"],
-                    "routes": [{ "match": { "prefix": "/" },
-                                 "route": { "cluster": "echo", "timeout": "10s" } }]
-                }]
-            },
-            "http_filters": filters,
-            "access_log": [{
-                "name": "envoy.access_loggers.file",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                    "path": access_log,
-                    "log_format": { "text_format_source": { "inline_string":
-                        "%REQ(X-DIFF-ID)% %DYNAMIC_METADATA(envoy.common:access_log_hint)% %FILTER_STATE(wasm.meshguard.audit:PLAIN)%\n"
-                    } }
-                }
-            }],
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": path,
+            "log_format": { "text_format_source": { "inline_string":
+                "%REQ(X-DIFF-ID)% %DYNAMIC_METADATA(envoy.common:access_log_hint)% %FILTER_STATE(wasm.meshguard.audit:PLAIN)%\n"
+            } }
         }
-    });
+    }])
+}
+
+fn hcm(name: &str, http_filters: &[Value], access_log: &Path, edge: Option<u32>) -> Value {
+    let mut settings = envoy::shipped_path_handling();
+    settings["access_log"] = audit_access_log(access_log);
     if let Some(hops) = edge {
-        h["typed_config"]["use_remote_address"] = json!(true);
-        h["typed_config"]["xff_num_trusted_hops"] = json!(hops);
+        settings["use_remote_address"] = json!(true);
+        settings["xff_num_trusted_hops"] = json!(hops);
     }
-    h
+    envoy::http_connection_manager(
+        name,
+        Some(json!({ "route": { "cluster": "echo", "timeout": "10s" } })),
+        http_filters.to_vec(),
+        settings,
+    )
 }
 
 fn tls_socket(pki: &Pki) -> Value {
@@ -1992,13 +1977,18 @@ fn normalize_echo(mut v: Value, mask: &dyn Fn(&str) -> String) -> Value {
 }
 
 fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
-    let stats = match run.side {
-        Side::Native => run.envoy.stats(&format!("^http\\.case{i}\\.rbac\\.")),
+    dry_run_counts(&run.envoy, run.side, &format!("case{i}")).unwrap_or_default()
+}
+
+/// (dry-run allowed, dry-run denied) so far: native = the RBAC filters' shadow stats of the
+/// HCM whose stat prefix is `stat_prefix`, meshguard = its own counters (one per Envoy).
+pub fn dry_run_counts(envoy: &Envoy, side: Side, stat_prefix: &str) -> Result<(u64, u64)> {
+    let stats = match side {
+        Side::Native => envoy.stats(&format!("^http\\.{stat_prefix}\\.rbac\\."))?,
         // `meshguard_dry_run_total{policy, action, result}`, the tags still in the stat
         // name (these configs have no stats_tags).
-        Side::Meshguard => run.envoy.stats("meshguard_dry_run_total"),
-    }
-    .unwrap_or_default();
+        Side::Meshguard => envoy.stats("meshguard_dry_run_total")?,
+    };
     let sum = |suffix: &str| -> u64 {
         stats
             .iter()
@@ -2006,13 +1996,13 @@ fn shadow_counts(run: &Run, i: usize) -> (u64, u64) {
             .map(|(_, v)| v)
             .sum()
     };
-    match run.side {
+    Ok(match side {
         Side::Native => (sum("shadow_allowed"), sum("shadow_denied")),
         Side::Meshguard => (
             sum("result=.=allowed;.;meshguard_dry_run_total"),
             sum("result=.=denied;.;meshguard_dry_run_total"),
         ),
-    }
+    })
 }
 
 /// meshguard adds its counters to Envoy's stats on its tick (every 250 ms): wait for one.

@@ -136,6 +136,56 @@ pub fn set_meshguard_configuration(cfg: &mut Value, filter_json: &str) -> Result
     Ok(n)
 }
 
+/// An HTTP connection manager network filter for test and bench listeners: one virtual host
+/// whose `/` route takes `action` (`{"route": {...}}` or `{"direct_response": {...}}`; `None`:
+/// no route at all), `http_filters` followed by the router, and `settings` (an object, e.g.
+/// [`shipped_path_handling`]) added to its typed config.
+pub fn http_connection_manager(
+    stat_prefix: &str,
+    action: Option<Value>,
+    http_filters: Vec<Value>,
+    settings: Value,
+) -> Value {
+    let mut filters = http_filters;
+    filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    }));
+    let routes: Vec<Value> = action
+        .into_iter()
+        .map(|a| {
+            let mut route = json!({ "match": { "prefix": "/" } });
+            if let (Some(r), Value::Object(a)) = (route.as_object_mut(), a) {
+                r.extend(a);
+            }
+            route
+        })
+        .collect();
+    let mut typed = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "route_config": {
+            "name": stat_prefix,
+            "virtual_hosts": [{ "name": "all", "domains": ["*"], "routes": routes }]
+        },
+        "http_filters": filters,
+    });
+    if let (Some(t), Value::Object(extra)) = (typed.as_object_mut(), settings) {
+        t.extend(extra);
+    }
+    json!({ "name": "envoy.filters.network.http_connection_manager", "typed_config": typed })
+}
+
+/// The path handling of the shipped configs (`envoy/*.yaml`, Istio's MERGE_SLASHES level):
+/// paths normalised and slashes merged, escaped slashes unescaped by a redirect.
+pub fn shipped_path_handling() -> Value {
+    json!({
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+    })
+}
+
 /// meshguard's HTTP filters exactly as the shipped gateway config (`envoy/ingress-gateway.yaml`
 /// under `repo`) declares them, the `set_filter_state` that records the TCP peer and then
 /// the wasm filter loading `wasm`, with the filter JSON `filter`; the router left out.

@@ -168,30 +168,21 @@ pub fn start(p: &Prereqs, side: Side, cases: &[Case], s: &Setup) -> Run {
     let mut listeners = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let filter = filter_json(c, s);
-        let mut filters = match side {
+        let filters = match side {
             Side::Native => istio_rbac::http_filters(&filter)
                 .unwrap_or_else(|e| panic!("case {}: translation: {e}", c.name)),
             Side::Meshguard => meshguard_filters(p, &filter),
         };
-        filters.push(
-            json!({ "name": "envoy.filters.http.router", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" } }),
+        let hcm = envoy::http_connection_manager(
+            &format!("case{i}"),
+            Some(json!({ "route": { "cluster": "upstream" } })),
+            filters,
+            json!({ "normalize_path": true, "merge_slashes": true }),
         );
         listeners.push(json!({
             "name": format!("case{i}"),
             "address": { "socket_address": { "address": "127.0.0.1", "port_value": 0 } },
-            "filter_chains": [{ "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": format!("case{i}"),
-                    "normalize_path": true,
-                    "merge_slashes": true,
-                    "route_config": { "virtual_hosts": [{ "name": "all", "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "upstream" } }] }] },
-                    "http_filters": filters,
-                }
-            }]}]
+            "filter_chains": [{ "filters": [hcm] }]
         }));
     }
     let cfg = json!({
