@@ -217,4 +217,32 @@ fn prometheus_families_and_decision_log_after_known_traffic() {
             && l.contains("meshguard={\""))),
         "access log line with the decision record"
     );
+
+    // The VM memory gauge shows the largest VM, whichever VM ticked last: a few hundred
+    // distinct tokens fill the workers' caches (a few KiB each) while the main thread's VM
+    // serves no request; then the gauge holds the larger figure on every tick.
+    let vm_memory = || g.counter("vm.memory_bytes");
+    let before = vm_memory();
+    for i in 0..300 {
+        let t = token(&keys().ec, ISSUER, &format!("user-{i}"), json!({}));
+        expect_status(&g.get_with_token("/headers", &t), 200, "a distinct token");
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    // 60 samples over 3 s: before the gauge kept the largest, about one in ten read the
+    // main thread's smaller VM. Once every VM has ticked nothing writes it again.
+    let samples: Vec<u64> = (0..60)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            vm_memory()
+        })
+        .collect();
+    let top = samples.iter().copied().max().unwrap_or(0);
+    assert!(
+        top > before,
+        "300 cached tokens grow a worker's memory: {before} -> {samples:?}"
+    );
+    assert!(
+        samples.iter().all(|&x| x == top),
+        "the gauge holds the largest VM's memory over 3 s: {samples:?}"
+    );
 }

@@ -15,7 +15,8 @@ pub(crate) struct Metrics {
     /// Signature checks answered by Envoy's `verify_signature` / left to wasm after asking.
     pub jwt_host_verifications: Option<u32>,
     pub jwt_host_fallbacks: Option<u32>,
-    /// Gauge: this VM's linear memory (the last VM to tick writes it).
+    /// Gauge: the largest linear memory of the process's meshguard VMs (one per worker and
+    /// the main thread's; see [`Metrics::record_memory`]).
     pub vm_memory_bytes: Option<u32>,
 }
 
@@ -37,11 +38,24 @@ impl Metrics {
         }
     }
 
-    /// Records the module's linear memory size (pages of 64 KiB) in its gauge.
+    /// Raises the memory gauge to this VM's linear memory (pages of 64 KiB) when it is larger.
+    /// Every VM of the process writes the same gauge; a wasm memory never shrinks, so the
+    /// largest is the one worth showing (the main thread's VM, which serves no request, would
+    /// otherwise overwrite a worker's every other tick). Two VMs ticking at once may leave
+    /// the smaller value for one tick.
     pub(crate) fn record_memory(&self) {
+        extern "C" {
+            // The SDK's `get_metric` panics on a status it does not expect; 0 is Ok.
+            fn proxy_get_metric(metric_id: u32, value: *mut u64) -> u32;
+        }
         if let Some(id) = self.vm_memory_bytes {
             let bytes = core::arch::wasm32::memory_size(0) as u64 * 65536;
-            let _ = hostcalls::record_metric(id, bytes);
+            let mut shown = 0u64;
+            // SAFETY: `shown` is a live u64 the host writes at most 8 bytes into.
+            let status = unsafe { proxy_get_metric(id, &mut shown) };
+            if status != 0 || bytes > shown {
+                let _ = hostcalls::record_metric(id, bytes);
+            }
         }
     }
 
