@@ -5,8 +5,8 @@
 //! must get. Meanwhile the remote JWKS rotates its keys twice (new key published, clients
 //! move to it, old key withdrawn, then tokens of the old key are refused) and the policies
 //! are reloaded twice through `meshguard publish` (each new policy must decide every request
-//! within a second). meshguard's VM memory (`meshguard.vm.memory_bytes`, the largest VM's) and Envoy's RSS are
-//! sampled every `SOAK_SAMPLE_SECS` and must stay flat.
+//! within a second). meshguard's VM memory (`meshguard.vm.memory_bytes`, the largest VM's)
+//! and Envoy's RSS are sampled every `SOAK_SAMPLE_SECS` and must stay flat.
 //!
 //! Environment: SOAK_SECS (600), SOAK_REQUESTS (1000000), SOAK_CONNECTIONS (8),
 //! SOAK_SAMPLE_SECS (5), MESHGUARD_BIN (target/release/meshguard), ENVOY_BIN
