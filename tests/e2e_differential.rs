@@ -1432,6 +1432,69 @@ fn cases() -> Vec<Case> {
             get("/").is(403),
         ],
     ));
+    let iss2_tampered = keys::tamper(&iss2);
+    v.push(case(
+        "jwt-refusal-before-an-issuer-read-elsewhere",
+        vec![
+            resource(
+                "RequestAuthentication",
+                "by-param",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": keys::jwks(&[rsa()]),
+                                      "fromParams": ["jwt"] }] }),
+            ),
+            resource(
+                "RequestAuthentication",
+                "jwt2",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": ISSUER2, "jwks": keys::jwks(&[&keys().ec]) }] }),
+            ),
+        ],
+        // Envoy reports the first provider's failure other than a token of an issuer that
+        // provider does not read there (that one ranks with a missing token).
+        vec![
+            // ISSUER2's token at `?jwt=` (only ISSUER is read there) and its tampered token
+            // in the header: the signature failure is reported, not the issuer.
+            get(&format!("/?jwt={iss2}")).tok(&iss2_tampered).is(401),
+            // Each provider sees only the other issuer's token: the issuer is reported.
+            get(&format!("/?jwt={iss2}")).tok(&alice).is(401),
+        ],
+    ));
+    let issuer_c = "https://issuer-c.meshguard.test";
+    let expired_iss2 = token(
+        &keys().ec,
+        ISSUER2,
+        "carol",
+        json!({ "exp": keys::now() - 3600, "iat": keys::now() - 7200 }),
+    );
+    let forged_c = keys::tamper(&token(&keys().hmac, issuer_c, "dave", json!({})));
+    v.push(case(
+        "jwt-refusal-after-an-issuer-read-elsewhere",
+        vec![
+            ra(),
+            resource(
+                "RequestAuthentication",
+                "jwt2",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": ISSUER2, "jwks": keys::jwks(&[&keys().ec]),
+                                      "fromParams": ["bp"] }] }),
+            ),
+            resource(
+                "RequestAuthentication",
+                "jwt3",
+                "foo",
+                json!({ "jwtRules": [{ "issuer": issuer_c, "jwks": keys::jwks(&[&keys().hmac]),
+                                      "fromParams": ["access_token"] }] }),
+            ),
+        ],
+        vec![
+            // ISSUER's provider meets issuer c's token at `access_token` (another issuer);
+            // ISSUER2's: expired; c's: forged. Envoy reports the last of those two.
+            get(&format!("/?bp={expired_iss2}&access_token={forged_c}")).is(401),
+            // Without the expired one: c's failure.
+            get(&format!("/?access_token={forged_c}")).is(401),
+        ],
+    ));
     v.push(case(
         "jwt-forward-original-token",
         vec![

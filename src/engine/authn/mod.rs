@@ -427,6 +427,11 @@ impl Authenticator {
                     }
                 }
                 Err(status) => {
+                    let (token, status) = match self.reported_failure(&tokens, keys, now_secs) {
+                        Reported::Failure(t, s) => (t, s),
+                        Reported::NeedKeys(uris) => return AuthnOutcome::NeedKeys(uris),
+                        Reported::None => (token, status),
+                    };
                     return AuthnOutcome::Done {
                         result: Err(AuthnFailure {
                             status,
@@ -434,7 +439,7 @@ impl Authenticator {
                             issuer: self.configured_issuer(&token.value),
                         }),
                         mutations,
-                    }
+                    };
                 }
             }
         }
@@ -462,6 +467,78 @@ impl Authenticator {
         AuthnOutcome::Done {
             result: Ok(ctx),
             mutations,
+        }
+    }
+
+    /// The failure Envoy reports for a refused request. Istio makes one provider per rule;
+    /// each provider checks the tokens at its own locations (the last extracted first) and
+    /// stops at the first failure, a token of another issuer being JwtUnknownIssuer there.
+    /// The first provider's failure is reported, unless it is JwtUnknownIssuer: then the
+    /// last provider's failure that is not (tests/e2e_differential.rs, the
+    /// `jwt-refusal-*` and `bypass-issuer-in-two-request-authentications` cases, against
+    /// Envoy 1.40). One rule is one provider: the caller's first failure is already that
+    /// one (`Reported::None`).
+    fn reported_failure<'t>(
+        &self,
+        tokens: &'t [extract::Token<'t>],
+        keys: &dyn KeyStore,
+        now_secs: u64,
+    ) -> Reported<'t> {
+        if self.rules.len() < 2 {
+            return Reported::None;
+        }
+        let mut pending = Vec::new();
+        // The first provider that refuses, and the last one refusing for a reason other
+        // than another issuer's token.
+        let mut first = None;
+        let mut last_real = None;
+        for (idx, rule) in self.rules.iter().enumerate() {
+            for token in tokens.iter().rev().filter(|t| t.rules.contains(&idx)) {
+                let status = match Jwt::parse(&token.value) {
+                    Err(status) => status,
+                    Ok(jwt) if jwt.iss != rule.issuer => JwtStatus::JwtUnknownIssuer,
+                    Ok(jwt) => {
+                        match self.verify_with_rule(
+                            token,
+                            &Arc::new(jwt),
+                            idx,
+                            None,
+                            keys,
+                            now_secs,
+                        ) {
+                            Err(status) => status,
+                            Ok(Verified::Ready(..)) => continue,
+                            Ok(Verified::NeedKeys(uri)) => {
+                                // Envoy's provider waits for its keys before it completes.
+                                if !pending.contains(&uri) {
+                                    pending.push(uri);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                };
+                first.get_or_insert((token, status));
+                if status != JwtStatus::JwtUnknownIssuer {
+                    last_real = Some((token, status));
+                }
+                break;
+            }
+        }
+        if !pending.is_empty() {
+            return Reported::NeedKeys(pending);
+        }
+        // Istio's requirement is requires_any[P1..Pn, requires_all[requires_any[Pi,
+        // allow_missing]...]]: the requires_all fails with the first provider's failure; the
+        // outer requires_any reports the last of its children's failures that is not
+        // JwtUnknownIssuer (or JwtMissed), the requires_all being its last child.
+        match first {
+            Some((t, s)) if s != JwtStatus::JwtUnknownIssuer => Reported::Failure(t, s),
+            Some(unknown) => {
+                let (t, s) = last_real.unwrap_or(unknown);
+                Reported::Failure(t, s)
+            }
+            None => Reported::None,
         }
     }
 
@@ -579,6 +656,15 @@ impl Authenticator {
         };
         Ok(Verified::Ready(rule_idx, Arc::clone(jwt), view))
     }
+}
+
+/// [`Authenticator::reported_failure`]'s answer.
+enum Reported<'t> {
+    Failure(&'t extract::Token<'t>, JwtStatus),
+    /// A provider still waits for these key sets.
+    NeedKeys(Vec<usize>),
+    /// Keep the failure found first.
+    None,
 }
 
 enum Verified {

@@ -168,6 +168,137 @@ fn unknown_issuer_and_bad_signature() {
     assert_eq!(status_of(&a, &req), JwtStatus::JwtBadFormat);
 }
 
+/// Two rules: ISS at the default locations, `https://b` at `?jwt=` and `?access_token=`.
+fn two_issuers() -> Authenticator {
+    let cfg = json!({
+        "workload": {"namespace": "foo"},
+        "policies": [{
+            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "foo"},
+            "spec": {"jwtRules": [
+                inline_rule(json!({})),
+                inline_rule(json!({"issuer": "https://b", "fromParams": ["jwt", "access_token"]})),
+            ]}
+        }]
+    });
+    let cfg = parse(&cfg.to_string()).unwrap();
+    Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap()
+}
+
+fn forged(claims: serde_json::Value) -> String {
+    encode(
+        &Header {
+            kid: Some("k1".into()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &claims,
+        &EncodingKey::from_secret(b"another-secret-another-secret-000"),
+    )
+    .unwrap()
+}
+
+fn failure_of(a: &Authenticator, req: &RequestAttributes) -> (JwtStatus, String) {
+    let f = done(a.authenticate(req, &no_remote(), NOW)).0.unwrap_err();
+    (f.status, f.location)
+}
+
+#[test]
+fn the_failure_reported_is_envoys_across_providers() {
+    // Envoy: one provider per rule, each stops at its first failing token (another
+    // issuer's token is JwtUnknownIssuer there); the first provider failure other than
+    // JwtUnknownIssuer is reported.
+    let a = two_issuers();
+    let forged_iss = forged(json!({"iss": ISS, "sub": "a", "exp": NOW + 3600}));
+    let misplaced = good("b"); // ISS at `?jwt=`, where only https://b is read
+                               // The ISS provider refuses the forged header token; the b provider sees only ISS's
+                               // token at `jwt`: JwtUnknownIssuer, which ranks below the signature failure.
+    let req = request(
+        &[("authorization", &format!("Bearer {forged_iss}"))],
+        &format!("/?jwt={misplaced}"),
+    );
+    assert_eq!(
+        failure_of(&a, &req),
+        (
+            JwtStatus::JwtVerificationFail,
+            "header authorization".into()
+        )
+    );
+    // With the header token valid, the misplaced one still refuses the request (every
+    // token must verify, the README's deliberate difference), as JwtUnknownIssuer.
+    let req = request(
+        &[("authorization", &format!("Bearer {}", good("a")))],
+        &format!("/?jwt={misplaced}"),
+    );
+    assert_eq!(
+        failure_of(&a, &req),
+        (JwtStatus::JwtUnknownIssuer, "query parameter jwt".into())
+    );
+    // Both providers refuse for real: the first provider's failure. ISS's provider reads
+    // the header and `access_token` (the last extracted first: b's token there, another
+    // issuer's); b's provider reads only `access_token`: expired.
+    let expired_b = token(json!({"iss": "https://b", "sub": "x", "exp": NOW - 3600}));
+    let req = request(
+        &[("authorization", &format!("Bearer {forged_iss}"))],
+        &format!("/?access_token={expired_b}"),
+    );
+    assert_eq!(
+        failure_of(&a, &req),
+        (JwtStatus::JwtExpired, "query parameter access_token".into())
+    );
+    // With ISS's forged token at `jwt` instead, ISS's provider never sees it: only its
+    // header token, expired; b's provider refuses the forged one as another issuer's.
+    let expired_iss = token(json!({"iss": ISS, "sub": "x", "exp": NOW - 3600}));
+    let req = request(
+        &[("authorization", &format!("Bearer {expired_iss}"))],
+        &format!("/?jwt={forged_iss}"),
+    );
+    assert_eq!(
+        failure_of(&a, &req),
+        (JwtStatus::JwtExpired, "header authorization".into())
+    );
+}
+
+#[test]
+fn after_another_issuers_token_the_last_providers_failure_is_reported() {
+    let cfg = json!({
+        "workload": {"namespace": "foo"},
+        "policies": [{
+            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "jwt", "namespace": "foo"},
+            "spec": {"jwtRules": [
+                inline_rule(json!({})),
+                inline_rule(json!({"issuer": "https://b", "fromParams": ["bp"]})),
+                inline_rule(json!({"issuer": "https://c", "fromParams": ["access_token"]})),
+            ]}
+        }]
+    });
+    let cfg = parse(&cfg.to_string()).unwrap();
+    let a = Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap();
+    // ISS's provider reads `access_token` too and meets c's token there first:
+    // JwtUnknownIssuer. b's provider: expired; c's: forged. The last, c's, is reported.
+    let expired_b = token(json!({"iss": "https://b", "sub": "x", "exp": NOW - 3600}));
+    let forged_c = forged(json!({"iss": "https://c", "sub": "x", "exp": NOW + 3600}));
+    let req = request(&[], &format!("/?bp={expired_b}&access_token={forged_c}"));
+    assert_eq!(
+        failure_of(&a, &req),
+        (
+            JwtStatus::JwtVerificationFail,
+            "query parameter access_token".into()
+        )
+    );
+}
+
+#[test]
+fn one_provider_reports_its_first_failure_even_an_unknown_issuer() {
+    // A single rule is a single provider: the first failing token in its order is the
+    // report, JwtUnknownIssuer included (Envoy does not look further).
+    let a = authenticator(inline_rule(json!({"fromParams": ["tok", "access_token"]})));
+    let other = token(json!({"iss": "https://other", "sub": "a", "exp": NOW + 3600}));
+    let req = request(&[], &format!("/?access_token=x&tok={other}"));
+    assert_eq!(failure_of(&a, &req).0, status_of(&a, &req));
+    assert_eq!(status_of(&a, &req), JwtStatus::JwtUnknownIssuer);
+}
+
 #[test]
 fn audiences_mismatch_is_403() {
     let a = authenticator(inline_rule(json!({"audiences": ["https://api.example/"]})));
