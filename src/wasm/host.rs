@@ -264,9 +264,11 @@ pub(crate) fn send_local_reply(
     status == proxy_wasm::types::Status::Ok
 }
 
-// The SDK's header setters panic when the host answers anything but Ok (e.g. NotFound once
-// the request headers went on to the next filter); these report and go on.
+// The SDK's header setters and `get_metric` panic when the host answers anything they do
+// not expect (e.g. NotFound once the request headers went on to the next filter); these
+// report and go on.
 extern "C" {
+    fn proxy_get_metric(metric_id: u32, value: *mut u64) -> Status;
     fn proxy_remove_header_map_value(map_type: MapType, key: *const u8, key_size: usize) -> Status;
     fn proxy_replace_header_map_value(
         map_type: MapType,
@@ -282,6 +284,13 @@ extern "C" {
         value: *const u8,
         value_size: usize,
     ) -> Status;
+}
+
+/// A metric's current value (None when the host refuses, e.g. an unknown id).
+pub(crate) fn metric_value(id: u32) -> Option<u64> {
+    let mut value = 0u64;
+    // SAFETY: `value` is a live u64 the host writes at most 8 bytes into.
+    (unsafe { proxy_get_metric(id, &mut value) } == Status::Ok).then_some(value)
 }
 
 /// Removes a header of `map` (false when the host refused, e.g. the headers are gone).

@@ -41,19 +41,12 @@ impl Metrics {
     /// Raises the memory gauge to this VM's linear memory (pages of 64 KiB) when it is larger.
     /// Every VM of the process writes the same gauge; a wasm memory never shrinks, so the
     /// largest is the one worth showing (the main thread's VM, which serves no request, would
-    /// otherwise overwrite a worker's every other tick). Two VMs ticking at once may leave
+    /// otherwise overwrite a worker's on its own ticks). Two VMs ticking at once may leave
     /// the smaller value for one tick.
     pub(crate) fn record_memory(&self) {
-        extern "C" {
-            // The SDK's `get_metric` panics on a status it does not expect; 0 is Ok.
-            fn proxy_get_metric(metric_id: u32, value: *mut u64) -> u32;
-        }
         if let Some(id) = self.vm_memory_bytes {
             let bytes = core::arch::wasm32::memory_size(0) as u64 * 65536;
-            let mut shown = 0u64;
-            // SAFETY: `shown` is a live u64 the host writes at most 8 bytes into.
-            let status = unsafe { proxy_get_metric(id, &mut shown) };
-            if status != 0 || bytes > shown {
+            if crate::host::metric_value(id).is_none_or(|shown| bytes > shown) {
                 let _ = hostcalls::record_metric(id, bytes);
             }
         }
