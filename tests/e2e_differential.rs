@@ -213,22 +213,34 @@ fn selector(p: Value, labels: Value) -> Value {
     })
 }
 
-/// RequestAuthentication for [`ISSUER`] with the RSA key inline, plus `extra` rule fields.
-fn ra_with(extra: Value) -> Value {
-    let mut rule = json!({ "issuer": ISSUER, "jwks": keys::jwks(&[rsa()]) });
+/// RequestAuthentication `name` in `foo`: one rule for `issuer` with `key` inline, plus
+/// `extra` rule fields.
+fn ra_of(name: &str, issuer: &str, key: &SigningKey, extra: Value) -> Value {
+    let mut rule = json!({ "issuer": issuer, "jwks": keys::jwks(&[key]) });
     if let (Some(r), Value::Object(e)) = (rule.as_object_mut(), extra) {
         r.extend(e);
     }
     resource(
         "RequestAuthentication",
-        "jwt",
+        name,
         "foo",
         json!({ "jwtRules": [rule] }),
     )
 }
 
+/// RequestAuthentication `jwt` for [`ISSUER`] with the RSA key inline, plus `extra` rule fields.
+fn ra_with(extra: Value) -> Value {
+    ra_of("jwt", ISSUER, rsa(), extra)
+}
+
 fn ra() -> Value {
     ra_with(json!({}))
+}
+
+/// RequestAuthentication `jwt2` for [`ISSUER2`] with the EC key inline, plus `extra` rule
+/// fields.
+fn ra2_with(extra: Value) -> Value {
+    ra_of("jwt2", ISSUER2, &keys().ec, extra)
 }
 
 fn to_paths(paths: Value) -> Value {
@@ -1414,12 +1426,7 @@ fn cases() -> Vec<Case> {
         "jwt-two-issuers",
         vec![
             ra(),
-            resource(
-                "RequestAuthentication",
-                "jwt2",
-                "foo",
-                json!({ "jwtRules": [{ "issuer": ISSUER2, "jwks": keys::jwks(&[&keys().ec]) }] }),
-            ),
+            ra2_with(json!({})),
             allow(
                 "p",
                 json!([{ "from": [{ "source": { "requestPrincipals": [format!("{ISSUER2}/*")] } }] }]),
@@ -1443,12 +1450,7 @@ fn cases() -> Vec<Case> {
                 json!({ "jwtRules": [{ "issuer": ISSUER, "jwks": keys::jwks(&[rsa()]),
                                       "fromParams": ["jwt"] }] }),
             ),
-            resource(
-                "RequestAuthentication",
-                "jwt2",
-                "foo",
-                json!({ "jwtRules": [{ "issuer": ISSUER2, "jwks": keys::jwks(&[&keys().ec]) }] }),
-            ),
+            ra2_with(json!({})),
         ],
         // Envoy reports the first provider's failure other than a token of an issuer that
         // provider does not read there (that one ranks with a missing token).
@@ -1472,13 +1474,7 @@ fn cases() -> Vec<Case> {
         "jwt-refusal-after-an-issuer-read-elsewhere",
         vec![
             ra(),
-            resource(
-                "RequestAuthentication",
-                "jwt2",
-                "foo",
-                json!({ "jwtRules": [{ "issuer": ISSUER2, "jwks": keys::jwks(&[&keys().ec]),
-                                      "fromParams": ["bp"] }] }),
-            ),
+            ra2_with(json!({ "fromParams": ["bp"] })),
             resource(
                 "RequestAuthentication",
                 "jwt3",

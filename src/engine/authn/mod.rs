@@ -487,36 +487,32 @@ impl Authenticator {
         if self.rules.len() < 2 {
             return Reported::None;
         }
+        let parsed: Vec<Result<Arc<Jwt>, JwtStatus>> = tokens
+            .iter()
+            .map(|t| Jwt::parse(&t.value).map(Arc::new))
+            .collect();
         let mut pending = Vec::new();
         // The first provider that refuses, and the last one refusing for a reason other
         // than another issuer's token.
         let mut first = None;
         let mut last_real = None;
         for (idx, rule) in self.rules.iter().enumerate() {
-            for token in tokens.iter().rev().filter(|t| t.rules.contains(&idx)) {
-                let status = match Jwt::parse(&token.value) {
-                    Err(status) => status,
+            let its_tokens = tokens.iter().zip(&parsed).rev();
+            for (token, jwt) in its_tokens.filter(|(t, _)| t.rules.contains(&idx)) {
+                let status = match jwt {
+                    Err(status) => *status,
                     Ok(jwt) if jwt.iss != rule.issuer => JwtStatus::JwtUnknownIssuer,
-                    Ok(jwt) => {
-                        match self.verify_with_rule(
-                            token,
-                            &Arc::new(jwt),
-                            idx,
-                            None,
-                            keys,
-                            now_secs,
-                        ) {
-                            Err(status) => status,
-                            Ok(Verified::Ready(..)) => continue,
-                            Ok(Verified::NeedKeys(uri)) => {
-                                // Envoy's provider waits for its keys before it completes.
-                                if !pending.contains(&uri) {
-                                    pending.push(uri);
-                                }
-                                break;
+                    Ok(jwt) => match self.verify_with_rule(token, jwt, idx, None, keys, now_secs) {
+                        Err(status) => status,
+                        Ok(Verified::Ready(..)) => continue,
+                        Ok(Verified::NeedKeys(uri)) => {
+                            // Envoy's provider waits for its keys before it completes.
+                            if !pending.contains(&uri) {
+                                pending.push(uri);
                             }
+                            break;
                         }
-                    }
+                    },
                 };
                 first.get_or_insert((token, status));
                 if status != JwtStatus::JwtUnknownIssuer {

@@ -153,15 +153,7 @@ fn unknown_issuer_and_bad_signature() {
     let other = token(json!({"iss": "https://other", "sub": "a"}));
     let req = request(&[("authorization", &format!("Bearer {other}"))], "/");
     assert_eq!(status_of(&a, &req), JwtStatus::JwtUnknownIssuer);
-    let forged = encode(
-        &Header {
-            kid: Some("k1".into()),
-            ..Header::new(Algorithm::HS256)
-        },
-        &json!({"iss": ISS, "sub": "a"}),
-        &EncodingKey::from_secret(b"another-secret-another-secret-000"),
-    )
-    .unwrap();
+    let forged = forged(json!({"iss": ISS, "sub": "a"}));
     let req = request(&[("authorization", &format!("Bearer {forged}"))], "/");
     assert_eq!(status_of(&a, &req), JwtStatus::JwtVerificationFail);
     let req = request(&[("authorization", "Bearer not-a-jwt")], "/");
@@ -170,21 +162,17 @@ fn unknown_issuer_and_bad_signature() {
 
 /// Two rules: ISS at the default locations, `https://b` at `?jwt=` and `?access_token=`.
 fn two_issuers() -> Authenticator {
-    let cfg = json!({
-        "workload": {"namespace": "foo"},
-        "policies": [{
-            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-            "metadata": {"name": "jwt", "namespace": "foo"},
-            "spec": {"jwtRules": [
-                inline_rule(json!({})),
-                inline_rule(json!({"issuer": "https://b", "fromParams": ["jwt", "access_token"]})),
-            ]}
-        }]
-    });
-    let cfg = parse(&cfg.to_string()).unwrap();
-    Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap()
+    authenticator_of(json!([ra(
+        "jwt",
+        "foo",
+        json!([
+            inline_rule(json!({})),
+            inline_rule(json!({"issuer": "https://b", "fromParams": ["jwt", "access_token"]})),
+        ])
+    )]))
 }
 
+/// A token of `claims` signed with another secret than the key sets' (a forged signature).
 fn forged(claims: serde_json::Value) -> String {
     encode(
         &Header {
@@ -260,20 +248,15 @@ fn the_failure_reported_is_envoys_across_providers() {
 
 #[test]
 fn after_another_issuers_token_the_last_providers_failure_is_reported() {
-    let cfg = json!({
-        "workload": {"namespace": "foo"},
-        "policies": [{
-            "apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
-            "metadata": {"name": "jwt", "namespace": "foo"},
-            "spec": {"jwtRules": [
-                inline_rule(json!({})),
-                inline_rule(json!({"issuer": "https://b", "fromParams": ["bp"]})),
-                inline_rule(json!({"issuer": "https://c", "fromParams": ["access_token"]})),
-            ]}
-        }]
-    });
-    let cfg = parse(&cfg.to_string()).unwrap();
-    let a = Authenticator::compile(&cfg.request_authentications, &cfg.jwks).unwrap();
+    let a = authenticator_of(json!([ra(
+        "jwt",
+        "foo",
+        json!([
+            inline_rule(json!({})),
+            inline_rule(json!({"issuer": "https://b", "fromParams": ["bp"]})),
+            inline_rule(json!({"issuer": "https://c", "fromParams": ["access_token"]})),
+        ])
+    )]));
     // ISS's provider reads `access_token` too and meets c's token there first:
     // JwtUnknownIssuer. b's provider: expired; c's: forged. The last, c's, is reported.
     let expired_b = token(json!({"iss": "https://b", "sub": "x", "exp": NOW - 3600}));
